@@ -1,0 +1,1 @@
+"""GRIDS-Bench: harness, evaluator, reports and the command line (`python -m bench`)."""

@@ -1,0 +1,69 @@
+"""Benchmark configuration: one profile (quick / default / paper) sets data scale, surrogate training and method
+settings together, so `--quick` shrinks every stage at once (the openproblems `test=True` idea)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from surrogates.model import SurrogateConfig
+
+PAPER_LS = (10, 128)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-job limits. A method that hits one returns its best answer so far with status `budget_exceeded`."""
+
+    seconds: float = 900.0
+    samples: int = 5_000_000  # surrogate evaluations (cells × forward passes), counted by each method
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    scale: str
+    surrogate: SurrogateConfig
+    budget: Budget
+    method_params: dict[str, dict] = field(default_factory=dict)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick", scale="quick",
+        surrogate=SurrogateConfig(max_epochs=60, patience=8),
+        budget=Budget(seconds=60.0, samples=2_000_000),
+        method_params={"grids": {"sweeps": 8}, "smoothgrad": {"n_samples": 10}},
+    ),
+    "default": Profile(
+        name="default", scale="default",
+        surrogate=SurrogateConfig(max_epochs=80, patience=8),
+        budget=Budget(seconds=300.0, samples=20_000_000),
+        method_params={"grids": {"sweeps": 12}},
+    ),
+    "paper": Profile(
+        name="paper", scale="paper",
+        surrogate=SurrogateConfig(max_epochs=100, patience=10),
+        budget=Budget(seconds=3600.0, samples=256_000 * 512),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a `python -m bench run` needs; built from CLI flags by `bench.cli`."""
+
+    profile: Profile
+    methods: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # (cell_type, gene)
+    Ls: tuple[int, ...] = PAPER_LS
+    seeds: tuple[int, ...] = (0,)
+    out: Path = Path("results")
+    device: str = "auto"
+    scheduler: str | None = None
+    data: str | None = None
+    cache_dir: Path | None = None
+    progress: bool = True
+
+    def with_(self, **kw) -> "RunConfig":
+        return replace(self, **kw)

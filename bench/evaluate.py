@@ -1,0 +1,39 @@
+"""Scores one explanation on the held-out cells of the gene's cell type (surrogate, and truth where known)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench import metrics as M
+
+
+def evaluate_selection(surrogate, test, gene: str, peaks, truth=None) -> dict[str, float]:
+    """All applicable metrics for closing `peaks` in the `test` cells (a MultiomeData view)."""
+    y0 = surrogate.predict(test.atac, genes=[gene])[:, 0].cpu().numpy()
+    y1 = surrogate.predict(test.atac, closed=peaks, genes=[gene])[:, 0].cpu().numpy()
+    out = {"avg_delta": M.avg_delta(y0, y1), "rel_delta_pct": M.rel_delta_pct(y0, y1), "n_test_cells": len(y0)}
+    if truth is not None and gene in truth.genes:
+        e0 = truth.expression(test.atac, genes=[gene])[:, 0]
+        e1 = truth.expression(test.atac, closed=peaks, genes=[gene])[:, 0]
+        planted = [p for group in truth.regulatory_peaks(gene).values() for p in group]
+        out["oracle_rel_delta_pct"] = M.oracle_rel_delta_pct(e0, e1)
+        out["truth_recall"] = M.truth_recall(peaks, planted)
+    out.update(_genomic(test, gene, np.asarray(peaks)))
+    return out
+
+
+def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:
+    """Chromosome / TSS context of the selection when coordinates exist (bench/genomic.py)."""
+    try:
+        from bench.genomic import fraction_on_target_chrom, median_tss_distance
+    except ImportError:  # pragma: no cover - genomic metrics not installed yet
+        return {}
+    g = data.genes.loc[gene]
+    chroms = data.peaks["chrom"].to_numpy()[peaks].astype(str)
+    gchrom = None if g["chrom"] is None or (isinstance(g["chrom"], float) and np.isnan(g["chrom"])) else str(g["chrom"])
+    tss = float(g["tss"]) if g["tss"] is not None else float("nan")
+    return {
+        "frac_on_target_chrom": fraction_on_target_chrom(chroms, gchrom),
+        "median_tss_distance": median_tss_distance(chroms, data.peaks["start"].to_numpy()[peaks],
+                                                   data.peaks["end"].to_numpy()[peaks], gchrom, tss),
+    }

@@ -1,0 +1,37 @@
+"""Peak resident memory of a block of work, sampled in a background thread (sees torch's C++ allocations, which
+tracemalloc cannot)."""
+
+from __future__ import annotations
+
+import threading
+
+import psutil
+
+
+class PeakRSS:
+    """`with PeakRSS() as m: ...; m.peak_mb` — peak RSS in MiB during the block, and `m.delta_mb` over the start."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self._proc = psutil.Process()
+        self._stop = threading.Event()
+        self.start_mb = self.peak_mb = 0.0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+    def __enter__(self) -> "PeakRSS":
+        self.start_mb = self.peak_mb = self._proc.memory_info().rss / 2**20
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
+
+    @property
+    def delta_mb(self) -> float:
+        return self.peak_mb - self.start_mb

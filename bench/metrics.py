@@ -1,0 +1,69 @@
+"""Evaluation metrics: small pure functions, each registered with its direction.
+
+Surrogate metrics follow the paper: ŷ is the surrogate's log-scale prediction (log1p of normalised counts), the
+expression change is taken in count space, exp(ŷ_closed) − exp(ŷ_orig) (the +1 of log1p cancels), over the
+held-out (test) cells of the gene's cell type. Negative = suppression; more negative = better explanation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    label: str  # column header in tables
+    higher_is_better: bool | None  # None: context only, no "best"
+    fn: Callable[..., float]
+    description: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+
+METRICS: dict[str, MetricSpec] = {}
+
+
+def metric(name: str, label: str, higher_is_better: bool | None):
+    def wrap(fn):
+        if name in METRICS:
+            raise ValueError(f"metric {name!r} registered twice")
+        METRICS[name] = MetricSpec(name, label, higher_is_better, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+@metric("avg_delta", "Avg Δ", higher_is_better=False)
+def avg_delta(y_orig: np.ndarray, y_closed: np.ndarray) -> float:
+    """Mean expression change, mean_c [exp(ŷ_closed) − exp(ŷ_orig)], in normalised counts; range ℝ, ↓ better."""
+    y_orig, y_closed = np.asarray(y_orig, np.float64), np.asarray(y_closed, np.float64)
+    return float(np.mean(np.exp(y_closed) - np.exp(y_orig)))
+
+
+@metric("rel_delta_pct", "Rel Δ (%)", higher_is_better=False)
+def rel_delta_pct(y_orig: np.ndarray, y_closed: np.ndarray) -> float:
+    """Mean relative change, 100 · mean_c [(exp(ŷ_closed) − exp(ŷ_orig)) / exp(ŷ_orig)]; range [−100, ∞), ↓."""
+    y_orig, y_closed = np.asarray(y_orig, np.float64), np.asarray(y_closed, np.float64)
+    return float(100.0 * np.mean(np.expm1(y_closed - y_orig)))
+
+
+@metric("oracle_rel_delta_pct", "Oracle Rel Δ (%)", higher_is_better=False)
+def oracle_rel_delta_pct(e_orig: np.ndarray, e_closed: np.ndarray) -> float:
+    """Relative change of the simulator's true mean expression, 100 · mean_c (E_closed − E)/E; ↓ better."""
+    e_orig, e_closed = np.asarray(e_orig, np.float64), np.asarray(e_closed, np.float64)
+    return float(100.0 * np.mean((e_closed - e_orig) / e_orig))
+
+
+@metric("truth_recall", "Truth recall", higher_is_better=True)
+def truth_recall(selected, planted) -> float:
+    """Fraction of the gene's planted regulatory peaks that were selected, |S ∩ P| / |P|; range [0, 1], ↑."""
+    planted = set(int(p) for p in planted)
+    if not planted:
+        return float("nan")
+    return len(planted & set(int(s) for s in selected)) / len(planted)

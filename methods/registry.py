@@ -1,0 +1,68 @@
+"""A typed registry of explainers. `@register(...)` attaches a frozen `MethodSpec`; the registry is the dispatch
+(the CLI, harness and tables read it), so adding a method is one file in `methods/`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_REGISTRY: dict[str, "MethodSpec"] = {}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    cls: type
+    paper: str
+    year: int | None = None
+    kind: str = "global"  # how the method explains: global ranking, local→aggregated, or subset search
+    is_baseline: bool = False  # control methods that bound the scale of every table
+    needs_gradients: bool = False
+    code_url: str | None = None
+    description: str = ""
+
+
+def register(name: str, *, paper: str, year: int | None = None, kind: str = "global", is_baseline: bool = False,
+             needs_gradients: bool = False, code_url: str | None = None):
+    """Class decorator: `@register("grids", paper="Liu et al.", needs_gradients=True)`."""
+
+    def wrap(cls):
+        if name in _REGISTRY and _REGISTRY[name].cls is not cls:
+            raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].cls.__qualname__}")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        spec = MethodSpec(name=name, cls=cls, paper=paper, year=year, kind=kind, is_baseline=is_baseline,
+                          needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "")
+        cls.spec = spec
+        _REGISTRY[name] = spec
+        return cls
+
+    return wrap
+
+
+def get(name: str) -> MethodSpec:
+    _load_all()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}") from None
+
+
+def available() -> list[str]:
+    _load_all()
+    return list(_REGISTRY)
+
+
+def specs() -> list[MethodSpec]:
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def _load_all() -> None:
+    """Import every module in `methods/` once so their decorators run."""
+    import importlib
+    import pkgutil
+
+    import methods
+
+    for mod in sorted(pkgutil.iter_modules(methods.__path__), key=lambda m: m.name):
+        if mod.name not in ("base", "registry", "aggregate"):
+            importlib.import_module(f"methods.{mod.name}")

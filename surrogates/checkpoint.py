@@ -1,0 +1,77 @@
+"""On-disk cache of trained surrogates, keyed by (data fingerprint, config, model version).
+
+A run that finds a checkpoint for the same data and configuration reuses it instead of retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from datasets.data import MultiomeData
+from surrogates.model import MODEL_VERSION, Surrogate, SurrogateConfig
+from surrogates.train import build_surrogate, resolve_device, train_surrogate
+
+log = logging.getLogger(__name__)
+
+
+def cache_root(cache_dir=None) -> Path:
+    """`cache_dir`, else $GRIDS_BENCH_CACHE, else ~/.cache/grids-bench."""
+    root = cache_dir or os.environ.get("GRIDS_BENCH_CACHE") or Path.home() / ".cache" / "grids-bench"
+    return Path(root)
+
+
+def checkpoint_key(data: MultiomeData, config: SurrogateConfig) -> str:
+    payload = json.dumps({"data": data.fingerprint(), "config": config.to_dict(), "model": MODEL_VERSION},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def checkpoint_path(data: MultiomeData, config: SurrogateConfig, cache_dir=None) -> Path:
+    return cache_root(cache_dir) / "surrogates" / f"surrogate-{checkpoint_key(data, config)}.pt"
+
+
+def save_surrogate(model: Surrogate, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+               "config": model.config.to_dict(), "gene_names": model.gene_names,
+               "cell_types": model.cell_types, "meta": model.meta, "model_version": MODEL_VERSION}
+    fd, tmp = tempfile.mkstemp(suffix=".pt", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: readers never see a half-written checkpoint
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_surrogate(path, data: MultiomeData, device: str = "auto") -> Surrogate:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_surrogate(data, SurrogateConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    model.meta = {**payload.get("meta", {}), "checkpoint": str(path)}
+    return model.to(resolve_device(device)).eval()
+
+
+def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
+                cache_dir=None, retrain: bool = False, progress: bool = True) -> Surrogate:
+    """The cached surrogate for (data, config) if one exists, else train one and cache it."""
+    path = checkpoint_path(data, config, cache_dir)
+    if path.exists() and not retrain:
+        log.info("reusing surrogate checkpoint %s", path)
+        model = load_surrogate(path, data, device)
+        model.meta["reused"] = True
+        return model
+    model = train_surrogate(data, config, device=device, progress=progress)
+    save_surrogate(model, path)
+    model.meta.update({"checkpoint": str(path), "reused": False})
+    return model

@@ -1,0 +1,198 @@
+"""The cross-modal ATAC→RNA surrogate of GRIDS (Liu et al., Appendix A), sparse by construction.
+
+Architecture (paper): a categorical embedding per peak (one vector for "closed", one for "open"), summed within
+each chromosome, then an MLP encoder to a 20-d ATAC latent; an RNA autoencoder with its own 20-d latent;
+cross-maps f_AR (ATAC→RNA latent) and f_RA; per-cell-type discriminators on the latents (adversarial weight
+γ = 0.3) and a cycle loss; reconstruction by BCE (ATAC) + MSE (RNA).  F̂(x) = Dec_r(f_AR(Enc_a(W(x)))) ≥ 0.
+
+Sparsity: for binary x the chromosome sums are ``s_k(x) = Σ_{j∈k} W_closed[j] + Σ_{j∈k, x_j=1} Δ[j]`` with
+``Δ = W_open − W_closed``. The first term is a per-chromosome constant; the second is one
+``F.embedding_bag(mode="sum")`` over the cell's open peaks with one bag per (cell, chromosome). A forward/backward
+therefore costs O(open peaks × embedding) — never a dense [cells × peaks × embedding] tensor. Closing peaks sets
+their `per_sample_weights` to 0, and the gradient w.r.t. those weights is the first-order effect of closing each
+open entry (eq. 4 of the paper), so GRIDS gets all gains from one backward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODEL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SurrogateConfig:
+    """Hyper-parameters. Defaults follow the paper (embedding 32, latent 20, γ = 0.3, batch 128, Adam)."""
+
+    emb_dim: int = 32
+    hidden: int = 256
+    latent: int = 20
+    gamma: float = 0.3  # adversarial loss weight
+    cycle_weight: float = 1.0
+    atac_weight: float = 1.0  # BCE reconstruction of the ATAC profile
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 200
+    patience: int = 10  # early stopping on validation cross-prediction MSE
+    min_epochs: int = 30  # training plateaus early before cell-type structure is learned; never stop before
+    max_seconds: float = 0.0  # wall-time budget for training; 0 = no budget
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SparseAtac:
+    """A batch of binary ATAC rows in embedding-bag form: open peak `idx`, bag `offsets` (cell × chromosome)."""
+
+    idx: torch.Tensor  # (nnz,) long, peak index of each open entry
+    offsets: torch.Tensor  # (n_cells * n_chrom,) long
+    row: torch.Tensor  # (nnz,) long, the cell of each open entry
+    n_cells: int
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class Surrogate(nn.Module):
+    """Differentiable ATAC→RNA model. `forward(x_dense)` maps dense 0/1 rows to log-expression (for captum);
+    `predict(csr, closed=...)` is the sparse path used everywhere else."""
+
+    def __init__(self, peak_chrom: np.ndarray, gene_names: list[str], cell_types: list[str],
+                 config: SurrogateConfig = SurrogateConfig()):
+        super().__init__()
+        self.config = config
+        self.gene_names = list(gene_names)
+        self.cell_types = list(cell_types)
+        chrom = torch.as_tensor(np.asarray(peak_chrom), dtype=torch.long)
+        if chrom.numel() and torch.any(chrom[1:] < chrom[:-1]):
+            raise ValueError("peaks must be sorted by chromosome (contiguous blocks)")
+        self.register_buffer("peak_chrom", chrom, persistent=True)
+        self.n_peaks = int(chrom.numel())
+        self.n_chrom = int(chrom.max()) + 1 if self.n_peaks else 1
+        self.n_genes = len(self.gene_names)
+        c, e, h, z = config, config.emb_dim, config.hidden, config.latent
+        gen = torch.Generator().manual_seed(config.seed)
+        self.emb_closed = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.01)
+        self.emb_open = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.1)
+        self.first = nn.Linear(self.n_chrom * e, h)  # the layer that is linear in the peak embeddings
+        self.enc_a_rest = nn.Sequential(nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, z))
+        self.dec_a = _mlp([z, h, self.n_peaks])
+        self.enc_r = _mlp([self.n_genes, h, h, z])
+        self.dec_r = _mlp([z, h, h, self.n_genes])
+        self.f_ar = _mlp([z, h // 2, z])
+        self.f_ra = _mlp([z, h // 2, z])
+        n_types = len(self.cell_types)
+        self.disc_a = nn.ModuleList([_mlp([z, 64, 1]) for _ in range(n_types)])
+        self.disc_r = nn.ModuleList([_mlp([z, 64, 1]) for _ in range(n_types)])
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------ sparse input
+    def sparse_batch(self, X: sp.csr_matrix) -> SparseAtac:
+        """Embedding-bag form of CSR rows (peaks must be in genome order, which `MultiomeData` guarantees)."""
+        X = sp.csr_matrix(X)
+        X.sort_indices()
+        dev = self.peak_chrom.device
+        idx = torch.as_tensor(X.indices.astype(np.int64), device=dev)
+        row = torch.repeat_interleave(torch.arange(X.shape[0], device=dev),
+                                      torch.as_tensor(np.diff(X.indptr), device=dev))
+        bag = row * self.n_chrom + self.peak_chrom[idx]
+        offsets = torch.searchsorted(bag, torch.arange(X.shape[0] * self.n_chrom, device=dev))
+        return SparseAtac(idx=idx, offsets=offsets, row=row, n_cells=X.shape[0])
+
+    def closed_weights(self, batch: SparseAtac, closed) -> torch.Tensor | None:
+        """Per-entry weights: 0 for entries whose peak is in `closed`, else 1 (None if nothing is closed)."""
+        if closed is None or len(closed) == 0:
+            return None
+        mask = torch.zeros(self.n_peaks, dtype=torch.bool, device=batch.idx.device)
+        mask[torch.as_tensor(np.asarray(closed, dtype=np.int64), device=mask.device)] = True
+        return (~mask[batch.idx]).to(self.first.weight.dtype)
+
+    def chrom_constant(self) -> torch.Tensor:
+        """Σ of the closed-state embeddings per chromosome: the input to `first` when every peak is closed."""
+        const = torch.zeros(self.n_chrom, self.config.emb_dim, device=self.emb_closed.device,
+                            dtype=self.emb_closed.dtype)
+        return const.index_add(0, self.peak_chrom, self.emb_closed)
+
+    def embed(self, batch: SparseAtac, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-chromosome summed embeddings, flattened: (cells, n_chrom * emb_dim)."""
+        delta = self.emb_open - self.emb_closed
+        opened = F.embedding_bag(batch.idx, delta, batch.offsets, mode="sum", per_sample_weights=weights)
+        s = opened.view(batch.n_cells, self.n_chrom, -1) + self.chrom_constant()
+        return s.flatten(1)
+
+    def embed_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as `embed` for a dense (cells × peaks) 0/1 (or relaxed) input: one matmul per chromosome block,
+        so memory is O(cells × peaks), never O(cells × peaks × emb)."""
+        delta = self.emb_open - self.emb_closed
+        bounds = torch.searchsorted(self.peak_chrom, torch.arange(self.n_chrom + 1, device=x.device))
+        parts = [x[:, a:b] @ delta[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+        s = torch.stack(parts, dim=1) + self.chrom_constant()
+        return s.flatten(1)
+
+    # ------------------------------------------------------------------ the network
+    def first_hidden(self, batch: SparseAtac, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-activation of the first encoder layer, a(x) = c + Σ_{open j} U_j (cells × hidden)."""
+        return self.first(self.embed(batch, weights))
+
+    def peak_hidden(self, peaks: torch.Tensor) -> torch.Tensor:
+        """U_j: how much opening peak j adds to the first pre-activation (len(peaks) × hidden)."""
+        peaks = torch.as_tensor(peaks, dtype=torch.long, device=self.peak_chrom.device)
+        delta = (self.emb_open - self.emb_closed)[peaks]
+        w = self.first.weight.view(self.config.hidden, self.n_chrom, self.config.emb_dim)
+        return torch.einsum("hne,ne->nh", w[:, self.peak_chrom[peaks], :], delta)
+
+    def head_from_hidden(self, a: torch.Tensor) -> torch.Tensor:
+        """log-expression from the first pre-activation (any leading batch shape)."""
+        return self.rna_from_atac_latent(self.enc_a_rest(a))
+
+    def rna_from_atac_latent(self, z_a: torch.Tensor) -> torch.Tensor:
+        return self.dec_r(self.f_ar(z_a)).clamp_min(0.0)
+
+    def encode_atac(self, batch: SparseAtac, weights=None) -> torch.Tensor:
+        return self.enc_a_rest(self.first_hidden(batch, weights))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense path: (cells × peaks) → log-expression (cells × genes). Used by captum-style attribution."""
+        return self.head_from_hidden(self.first(self.embed_dense(x)))
+
+    # ------------------------------------------------------------------ convenience
+    @property
+    def device(self) -> torch.device:
+        return self.peak_chrom.device
+
+    def gene_index(self, gene: str) -> int:
+        try:
+            return self.gene_names.index(gene)
+        except ValueError:
+            raise KeyError(f"gene {gene!r} is not an output of this surrogate") from None
+
+    @torch.no_grad()
+    def predict(self, X: sp.csr_matrix, closed=None, genes=None, batch_size: int = 1024) -> torch.Tensor:
+        """log-expression ŷ (cells × genes, or the selected `genes`) with the peaks in `closed` set to 0."""
+        was_training = self.training
+        self.eval()
+        cols = None if genes is None else [self.gene_index(g) for g in genes]
+        out = []
+        for start in range(0, X.shape[0], batch_size):
+            batch = self.sparse_batch(X[start:start + batch_size])
+            y = self.head_from_hidden(self.first_hidden(batch, self.closed_weights(batch, closed)))
+            out.append(y if cols is None else y[:, cols])
+        self.train(was_training)
+        if not out:
+            return torch.empty(0, self.n_genes if cols is None else len(cols), device=self.device)
+        return torch.cat(out)

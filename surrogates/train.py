@@ -1,0 +1,145 @@
+"""Training the surrogate: reconstruction + cross-prediction + cycle + per-cell-type adversarial alignment.
+
+Losses per batch (paper, Appendix A):
+  * BCE(Dec_a(z_a), x) and MSE(Dec_r(z_r), y) — the two autoencoders;
+  * MSE(F̂(x), y) — the cross prediction F̂ = Dec_r ∘ f_AR ∘ Enc_a that every explainer perturbs;
+  * cycle: ‖f_RA(f_AR(z_a)) − z_a‖² + ‖f_AR(f_RA(z_r)) − z_r‖²;
+  * γ · adversarial: per-cell-type discriminators D_r^k (real z_r vs f_AR(z_a)) and D_a^k (real z_a vs
+    f_RA(z_r)), trained in alternation with the generators, γ = 0.3.
+The paper trains in phases (ATAC AE, RNA AE, cross-maps); we train all terms jointly from the start, which is
+simpler and reaches the paper's fidelity on our data (see `python -m bench fit`). Early stopping on the
+validation cross-prediction MSE; the best weights are restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from datasets.data import MultiomeData
+from surrogates.model import Surrogate, SurrogateConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA GPU is available; use --device auto or cpu")
+    return torch.device(device)
+
+
+def build_surrogate(data: MultiomeData, config: SurrogateConfig) -> Surrogate:
+    chrom, _ = data.chrom_codes()
+    return Surrogate(chrom, data.gene_names, data.cell_types, config)
+
+
+def _batch_losses(model: Surrogate, X, y: torch.Tensor, types: torch.Tensor):
+    """Generator-side losses and the latents the discriminators need."""
+    batch = model.sparse_batch(X)
+    z_a = model.encode_atac(batch)
+    z_r = model.enc_r(y)
+    x_dense = torch.as_tensor(X.toarray(), dtype=torch.float32, device=y.device)
+    bce = F.binary_cross_entropy_with_logits(model.dec_a(z_a), x_dense)
+    mse_r = F.mse_loss(model.dec_r(z_r), y)
+    za_to_r = model.f_ar(z_a)
+    zr_to_a = model.f_ra(z_r)
+    cross = F.mse_loss(model.dec_r(za_to_r).clamp_min(0.0), y)
+    cycle = F.mse_loss(model.f_ra(za_to_r), z_a) + F.mse_loss(model.f_ar(zr_to_a), z_r)
+    fooled = _disc_logits(model.disc_r, za_to_r, types), _disc_logits(model.disc_a, zr_to_a, types)
+    adv = sum(F.binary_cross_entropy_with_logits(l, torch.ones_like(l)) for l in fooled)
+    return {"bce": bce, "mse_r": mse_r, "cross": cross, "cycle": cycle, "adv": adv}, (z_a, z_r, za_to_r, zr_to_a)
+
+
+def _disc_logits(discs, z: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """Each cell is judged by the discriminator of its own cell type."""
+    out = torch.empty(z.shape[0], device=z.device)
+    for k in torch.unique(types).tolist():
+        sel = types == k
+        out[sel] = discs[k](z[sel]).squeeze(-1)
+    return out
+
+
+def _disc_loss(model: Surrogate, latents, types) -> torch.Tensor:
+    z_a, z_r, za_to_r, zr_to_a = (t.detach() for t in latents)
+    loss = 0.0
+    for discs, real, fake in ((model.disc_r, z_r, za_to_r), (model.disc_a, z_a, zr_to_a)):
+        lr, lf = _disc_logits(discs, real, types), _disc_logits(discs, fake, types)
+        loss = loss + F.binary_cross_entropy_with_logits(lr, torch.ones_like(lr)) \
+            + F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
+    return loss
+
+
+@torch.no_grad()
+def validation_mse(model: Surrogate, data: MultiomeData) -> float:
+    pred = model.predict(data.atac)
+    return float(F.mse_loss(pred, torch.as_tensor(data.rna, device=pred.device)))
+
+
+def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
+                    progress: bool = True) -> Surrogate:
+    """Fit on the train split, early-stop on the val split; returns the best model (eval mode) with `meta`."""
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = build_surrogate(data, config).to(dev)
+    train, val = data.cells(split="train"), data.cells(split="val")
+    type_code = {t: i for i, t in enumerate(model.cell_types)}
+    train_types = torch.as_tensor([type_code[t] for t in train.obs["cell_type"].astype(str)], device=dev)
+    train_rna = torch.as_tensor(train.rna, device=dev)
+    gen_params = [p for n, p in model.named_parameters() if not n.startswith("disc_")]
+    disc_params = [p for n, p in model.named_parameters() if n.startswith("disc_")]
+    opt = torch.optim.Adam(gen_params, lr=config.lr, weight_decay=config.weight_decay)
+    opt_d = torch.optim.Adam(disc_params, lr=config.lr)
+    best, best_state, bad_epochs, history = float("inf"), None, 0, []
+    t0 = time.perf_counter()
+    stopped = "max_epochs"
+    bar = tqdm(range(config.max_epochs), desc="training surrogate", disable=not progress, unit="epoch")
+    for epoch in bar:
+        model.train()
+        order = rng.permutation(train.n_cells)
+        sums: dict[str, float] = {}
+        for start in range(0, len(order), config.batch_size):
+            sel = np.sort(order[start:start + config.batch_size])
+            terms, latents = _batch_losses(model, train.atac[sel], train_rna[sel], train_types[sel])
+            loss = (config.atac_weight * terms["bce"] + terms["mse_r"] + terms["cross"]
+                    + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            d_loss = _disc_loss(model, latents, train_types[sel])
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(sel)
+        val_mse = validation_mse(model, val)
+        history.append({"epoch": epoch, "val_mse": val_mse, **{k: v / train.n_cells for k, v in sums.items()}})
+        bar.set_postfix(val_mse=f"{val_mse:.4f}", cross=f"{sums['cross'] / train.n_cells:.4f}")
+        if val_mse < best - 1e-5:
+            best, bad_epochs = val_mse, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if bad_epochs >= config.patience and epoch + 1 >= config.min_epochs:
+            stopped = "early_stopping"
+            break
+        if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
+            stopped = "time_budget"
+            break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    model.meta = {"epochs": len(history), "best_val_mse": best, "stopped": stopped,
+                  "seconds": time.perf_counter() - t0, "history": history, "device": str(dev)}
+    log.info("surrogate trained: %d epochs (%s), best val MSE %.4f, %.1fs", len(history), stopped, best,
+             model.meta["seconds"])
+    return model
