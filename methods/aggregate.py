@@ -40,8 +40,9 @@ def suppression_scores(attribute: Callable[[torch.Tensor], torch.Tensor], data, 
         if clock.exhausted():
             return (total / max(1, used)).numpy(), used, True
         x = torch.as_tensor(data.atac[start:start + batch_size].toarray(), dtype=torch.float32, device=device)
+        x.requires_grad_(True)
         grad = attribute(x)
-        total += (grad * x).sum(0).double().cpu()
+        total += (grad * x).detach().sum(0).double().cpu()
         used += x.shape[0]
         clock.spend(x.shape[0] * samples_per_cell)
     return (total / max(1, used)).numpy(), used, False

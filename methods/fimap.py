@@ -83,7 +83,8 @@ class Fimap(Explainer):
     """FIMAP: a perturbation network trained to close the fewest peaks that suppress the target gene."""
 
     def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.05, sparsity: float = 0.01,
-                 rank: int = 8, init_logit: float = -4.0, objective: str = "ratio", **common):
+                 rank: int = 8, init_logit: float = -4.0, warmup: float = 0.5, objective: str = "ratio",
+                 **common):
         """
         Args:
             steps: Adam steps of the perturbation network. Default: 300.
@@ -92,6 +93,7 @@ class Fimap(Explainer):
             sparsity: λ, the L1 price of closing one peak (relative-expression units). Default: 0.01.
             rank: size of the cell-dependent low-rank term ⟨q(z_c), P_j⟩. Default: 8.
             init_logit: initial per-peak logit θ_j (m = sigmoid). Default: -4.0.
+            warmup: fraction of the steps over which λ ramps up linearly from 0. Default: 0.5.
             objective: "ratio" (ŷ_perturbed / ŷ) or "mean" (ŷ_perturbed). Default: "ratio".
         """
         super().__init__(**common)
@@ -100,7 +102,7 @@ class Fimap(Explainer):
         if steps < 0 or batch_size < 1 or sparsity < 0 or rank < 1:
             raise ValueError("steps ≥ 0, batch_size ≥ 1, sparsity ≥ 0 and rank ≥ 1 are required")
         self.steps, self.batch_size, self.lr, self.sparsity = steps, batch_size, lr, sparsity
-        self.rank, self.init_logit, self.objective = rank, init_logit, objective
+        self.rank, self.init_logit, self.warmup, self.objective = rank, init_logit, warmup, objective
 
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
@@ -133,7 +135,8 @@ class Fimap(Explainer):
             y = head(surrogate.first_hidden(batch, 1.0 - m))
             target = self._target(y, y0_all[cells])
             closed_per_cell = m.sum() / len(cells)
-            loss = target + self.sparsity * closed_per_cell
+            lam = self.sparsity * min(1.0, (step + 1) / max(1.0, self.warmup * self.steps))
+            loss = target + lam * closed_per_cell
             grads = torch.autograd.grad(loss, params)  # the surrogate stays frozen: no grads into it
             for p, g in zip(params, grads):
                 p.grad = g
@@ -141,7 +144,7 @@ class Fimap(Explainer):
             clock.spend(len(cells))
             history.append(float(loss.detach()))
             if step % 25 == 0:
-                bar.set_postfix(loss=f"{history[-1]:.4f}", closed=f"{float(closed_per_cell):.1f}")
+                bar.set_postfix(loss=f"{history[-1]:.4f}", closed=f"{float(closed_per_cell.detach()):.1f}")
         bar.close()
         steps_done = len(history)
 

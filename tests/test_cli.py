@@ -1,0 +1,91 @@
+"""End-to-end CLI: the tiny profile runs the whole pipeline in seconds; user mistakes exit 2 with one line."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRIDS_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_list_shows_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "grids" in out and "random" in out and "baseline" in out
+
+
+def test_help_mentions_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--quick", "--methods", "--cell-types", "--genes", "--L", "--seeds", "--out", "--device",
+                 "--scheduler", "--data"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "grids,nosuch"], "unknown method"),
+    (["--genes", "NOTAGENE"], "not in the data"),
+    (["--cell-types", "Neuron"], "unknown cell type"),
+    (["--L", "0"], "L must be between 1"),
+    (["--L", "999999"], "L must be between 1"),
+    (["--L", "ten"], "comma-separated integers"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_bad_input_exits_2_without_writing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    code = main(["run", "--scale", "tiny", "--no-progress", "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0 and err.startswith("error: ")
+    assert not out.exists()
+
+
+def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["run", "--scale", "tiny", "--no-progress", "--out", str(out), "--methods", "random,grids,saliency",
+            "--cell-types", "Astro,Oligo", "--L", "3,6"]
+    assert main(argv) == 0
+    for name in ("leaderboard.md", "leaderboard.csv", "jobs.jsonl", "report.html", "rel_delta.png"):
+        assert (out / name).exists(), name
+    long = pd.read_csv(out / "leaderboard.csv")
+    assert {"method", "L", "cell_type", "gene", "seed", "avg_delta", "rel_delta_pct", "status"} <= set(long.columns)
+    avg = long[long["cell_type"] == "Avg"]
+    assert len(avg) == 3 * 2 and (avg["gene"] == "*").all()
+    jobs = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
+    assert len(jobs) == 3 * 5 * 2  # methods × (Astro 3 + Oligo 2 markers) × L
+    assert all(len(set(j["peaks"])) == j["L"] for j in jobs)
+    md = (out / "leaderboard.md").read_text()
+    assert "## L = 3" in md and "## L = 6" in md and "Rel Δ (%) ↓" in md and "**" in md
+    capsys.readouterr()
+    assert main(argv) == 0  # second run: every job from the cache
+    assert all(json.loads(line).get("cached") for line in (out / "jobs.jsonl").read_text().splitlines())
+
+
+def test_failing_method_is_recorded_not_fatal(tmp_path, monkeypatch):
+    from methods.saliency import Saliency
+
+    def boom(self, *a, **k):
+        raise RuntimeError("synthetic failure")
+
+    monkeypatch.setattr(Saliency, "explain", boom)
+    out = tmp_path / "out"
+    assert main(["run", "--scale", "tiny", "--no-progress", "--out", str(out), "--methods", "random,saliency",
+                 "--cell-types", "Oligo", "--L", "3"]) == 0
+    jobs = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
+    failed = [j for j in jobs if j["method"] == "saliency"]
+    assert failed and all(j["status"] == "failed" and "synthetic failure" in j["error"] for j in failed)
+    assert "failed 2/2" in (out / "leaderboard.md").read_text()
+
+
+def test_fit_prints_fidelity(tmp_path, capsys):
+    assert main(["fit", "--scale", "tiny", "--no-progress", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "R²" in out and (tmp_path / "fidelity.png").exists() and (tmp_path / "fidelity.md").exists()
