@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit,list,sweep}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit,list,sweep,perf}")
 
     run = sub.add_parser("run", help="run the benchmark and write the leaderboard",
                          description="Explain every (method × cell type × marker gene × L × seed) and score it "
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", type=Path, default=Path("results") / "sweep", help="output folder")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--debug", action="store_true")
+    perf = sub.add_parser("perf", help="time data generation, a training epoch and the sparse kernels at a scale")
+    perf.add_argument("--scale", choices=("tiny", "quick", "default", "paper"), default="paper",
+                      help="data scale (default: paper)")
+    perf.add_argument("--epochs", type=int, default=1, help="training epochs to time (default: 1)")
+    perf.add_argument("--out", type=Path, default=Path("results") / "perf", help="output folder")
+    perf.add_argument("--no-progress", action="store_true")
+    perf.add_argument("--debug", action="store_true")
     return parser
 
 
@@ -297,7 +304,16 @@ def cmd_sweep(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "fit": cmd_fit, "list": cmd_list, "sweep": cmd_sweep}
+def cmd_perf(args) -> int:
+    from bench.perf import run_perf
+
+    table = run_perf(args.scale, args.out, epochs=args.epochs, progress=not args.no_progress)
+    print(table.to_string(index=False))
+    print(f"wrote {args.out / 'perf.md'}, {args.out / 'perf.csv'}, {args.out / 'perf.png'}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "fit": cmd_fit, "list": cmd_list, "sweep": cmd_sweep, "perf": cmd_perf}
 
 
 def main(argv=None) -> int:

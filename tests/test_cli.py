@@ -89,3 +89,15 @@ def test_fit_prints_fidelity(tmp_path, capsys):
     assert main(["fit", "--scale", "tiny", "--no-progress", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "R²" in out and (tmp_path / "fidelity.png").exists() and (tmp_path / "fidelity.md").exists()
+
+
+def test_dask_local_cluster_gives_the_same_results(tmp_path, monkeypatch):
+    argv = ["run", "--scale", "tiny", "--no-progress", "--methods", "random,grids", "--cell-types", "Oligo",
+            "--L", "3"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    monkeypatch.setenv("GRIDS_BENCH_CACHE", str(tmp_path / "cache2"))  # fresh job cache, same results expected
+    assert main([*argv, "--out", str(tmp_path / "b"), "--scheduler", "local"]) == 0
+    a = [json.loads(line) for line in (tmp_path / "a" / "jobs.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "b" / "jobs.jsonl").read_text().splitlines()]
+    assert [r["peaks"] for r in a] == [r["peaks"] for r in b]
+    assert [round(r["rel_delta_pct"], 6) for r in a] == [round(r["rel_delta_pct"], 6) for r in b]
