@@ -38,13 +38,13 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick", scale="quick",
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
-        budget=Budget(seconds=60.0, samples=2_000_000),
+        budget=Budget(seconds=60.0, samples=20_000_000),
         method_params={"grids": {"sweeps": 8}, "smoothgrad": {"n_samples": 10}},
     ),
     "default": Profile(
         name="default", scale="default",
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
-        budget=Budget(seconds=300.0, samples=20_000_000),
+        budget=Budget(seconds=300.0, samples=100_000_000),
         method_params={"grids": {"sweeps": 12}},
     ),
     "paper": Profile(
