@@ -9,9 +9,12 @@ from bench import metrics as M
 
 def evaluate_selection(surrogate, test, gene: str, peaks, truth=None) -> dict[str, float]:
     """All applicable metrics for closing `peaks` in the `test` cells (a MultiomeData view)."""
-    y0 = surrogate.predict(test.atac, genes=[gene])[:, 0].cpu().numpy()
-    y1 = surrogate.predict(test.atac, closed=peaks, genes=[gene])[:, 0].cpu().numpy()
-    out = {"avg_delta": M.avg_delta(y0, y1), "rel_delta_pct": M.rel_delta_pct(y0, y1), "n_test_cells": len(y0)}
+    all0 = surrogate.predict(test.atac).cpu().numpy()
+    all1 = surrogate.predict(test.atac, closed=peaks).cpu().numpy()
+    gi = surrogate.gene_index(gene)
+    y0, y1 = all0[:, gi], all1[:, gi]
+    out = {"avg_delta": M.avg_delta(y0, y1), "rel_delta_pct": M.rel_delta_pct(y0, y1),
+           "off_target_pct": M.off_target_pct(all0, all1, gi), "n_test_cells": len(y0)}
     if truth is not None and gene in truth.genes:
         e0 = truth.expression(test.atac, genes=[gene])[:, 0]
         e1 = truth.expression(test.atac, closed=peaks, genes=[gene])[:, 0]

@@ -53,6 +53,15 @@ def rel_delta_pct(y_orig: np.ndarray, y_closed: np.ndarray) -> float:
     return float(100.0 * np.mean(np.expm1(y_closed - y_orig)))
 
 
+@metric("off_target_pct", "Off-target |Rel Δ| (%)", higher_is_better=False)
+def off_target_pct(y_orig: np.ndarray, y_closed: np.ndarray, target: int) -> float:
+    """Specificity: mean over the *other* genes of |100 · mean_c expm1(ŷ_closed − ŷ_orig)|; range [0, ∞), ↓ better.
+
+    y_orig, y_closed: cells × genes log-scale predictions; `target` is the explained gene's column."""
+    rel = 100.0 * np.mean(np.expm1(np.asarray(y_closed, np.float64) - np.asarray(y_orig, np.float64)), axis=0)
+    return float(np.mean(np.abs(np.delete(rel, target)))) if rel.size > 1 else float("nan")
+
+
 @metric("oracle_rel_delta_pct", "Oracle Rel Δ (%)", higher_is_better=False)
 def oracle_rel_delta_pct(e_orig: np.ndarray, e_closed: np.ndarray) -> float:
     """Relative change of the simulator's true mean expression, 100 · mean_c (E_closed − E)/E; ↓ better."""

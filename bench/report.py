@@ -24,13 +24,15 @@ from bench.metrics import METRICS
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
 TRUTH_METRICS = ("oracle_rel_delta_pct", "truth_recall")
+SPECIFICITY_METRICS = ("off_target_pct",)
 CONTEXT_COLS = ("frac_on_target_chrom", "median_tss_distance", "seconds", "peak_rss_mb")
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
     """Per-job rows plus aggregated rows (gene='*' per cell type; cell_type='Avg' over cell types)."""
     jobs = pd.DataFrame(records)
-    metric_cols = [c for c in (*LEADERBOARD_METRICS, *TRUTH_METRICS, *CONTEXT_COLS) if c in jobs]
+    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *TRUTH_METRICS, *CONTEXT_COLS)
+                   if c in jobs]
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
@@ -133,6 +135,11 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
     md = [header, ""]
     for L in Ls:
         md += [f"## L = {L}", "", metric_table(agg, L, LEADERBOARD_METRICS, methods), ""]
+    if "off_target_pct" in long:
+        md += ["## Specificity", "", "Mean |Rel Δ| of all other genes when the selected peaks are closed (eq. 2 of "
+               "GRIDS penalises it; ↓ better).", ""]
+        for L in Ls:
+            md += [f"### L = {L}", "", metric_table(agg, L, SPECIFICITY_METRICS, methods), ""]
     if all(k in long and long[k].notna().any() for k in TRUTH_METRICS):
         md += ["## Against the planted truth (synthetic data)", "",
                "Oracle Rel Δ: change of the simulator's exact expression when the selected peaks are closed; "

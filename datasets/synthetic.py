@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SIMULATOR_VERSION = 1
 GROUP_SIZE = 3
+MAX_GROUPS = 2
+GROUP_ON = 0.8  # probability that a redundant group's program is on in a cell of its home type  # marker genes have two redundant groups; other genes zero or one
 MAX_ADDITIVE = 3
 CELL_TYPE_SHARES = {"Exc": 0.34, "SST": 0.08, "VIP": 0.08, "Astro": 0.10, "Endo": 0.06, "Micro": 0.08,
                     "OPC": 0.10, "Oligo": 0.16}
@@ -70,7 +72,7 @@ class SyntheticTruth:
     cell_types: list[str]
     promoter: np.ndarray  # (G,) peak index
     promoter_eps: np.ndarray  # (G,) expression left when the promoter is closed (fraction)
-    group: np.ndarray  # (G, GROUP_SIZE) redundant enhancer indices, -1 if the gene has none
+    group: np.ndarray  # (G, MAX_GROUPS, GROUP_SIZE) redundant enhancer indices, -1 where absent
     group_eps: np.ndarray  # (G,)
     group_types: list[list[str]]  # home cell types of each gene's group
     additive: np.ndarray  # (G, MAX_ADDITIVE) indices, -1 padded
@@ -90,9 +92,14 @@ class SyntheticTruth:
         g = self.gene_index(gene)
         return {
             "promoter": [int(self.promoter[g])],
-            "redundant": [int(j) for j in self.group[g] if j >= 0],
+            "redundant": [int(j) for j in self.group[g].ravel() if j >= 0],
             "additive": [int(j) for j in self.additive[g] if j >= 0],
         }
+
+    def redundant_groups(self, gene: str) -> list[list[int]]:
+        """Each redundant (OR) group of the gene as its own list of peak indices."""
+        g = self.gene_index(gene)
+        return [[int(j) for j in grp if j >= 0] for grp in self.group[g] if (grp >= 0).any()]
 
     def expression(self, atac: sp.csr_matrix, closed=None, genes=None, chunk: int = 2048) -> np.ndarray:
         """Oracle mean expression (normalised counts per 10⁵), cells × genes, with the peaks in `closed` set to 0."""
@@ -116,11 +123,11 @@ class SyntheticTruth:
 
         prom = gather(self.promoter[gidx])
         act = self.promoter_eps[gidx] + (1 - self.promoter_eps[gidx]) * prom
-        grp = gather(self.group[gidx])  # cells × G × 3
-        has_group = (self.group[gidx] >= 0).any(axis=1)
-        any_open = 1.0 - np.prod(1.0 - grp, axis=2)
-        eps = self.group_eps[gidx]
-        act *= np.where(has_group, eps + (1 - eps) * any_open, 1.0)
+        grp = gather(self.group[gidx])  # cells × G × groups × members
+        has_group = (self.group[gidx] >= 0).any(axis=2)  # G × groups
+        any_open = 1.0 - np.prod(1.0 - grp, axis=3)
+        eps = self.group_eps[gidx][:, None]
+        act *= np.prod(np.where(has_group, eps + (1 - eps) * any_open, 1.0), axis=2)
         act *= np.prod(1.0 + self.additive_gain[gidx] * gather(self.additive[gidx]), axis=2)
         return act
 
@@ -150,32 +157,48 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     # ---- gene structure ------------------------------------------------------------------------------------
     chrom_len, g_chrom, tss, n_add = _peak_layout(rng, sc, G)
     home = np.zeros((G, T), dtype=bool)  # cell types where the gene's redundant group is open
-    has_group = np.zeros(G, dtype=bool)
+    n_groups = np.zeros(G, dtype=int)
     for g, name in enumerate(gene_names):
         if name in markers:
-            has_group[g] = True
+            n_groups[g] = MAX_GROUPS
             for ct, genes in PAPER_MARKERS.items():
                 home[g, types.index(ct)] |= name in genes
         elif rng.random() < 0.5:
-            has_group[g] = True
+            n_groups[g] = 1
             home[g, rng.choice(T, size=rng.integers(1, 4), replace=False)] = True
+    has_group = n_groups > 0
     is_marker = np.isin(gene_names, markers)
     magnitude = np.where(is_marker, rng.lognormal(np.log(600), 0.4, G), rng.lognormal(np.log(40), 1.0, G))
-    promoter_eps = np.where(is_marker, 0.05, rng.uniform(0.05, 0.6, G))
+    # marker promoters are near-constitutive and only partly required: the strong, cell-type-specific control
+    # sits in the redundant groups, where no single peak matters
+    promoter_eps = np.where(is_marker, 0.5, rng.uniform(0.05, 0.6, G))
     group_eps = np.where(is_marker, 0.03, rng.uniform(0.03, 0.2, G))
     gain = np.zeros((G, MAX_ADDITIVE))
+    n_add[is_marker] = MAX_ADDITIVE
     for g in range(G):
         gain[g, : n_add[g]] = rng.uniform(0.2, 0.8, n_add[g])
 
     # regulatory peaks: promoter (1) + group (3 if any) + additive (n_add), placed near the TSS
-    reg_gene, reg_kind, reg_pos = [], [], []
+    reg_gene, reg_kind, reg_pos, reg_group = [], [], [], []  # reg_group: running id of the peak's group, or -1
+    n_group_ids = 0
     for g in range(G):
-        kinds = ["promoter"] + ["group"] * (GROUP_SIZE * has_group[g]) + ["additive"] * n_add[g]
-        for k in kinds:
+        kinds = ["promoter"] + ["group"] * (GROUP_SIZE * n_groups[g]) + ["additive"] * n_add[g]
+        for i, k in enumerate(kinds):
+            reg_group.append(n_group_ids + (i - 1) // GROUP_SIZE if k == "group" else -1)
             offset = 0 if k == "promoter" else int(rng.choice([-1, 1]) * rng.integers(5_000, 200_000))
             reg_gene.append(g)
             reg_kind.append(k)
             reg_pos.append(max(1000, tss[g] + offset))
+        n_group_ids += n_groups[g]
+    reg_group = np.array(reg_group, dtype=np.int64)
+    # Each redundant group is an enhancer *program*: in a home-type cell it is switched on with probability
+    # GROUP_ON (then members open independently), else the whole group is closed. Cells with the program off
+    # show what closing the group does, so a surrogate can learn it; members that vary independently show that
+    # one of them alone does not matter.
+    group_home = np.zeros((T, n_group_ids), dtype=bool)
+    for r in np.flatnonzero(reg_group >= 0):
+        group_home[:, reg_group[r]] = home[reg_gene[r]]
+    group_on = np.where(group_home, GROUP_ON, 1.0)
     n_reg = len(reg_gene)
     n_bg = sc.n_peaks - n_reg
     if n_bg < 0:
@@ -196,24 +219,31 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     reg_index = new_index[:n_reg]
 
     promoter = np.full(G, -1, dtype=np.int64)
-    group = np.full((G, GROUP_SIZE), -1, dtype=np.int64)
+    group = np.full((G, MAX_GROUPS, GROUP_SIZE), -1, dtype=np.int64)
     additive = np.full((G, MAX_ADDITIVE), -1, dtype=np.int64)
     fill = {"group": np.zeros(G, int), "additive": np.zeros(G, int)}
     for j, g, k in zip(reg_index, reg_gene, reg_kind):
         if k == "promoter":
             promoter[g] = j
         else:
-            target = group if k == "group" else additive
-            target[g, fill[k][g]] = j
+            n = fill[k][g]
+            if k == "group":
+                group[g, n // GROUP_SIZE, n % GROUP_SIZE] = j
+            else:
+                additive[g, n] = j
             fill[k][g] += 1
 
     # ---- per-type open probabilities of regulatory peaks ---------------------------------------------------
     reg_pi = np.empty((T, n_reg))
     for r, (g, k) in enumerate(zip(reg_gene, reg_kind)):
-        if k == "promoter":
+        if k == "promoter" and is_marker[g]:
+            reg_pi[:, r] = 0.95
+        elif k == "promoter":
             reg_pi[:, r] = np.where(home[g] | ~has_group[g], 0.85, 0.4)
         elif k == "group":
             reg_pi[:, r] = np.where(home[g], 0.85, 0.02)
+        elif is_marker[g]:  # additive enhancers of markers: moderately cell-type specific
+            reg_pi[:, r] = np.where(home[g], 0.6, 0.15)
         else:
             reg_pi[:, r] = rng.uniform(0.02, 0.4, T)
 
@@ -232,7 +262,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     base = rng.lognormal(0.0, 1.0, n_bg)
     program = np.ones((T, n_bg))
     specific = rng.random(n_bg) < 0.3
-    program[rng.integers(0, T, specific.sum()), np.flatnonzero(specific)] = 6.0
+    program[rng.integers(0, T, specific.sum()), np.flatnonzero(specific)] = 3.0
     bg_pi = base * program
     bg_pi *= bg_target / bg_pi.mean(axis=1, keepdims=True)
     bg_pi = np.minimum(bg_pi, 0.9)
@@ -244,6 +274,9 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     for start in range(0, sc.n_cells, chunk):
         ct = cell_type[start:start + chunk]
         p = 1.0 - (1.0 - reg_pi[ct]) ** depth[start:start + chunk, None]
+        on = rng.random((len(ct), n_group_ids)) < group_on[ct]
+        grp_cols = reg_group >= 0
+        p[:, grp_cols] *= on[:, reg_group[grp_cols]]
         r, c = np.nonzero(rng.random(p.shape) < p)
         rows.append(r + start)
         cols.append(reg_index[c])

@@ -37,3 +37,13 @@ def test_directions_are_declared_and_fixed():
 def test_duplicate_metric_registration_is_rejected():
     with pytest.raises(ValueError, match="twice"):
         M.metric("avg_delta", "x", False)(lambda a, b: 0.0)
+
+
+def test_off_target_ignores_the_target_gene():
+    y0 = np.log(np.array([[10.0, 10.0, 10.0], [10.0, 10.0, 10.0]]))
+    y1 = np.log(np.array([[1.0, 5.0, 10.0], [1.0, 15.0, 10.0]]))
+    # other genes: gene 1 mean rel = (−50 + 50)/2 = 0 → |0|; gene 2: 0
+    assert M.off_target_pct(y0, y1, 0) == pytest.approx(0.0)
+    y1[:, 2] = np.log(12.0)
+    assert M.off_target_pct(y0, y1, 0) == pytest.approx((0 + 20) / 2)
+    assert M.METRICS["off_target_pct"].higher_is_better is False

@@ -40,14 +40,19 @@ class ToyProblem:
     strong: int = STRONG
 
 
+def toy_labels(x) -> np.ndarray:
+    """The planted expression function, linear in (possibly relaxed) accessibility: cells × (TARGET, OTHER, FLAT)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.stack([0.5 + 3.0 * x[:, STRONG], 1.0 + x[:, OTHER_PEAK], np.full(len(x), 2.0)], axis=1)
+
+
 def toy_data(seed: int = 0, n_cells: int = N_CELLS, n_peaks: int = N_PEAKS) -> MultiomeData:
     rng = np.random.default_rng(seed)
     x = (rng.random((n_cells, n_peaks)) < 0.35).astype(np.uint8)
     x[: n_cells // 2, STRONG] = 1  # half the cells have it open, half closed: a clean contrast
     x[n_cells // 2:, STRONG] = 0
     x = x[rng.permutation(n_cells)]
-    noise = rng.normal(0, 0.05, (n_cells, 3))
-    rna = np.stack([0.5 + 3.0 * x[:, STRONG], 1.0 + x[:, OTHER_PEAK], np.full(n_cells, 2.0)], axis=1) + noise
+    rna = toy_labels(x) + rng.normal(0, 0.05, (n_cells, 3))
     barcodes = pd.Index([f"c{i:03d}" for i in range(n_cells)], name="barcode")
     split = np.where(np.arange(n_cells) < int(0.75 * n_cells), "train", "test")
     obs = pd.DataFrame({"cell_type": pd.Categorical([CELL_TYPE] * n_cells), "split": split}, index=barcodes)
@@ -61,7 +66,11 @@ def toy_data(seed: int = 0, n_cells: int = N_CELLS, n_peaks: int = N_PEAKS) -> M
 
 
 def train_toy_surrogate(data: MultiomeData, steps: int = 400, seed: int = 0) -> Surrogate:
-    """Fit only the cross prediction F̂(x) ≈ y (the path every explainer perturbs) with full-batch Adam."""
+    """Fit only the cross prediction F̂(x) ≈ y (the path every explainer perturbs) with full-batch Adam.
+
+    Every other step the open entries get random weights in [0, 1] (a relaxed input, through the embedding bag's
+    per-sample weights) with labels from the same linear `toy_labels`, so the toy is linear between "open" and
+    "closed" too and local gradients point at the planted peak, as they do for a well-trained surrogate."""
     chrom, _ = data.chrom_codes()
     config = SurrogateConfig(emb_dim=4, hidden=8, latent=4, seed=seed)
     torch.manual_seed(seed)  # nn.Linear initialisation; the tests own this process-wide RNG use
@@ -70,12 +79,21 @@ def train_toy_surrogate(data: MultiomeData, steps: int = 400, seed: int = 0) -> 
               *model.f_ar.parameters(), *model.dec_r.parameters()]
     batch = model.sparse_batch(data.atac)
     y = torch.as_tensor(data.rna)
+    gen = torch.Generator().manual_seed(seed)
+    rows, cols = batch.row.numpy(), batch.idx.numpy()
     with torch.no_grad():  # start above the output clamp at 0 so no gene begins (and stays) dead
         model.dec_r[-1].bias.copy_(y.mean(0))
     opt = torch.optim.Adam(params, lr=1e-2)
-    for _ in range(steps):
-        pred = model.head_from_hidden(model.first_hidden(batch))
-        loss = torch.nn.functional.mse_loss(pred, y)
+    for step in range(steps):
+        if step % 2:
+            w = torch.rand(len(cols), generator=gen)
+            x = np.zeros(data.atac.shape)
+            x[rows, cols] = w.numpy()
+            target = torch.as_tensor(toy_labels(x), dtype=torch.float32)
+        else:
+            w, target = None, y
+        pred = model.head_from_hidden(model.first_hidden(batch, w))
+        loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad()
         loss.backward()
         opt.step()

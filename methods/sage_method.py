@@ -1,0 +1,230 @@
+"""SAGE (Covert et al., 2020) through the `sage-importance` package, with feature groups and a wall-time budget.
+
+SAGE assigns each feature (or feature group) the Shapley value of the *loss reduction* it brings when included in
+the model's input, estimated by unrolling random permutations (`sage.PermutationEstimator`). We explain the
+surrogate itself ("model explanation"): targets Y = the surrogate's own predicted log-expression of the gene on
+the training cells, loss = MSE, so a group's value measures how much of the prediction it accounts for.
+
+* **Removal.** `imputer="default"` (default): a removed peak is *closed* (reference all zeros), via
+  `sage.DefaultImputer` / `sage.GroupedDefaultImputer` — the benchmark's perturbation p = 0.
+  `imputer="marginal"`: removed peaks are drawn from `n_background` (default 32) training cells of the type
+  (`sage.MarginalImputer` / `sage.GroupedMarginalImputer`); every evaluation then costs n_background forwards.
+* **Groups.** Ungrouped SAGE needs d + 1 model calls per permutation (127k at paper scale), so grouping is the
+  default: `groups="window"` — contiguous windows of w peaks in genome order, w = ceil(d / `max_groups`) so
+  there are ≤ 512 groups (`window` fixes w instead); `groups="chromosome"`; `groups=None` — one feature per peak.
+  The grouped imputers are sage's own classes with `inclusion_matrix` computed by a gather (S[:, group_of_peak])
+  instead of sage's boolean (batch × groups) @ (groups × d) product — identical output, O(batch × d) instead of
+  O(batch × groups × d), which matters at 127k peaks.
+* **Model wrapper.** numpy (rows × d) 0/1 → the surrogate's dense path → the target gene only, in row chunks of
+  ≤ `max_batch_elements` / d (8M entries, i.e. ≤ 64 cells at 127k peaks), without gradients. sage's own batch
+  (permutations per chunk) is min(`batch_size`, max_batch_elements / (d · background)) so that its dense copies
+  stay within the same memory.
+* **Budget and convergence.** The paper runs 256,000 samples with batch 512; we run the estimator in chunks of
+  one batch of permutations (`n_permutations` = chunk, `detect_convergence=False`, a fresh `random_state` per
+  chunk drawn from the method's seed), merge the chunks' means and variances (Welford/Chan), and stop when sage's
+  own criterion holds — max std / (max value − min value) < `thresh` (0.025) — or when `n_permutations`
+  (default 256,000) or the budget is used up. A chunk that would overrun the wall time is aborted from inside the
+  model wrapper. Status: `ok` when converged; `not_converged` when the estimator ran but did not converge within
+  the budget or the permutation cap; `budget_exceeded` when not a single chunk finished (the ranking then falls
+  back to how often each peak is open). info: converged, std ratio, permutations, groups, values' std.
+* **Peak scores.** Each peak gets its group's SAGE value; within a group (and among equal values) peaks are
+  ordered by how often they are open in the training cells, then by index; top L.
+
+SAGE values are unsigned here (a group that raises the target when closed counts as much as one that lowers it).
+Paper: Covert, Lundberg, Lee, "Understanding Global Feature Contributions With Additive Importance Measures",
+NeurIPS 2020.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import sage
+import torch
+from tqdm.auto import tqdm
+
+from methods.base import BudgetClock, Explainer, Explanation
+from methods.fimap import target_head
+from methods.registry import register
+
+
+class _OutOfTime(Exception):
+    """Raised from the model wrapper to abort a sage chunk that would overrun the wall-time budget."""
+
+
+class _FastInclusion:
+    """Mixin for sage's grouped imputers: the per-peak inclusion mask is a gather through `group_of`."""
+
+    group_of: np.ndarray  # (d,) group index of every peak; len(groups) for peaks in no group
+
+    def inclusion_matrix(self, S):
+        S = np.hstack((S, np.full((len(S), 1), bool(self.remaining))))
+        return S[:, self.group_of]
+
+
+class FastGroupedDefaultImputer(_FastInclusion, sage.GroupedDefaultImputer):
+    def __init__(self, model, values, groups, group_of):
+        super().__init__(model, values, groups)
+        self.group_of = group_of
+
+
+class FastGroupedMarginalImputer(_FastInclusion, sage.GroupedMarginalImputer):
+    def __init__(self, model, data, groups, group_of):
+        super().__init__(model, data, groups)
+        self.group_of = group_of
+
+
+def peak_groups(n_peaks: int, how: str | None, max_groups: int = 512, window: int | None = None,
+                chrom_codes: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """(groups, group_of): the peak indices of each group and each peak's group index."""
+    if how is None:
+        group_of = np.arange(n_peaks)
+    elif how == "window":
+        w = window or max(1, math.ceil(n_peaks / max_groups))
+        group_of = np.arange(n_peaks) // w
+    elif how == "chromosome":
+        if chrom_codes is None:
+            raise ValueError("groups='chromosome' needs the peaks' chromosome codes")
+        group_of = np.asarray(chrom_codes, dtype=np.int64)
+    else:
+        raise ValueError("groups must be 'window', 'chromosome' or None")
+    _, group_of = np.unique(group_of, return_inverse=True)
+    order = np.argsort(group_of, kind="stable")
+    bounds = np.searchsorted(group_of[order], np.arange(group_of.max() + 2))
+    groups = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return groups, group_of
+
+
+def _merge(acc, values, std, n):
+    """Chan's parallel update of (n, mean, sum of squares); sage's std is sqrt(SS) / n."""
+    ss = (np.asarray(std) * n) ** 2
+    if acc is None:
+        return n, np.asarray(values, dtype=np.float64).copy(), ss
+    n0, m0, ss0 = acc
+    tot = n0 + n
+    delta = values - m0
+    return tot, m0 + delta * n / tot, ss0 + ss + delta ** 2 * n0 * n / tot
+
+
+@register("sage", paper="Covert et al., Understanding Global Feature Contributions With Additive Importance "
+          "Measures", year=2020, kind="global", needs_gradients=False)
+class Sage(Explainer):
+    """SAGE: Shapley values of loss reduction by permutation sampling (sage-importance), over peak groups."""
+
+    def __init__(self, groups: str | None = "window", max_groups: int = 512, window: int | None = None,
+                 imputer: str = "default", n_background: int = 32, n_permutations: int = 256_000,
+                 batch_size: int = 512, thresh: float = 0.025, max_batch_elements: int = 8_000_000, **common):
+        """
+        Args:
+            groups: "window", "chromosome" or None (one feature per peak). Default: "window".
+            max_groups: with groups="window", the window is ceil(d / max_groups) peaks. Default: 512.
+            window: fixed window size (overrides max_groups). Default: None.
+            imputer: "default" (closing, reference all zeros) or "marginal". Default: "default".
+            n_background: background cells for the marginal imputer. Default: 32.
+            n_permutations: cap on sampled permutations (the paper's 256,000 samples). Default: 256000.
+            batch_size: permutations per estimator batch (paper 512), lowered to fit memory. Default: 512.
+            thresh: sage's convergence threshold on max std / value range. Default: 0.025.
+            max_batch_elements: cap on rows × peaks of any dense array. Default: 8000000.
+        """
+        super().__init__(**common)
+        if imputer not in ("default", "marginal"):
+            raise ValueError("imputer must be 'default' or 'marginal'")
+        if groups not in ("window", "chromosome", None):
+            raise ValueError("groups must be 'window', 'chromosome' or None")
+        self.groups, self.max_groups, self.window = groups, max_groups, window
+        self.imputer, self.n_background = imputer, n_background
+        self.n_permutations, self.batch_size, self.thresh = n_permutations, batch_size, thresh
+        self.max_batch_elements = max_batch_elements
+
+    def explain(self, surrogate, data, gene, L) -> Explanation:
+        clock = BudgetClock(self.budget)
+        rng = np.random.default_rng(self.seed)
+        gi = surrogate.gene_index(gene)
+        head = target_head(surrogate, gi)
+        X_sp = data.atac
+        n_cells, d = X_sp.shape
+        freq = np.asarray(X_sp.sum(axis=0)).ravel().astype(np.float64)
+        chrom = data.chrom_codes()[0] if self.groups == "chromosome" else None
+        groups, group_of = peak_groups(d, self.groups, self.max_groups, self.window, chrom)
+        n_groups = len(groups)
+
+        was_training = surrogate.training
+        surrogate.eval()
+        rows = max(1, self.max_batch_elements // max(1, d))
+        dev = surrogate.device
+
+        @torch.no_grad()
+        def model(x: np.ndarray) -> np.ndarray:
+            out = np.empty(len(x), dtype=np.float64)
+            for start in range(0, len(x), rows):
+                if clock.seconds > self.budget.seconds:
+                    raise _OutOfTime
+                xt = torch.as_tensor(np.ascontiguousarray(x[start:start + rows]), device=dev).float()
+                out[start:start + rows] = head(surrogate.first(surrogate.embed_dense(xt))).double().cpu().numpy()
+            return out
+
+        X = X_sp.toarray()  # uint8, cells × peaks: sage's imputers work on dense rows
+        Y = surrogate.predict(X_sp, genes=[gene])[:, 0].double().cpu().numpy()
+        clock.spend(n_cells)
+        background = 1
+        if self.imputer == "marginal":
+            bg = X[np.sort(rng.choice(n_cells, size=min(self.n_background, n_cells), replace=False))]
+            background = len(bg)
+            imp = (sage.MarginalImputer(model, bg) if self.groups is None
+                   else FastGroupedMarginalImputer(model, bg, groups, group_of))
+        else:
+            zeros = np.zeros(d, dtype=X.dtype)
+            imp = (sage.DefaultImputer(model, zeros) if self.groups is None
+                   else FastGroupedDefaultImputer(model, zeros, groups, group_of))
+        chunk = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, d * background))))
+        estimator = sage.PermutationEstimator(imp, "mse")
+
+        acc, ratio, converged, stopped, chunks = None, float("inf"), False, "n_permutations", 0
+        done = 0
+        bar = tqdm(total=self.n_permutations, desc=f"SAGE {gene}", disable=not self.progress, leave=False)
+        while done < self.n_permutations:
+            if clock.exhausted():
+                stopped = "budget"
+                break
+            k = int(min(chunk, self.n_permutations - done))
+            estimator.random_state = int(rng.integers(2 ** 31 - 1))
+            try:
+                res = estimator(X, Y, batch_size=k, detect_convergence=False, n_permutations=k, bar=False)
+            except _OutOfTime:
+                stopped = "budget"
+                break
+            acc = _merge(acc, res.values, res.std, k)
+            done += k
+            chunks += 1
+            clock.spend(k * (n_groups + 1) * background)
+            n, mean, ss = acc
+            std = np.sqrt(ss) / n
+            ratio = float(std.max() / max(mean.max() - mean.min(), 1e-12))
+            bar.update(k)
+            bar.set_postfix(ratio=f"{ratio:.3f}")
+            if chunks >= 2 and ratio < self.thresh:
+                converged, stopped = True, "converged"
+                break
+        bar.close()
+        surrogate.train(was_training)
+
+        if acc is None:
+            values, std = np.zeros(n_groups), np.full(n_groups, np.nan)
+            status = "budget_exceeded"
+        else:
+            values, std = acc[1], np.sqrt(acc[2]) / acc[0]
+            status = "ok" if converged else "not_converged"
+        peak_value = values[group_of]
+        order = np.lexsort((np.arange(d), -freq, -peak_value))
+        peaks = order[:L]
+        top_groups = np.unique(group_of[peaks])
+        return Explanation(
+            peaks=peaks, scores=peak_value[peaks], status=status,
+            info={"seconds": clock.seconds, "samples": clock.samples, "permutations": done, "chunks": chunks,
+                  "permutations_per_chunk": chunk, "converged": converged, "stopped_by": stopped,
+                  "std_ratio": ratio if np.isfinite(ratio) else None, "thresh": self.thresh,
+                  "n_groups": n_groups, "groups": self.groups, "imputer": self.imputer,
+                  "max_std": float(np.nanmax(std)) if acc is not None else None,
+                  "top_group_values": values[top_groups].tolist(), "top_group_std": std[top_groups].tolist()},
+        )

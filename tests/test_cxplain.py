@@ -1,0 +1,102 @@
+"""CXPlain (our torch implementation) on a toy surrogate where one peak drives the target gene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import Budget
+from methods import registry
+from methods.cxplain import CXPlain, UNet1d, granger_targets, window_of
+from tests.toy_models import STRONG, TARGET, torch_threads, toy_problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def test_registered_with_metadata():
+    spec = registry.get("cxplain")
+    assert spec.cls is CXPlain and spec.year == 2019 and spec.kind == "explanation model"
+
+
+def _brute_force_delta(surrogate, X, window, granger):
+    """Δε per (cell, window) by closing each window through the public sparse `predict`."""
+    n_win = int(np.ceil(X.shape[1] / window))
+    y0 = surrogate.predict(X, genes=[TARGET])[:, 0].numpy().astype(np.float64)
+    out = np.zeros((X.shape[0], n_win))
+    for k in range(n_win):
+        y = surrogate.predict(X, closed=np.arange(k * window, min((k + 1) * window, X.shape[1])),
+                              genes=[TARGET])[:, 0].numpy().astype(np.float64)
+        out[:, k] = np.maximum(y0 - y, 0) if granger == "drop" else (y - y0) ** 2
+    return out
+
+
+@pytest.mark.parametrize("granger", ["drop", "squared"])
+@pytest.mark.parametrize("window", [1, 4])
+def test_granger_targets_match_masking_by_predict(window, granger):
+    p = toy_problem()
+    X = p.train.atac
+    omega, delta, done = granger_targets(p.surrogate, X, TARGET, window, granger)
+    assert done == X.shape[0]
+    ref = _brute_force_delta(p.surrogate, X, window, granger)
+    np.testing.assert_allclose(delta.toarray(), ref, atol=1e-5)
+    sums = np.asarray(omega.sum(axis=1)).ravel()
+    informative = ref.sum(axis=1) > 0
+    np.testing.assert_allclose(sums[informative], 1.0, rtol=1e-6)
+    assert (sums[~informative] == 0).all()
+
+
+def test_unet_keeps_length_for_any_window_count():
+    net = UNet1d(4)
+    for n in (1, 5, 10, 33):
+        assert net(torch.zeros(3, n)).shape == (3, n)
+
+
+def test_ranks_the_regulating_window_first():
+    p = toy_problem()
+    e = CXPlain().explain(p.surrogate, p.train, TARGET, 4)
+    e.check(p.surrogate.n_peaks, 4)
+    assert e.status == "ok"
+    win = window_of(p.surrogate.n_peaks, 4)
+    assert set(e.peaks) == set(np.flatnonzero(win == win[STRONG]))  # the strong peak's window, all of it
+
+
+def test_ranks_the_regulating_peak_first_with_single_peak_windows():
+    p = toy_problem()
+    e = CXPlain(window=1, epochs=300).explain(p.surrogate, p.train, TARGET, 3)
+    assert e.peaks[0] == STRONG
+    assert e.info["epochs"] == 300 and e.info["final_kl"] < e.info["kl_trace"][0]
+
+
+@pytest.mark.parametrize("budget", [Budget(seconds=0), Budget(samples=50)])
+def test_budget_exhaustion_returns_valid_peaks(budget):
+    p = toy_problem()
+    e = CXPlain(budget=budget).explain(p.surrogate, p.train, TARGET, 10)
+    e.check(p.surrogate.n_peaks, 10)
+    assert e.status == "budget_exceeded"
+    assert e.info["epochs"] < e.info["epochs_planned"] or e.info["cells_granger_done"] < p.train.n_cells
+
+
+def test_cross_check_with_the_cxplain_package():
+    """Optional: the TensorFlow `cxplain` package's zero masking gives the same Δε (skips when absent)."""
+    pytest.importorskip("cxplain")
+    zero_masking = pytest.importorskip("cxplain.backend.masking.zero_masking")
+    p = toy_problem()
+    s, X, w = p.surrogate, p.train.atac, 4
+
+    class Wrapped:
+        def predict(self, x):
+            x = torch.as_tensor(np.asarray(x).reshape(len(x), -1), dtype=torch.float32)
+            with torch.no_grad():
+                return s(x)[:, s.gene_index(TARGET)].numpy()
+
+    dense = X.toarray().astype(np.float32)[..., None]
+    _, y_pred, y_masked = zero_masking.ZeroMasking().get_predictions_after_masking(
+        Wrapped(), dense, np.zeros(len(dense)), downsample_factors=(w,), flatten=True)
+    ref = np.maximum(y_pred[:, 0][:, None] - y_masked[..., 0], 0)
+    _, delta, _ = granger_targets(s, X, TARGET, w, "drop")
+    np.testing.assert_allclose(delta.toarray(), ref, atol=1e-4)

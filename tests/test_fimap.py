@@ -1,0 +1,73 @@
+"""FIMAP on a toy surrogate where one peak drives the target gene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.config import Budget
+from methods import registry
+from methods.fimap import Fimap
+from tests.toy_models import STRONG, TARGET, torch_threads, toy_problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def test_registered_with_metadata():
+    spec = registry.get("fimap")
+    assert spec.cls is Fimap and spec.year == 2021 and spec.needs_gradients
+    assert spec.kind == "perturbation network"
+
+
+def test_ranks_the_regulating_peak_first():
+    p = toy_problem()
+    e = Fimap().explain(p.surrogate, p.train, TARGET, 3)
+    e.check(p.surrogate.n_peaks, 3)
+    assert e.status == "ok"
+    assert e.peaks[0] == STRONG
+    assert e.scores[0] > 10 * e.scores[1]  # the strong peak's perturbation magnitude dominates
+    assert e.info["steps"] == 300 and e.info["seconds"] > 0 and e.info["samples"] > 0
+
+
+def test_mean_objective_runs():
+    p = toy_problem()
+    e = Fimap(objective="mean", steps=50).explain(p.surrogate, p.train, TARGET, 5)
+    e.check(p.surrogate.n_peaks, 5)
+    assert e.status == "ok" and e.info["objective"] == "mean"
+
+
+def test_seeded_and_deterministic():
+    p = toy_problem()
+    a = Fimap(steps=50, seed=3).explain(p.surrogate, p.train, TARGET, 5)
+    b = Fimap(steps=50, seed=3).explain(p.surrogate, p.train, TARGET, 5)
+    np.testing.assert_array_equal(a.peaks, b.peaks)
+    np.testing.assert_allclose(a.scores, b.scores)
+
+
+def test_surrogate_is_left_untouched():
+    p = toy_problem()
+    for q in p.surrogate.parameters():
+        q.grad = None
+    before = {k: v.clone() for k, v in p.surrogate.state_dict().items()}
+    Fimap(steps=20).explain(p.surrogate, p.train, TARGET, 3)
+    for k, v in p.surrogate.state_dict().items():
+        assert (v == before[k]).all(), k
+    assert all(q.grad is None for q in p.surrogate.parameters())
+
+
+@pytest.mark.parametrize("budget", [Budget(seconds=0), Budget(samples=1)])
+def test_budget_exhaustion_returns_valid_peaks(budget):
+    p = toy_problem()
+    e = Fimap(budget=budget).explain(p.surrogate, p.train, TARGET, 10)
+    e.check(p.surrogate.n_peaks, 10)
+    assert e.status == "budget_exceeded"
+    assert e.info["steps"] < e.info["steps_planned"]
+
+
+def test_bad_arguments_fail_early():
+    with pytest.raises(ValueError, match="objective"):
+        Fimap(objective="nope")

@@ -1,0 +1,75 @@
+"""LIME (lime.lime_base.LimeBase) on a toy surrogate where one peak drives the target gene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.config import Budget
+from methods import registry
+from methods.lime_method import Lime, exponential_kernel
+from tests.toy_models import STRONG, TARGET, torch_threads, toy_problem
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with torch_threads(1):
+        yield
+
+
+def test_registered_with_metadata():
+    spec = registry.get("lime")
+    assert spec.cls is Lime and spec.year == 2016 and not spec.needs_gradients
+    assert spec.kind == "local→global"
+
+
+def test_kernel_is_limes_exponential_kernel():
+    k = exponential_kernel(0.25)
+    d = np.array([0.0, 0.25, 1.0])
+    np.testing.assert_allclose(k(d), np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2)), rtol=1e-12)
+    assert k(np.array([0.0]))[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("aggregate", ["submodular", "importance"])
+def test_ranks_the_regulating_peak_first(aggregate):
+    p = toy_problem()
+    e = Lime(aggregate=aggregate).explain(p.surrogate, p.train, TARGET, 3)
+    e.check(p.surrogate.n_peaks, 3)
+    assert e.status == "ok"
+    assert e.peaks[0] == STRONG
+    assert e.info["cells_explained"] == 32 and e.info["samples"] == 32 * 1024
+
+
+def test_neighbourhood_labels_match_sparse_predictions():
+    """The first-layer shortcut gives the same labels as closing the peaks through `surrogate.predict`."""
+    p = toy_problem()
+    s, X = p.surrogate, p.train.atac
+    lime = Lime(n_samples=8)
+    from methods.fimap import target_head
+
+    open_peaks = X.indices[X.indptr[0]:X.indptr[1]].astype(np.int64)
+    Z, dist, y = lime._neighbourhood(s, target_head(s, s.gene_index(TARGET)), X[0], open_peaks,
+                                     np.random.default_rng(0))
+    assert (Z[0] == 1).all() and dist[0] == pytest.approx(0.0)
+    for z, label in zip(Z, y):
+        closed = open_peaks[z == 0]
+        ref = s.predict(X[0], closed=closed if closed.size else None, genes=[TARGET])[0, 0]
+        assert label == pytest.approx(float(ref), abs=1e-5)
+
+
+def test_budget_exhaustion_returns_valid_peaks():
+    p = toy_problem()
+    e = Lime(budget=Budget(seconds=0)).explain(p.surrogate, p.train, TARGET, 10)
+    e.check(p.surrogate.n_peaks, 10)
+    assert e.status == "budget_exceeded"
+    assert e.info["cells_explained"] < e.info["cells_planned"]
+    e = Lime(budget=Budget(samples=2000)).explain(p.surrogate, p.train, TARGET, 10)
+    e.check(p.surrogate.n_peaks, 10)
+    assert e.status == "budget_exceeded" and 1 <= e.info["cells_explained"] < 32
+
+
+def test_seeded_and_deterministic():
+    p = toy_problem()
+    a = Lime(n_cells=4, seed=1).explain(p.surrogate, p.train, TARGET, 5)
+    b = Lime(n_cells=4, seed=1).explain(p.surrogate, p.train, TARGET, 5)
+    np.testing.assert_array_equal(a.peaks, b.peaks)
