@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.config import PAPER_LS, PROFILES, Budget, RunConfig
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Explain every (method × cell type × marker gene × L × seed) and score it "
                                      "with Avg Δ and Rel Δ on held-out cells. Finished jobs are cached and reused.")
     _add_data_args(run)
-    run.add_argument("--methods", type=_csv, help="comma-separated method names (default: all; see `list`)")
+    run.add_argument("--methods", type=_csv, help="comma-separated method names (default: every registered "
+                     "method except opt-in variants such as grids-mean; see `list`)")
     run.add_argument("--cell-types", type=_csv, help="comma-separated cell types (default: the paper's 7)")
     run.add_argument("--genes", type=_csv, help="comma-separated genes (default: each cell type's markers)")
     run.add_argument("--L", type=_csv, default=[str(L) for L in PAPER_LS],
@@ -152,7 +154,7 @@ def resolve_run(args, data, markers) -> RunConfig:
     from methods import registry
 
     profile = _profile(args)
-    methods = args.methods or registry.available()
+    methods = args.methods or registry.default_methods()
     unknown = [m for m in methods if m not in registry.available()]
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())} "
@@ -186,8 +188,9 @@ def resolve_run(args, data, markers) -> RunConfig:
     if not pairs:
         raise UserError(f"no (cell type, gene) pairs to evaluate for cell types {cell_types}; give --genes or "
                         "--markers")
-    budget = profile.budget if args.budget_seconds is None else Budget(args.budget_seconds, profile.budget.samples)
-    return RunConfig(profile=PROFILES[profile.name].__class__(**{**profile.__dict__, "budget": budget}),
+    if args.budget_seconds is not None:  # one budget for every method, replacing the profile's
+        profile = replace(profile, budget=Budget(args.budget_seconds, profile.budget.samples), method_budgets={})
+    return RunConfig(profile=profile,
                      methods=tuple(methods), pairs=tuple(pairs), Ls=Ls, seeds=tuple(range(args.seeds)),
                      out=args.out, device=args.device, scheduler=args.scheduler, data=args.data,
                      cache_dir=args.cache_dir, progress=not args.no_progress)
@@ -214,13 +217,15 @@ def cmd_run(args) -> int:
              len(cfg.pairs), list(cfg.Ls), len(cfg.seeds))
     context = {"data": data.fingerprint(), "surrogate": checkpoint_key(data, profile.surrogate)}
     cache = ResultCache(_cache_sub(args, "jobs"))
-    records = run_grid(jobs, profile.method_params, cfg.profile.budget, surrogate, data, truth, cache, context,
+    records = run_grid(jobs, profile.method_params, cfg.profile.budget_for, surrogate, data, truth, cache, context,
                        scheduler=cfg.scheduler, progress=cfg.progress)
     header = (f"# GRIDS-Bench leaderboard\n\nData: {args.data or f'synthetic ({profile.scale} scale, seed {args.seed})'}"
               f" — {data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes. Surrogate: "
               f"{surrogate.meta.get('checkpoint', '')}. Profile `{profile.name}`, per-job budget "
-              f"{cfg.profile.budget.seconds:g} s. Metrics on held-out test cells of each gene's cell type; "
-              f"↓ = lower is better; best per row in bold. Total wall time {time.perf_counter() - t0:.0f} s.")
+              f"{cfg.profile.budget.seconds:g} s"
+              + "".join(f", {m} {b.seconds:g} s" for m, b in cfg.profile.method_budgets.items())
+              + ". Metrics on held-out test cells of each gene's cell type; ↓ = lower is better; best per row in "
+              f"bold. Total wall time {time.perf_counter() - t0:.0f} s.")
     paths = write_report(records, cfg.out, header, list(cfg.methods))
     _print_summary(records, cfg.methods)
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -280,8 +285,9 @@ def cmd_list(args) -> int:
     from methods import registry
 
     rows = [[s.name, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
-             f"{s.paper}" + (f" ({s.year})" if s.year else ""), s.description] for s in registry.specs()]
-    print(tabulate(rows, headers=["name", "kind", "baseline", "gradients", "paper", "description"],
+             "yes" if s.in_default else "opt-in", f"{s.paper}" + (f" ({s.year})" if s.year else ""), s.description]
+            for s in registry.specs()]
+    print(tabulate(rows, headers=["name", "kind", "baseline", "gradients", "default", "paper", "description"],
                    tablefmt="github"))
     return 0
 

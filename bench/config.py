@@ -26,6 +26,10 @@ class Profile:
     surrogate: SurrogateConfig
     budget: Budget
     method_params: dict[str, dict] = field(default_factory=dict)
+    method_budgets: dict[str, Budget] = field(default_factory=dict)  # overrides `budget` for slow methods
+
+    def budget_for(self, method: str) -> Budget:
+        return self.method_budgets.get(method, self.budget)
 
 
 PROFILES: dict[str, Profile] = {
@@ -33,19 +37,21 @@ PROFILES: dict[str, Profile] = {
         name="tiny", scale="tiny",
         surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2),
         budget=Budget(seconds=20.0, samples=200_000),
-        method_params={"grids": {"steps": 30}, "smoothgrad": {"n_samples": 4}},
+        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
         budget=Budget(seconds=60.0, samples=20_000_000),
-        method_params={"grids": {"sweeps": 8}, "smoothgrad": {"n_samples": 10}},
+        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10}},
+        method_budgets={m: Budget(seconds=3.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "default": Profile(
         name="default", scale="default",
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
-        budget=Budget(seconds=300.0, samples=100_000_000),
-        method_params={"grids": {"sweeps": 12}},
+        budget=Budget(seconds=60.0, samples=100_000_000),
+        method_params={"grids": {"sweeps": 6}, "grids-mean": {"sweeps": 6}, "smoothgrad": {"n_samples": 10}},
+        method_budgets={m: Budget(seconds=4.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "paper": Profile(
         name="paper", scale="paper",

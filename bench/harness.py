@@ -106,10 +106,12 @@ class ResultCache:
         os.replace(tmp, self.path(key))
 
 
-def run_grid(jobs: list[Job], method_params: dict, budget: Budget, surrogate, data, truth, cache: ResultCache,
+def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, truth, cache: ResultCache,
              context: dict, scheduler: str | None = None, progress: bool = True) -> list[dict]:
-    """Run every job not already in the cache; returns records in job order."""
-    keys = [job.key({**context, "params": method_params.get(job.method, {}), "budget": asdict(budget)})
+    """Run every job not already in the cache; returns records in job order.
+
+    `budgets(method) -> Budget` gives each method's per-job budget (a `Profile.budget_for`)."""
+    keys = [job.key({**context, "params": method_params.get(job.method, {}), "budget": asdict(budgets(job.method))})
             for job in jobs]
     records: dict[int, dict] = {}
     todo = []
@@ -123,12 +125,12 @@ def run_grid(jobs: list[Job], method_params: dict, budget: Budget, surrogate, da
         log.info("%d of %d jobs reused from the result cache", len(records), len(jobs))
     bar = tqdm(total=len(jobs), initial=len(records), desc="benchmark jobs", unit="job", disable=not progress)
     if scheduler:
-        _run_dask(jobs, todo, keys, method_params, budget, surrogate, data, truth, cache, records, bar, scheduler)
+        _run_dask(jobs, todo, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler)
     else:
         for i in todo:
             job = jobs[i]
             bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={job.L}")
-            rec = run_job(job, method_params.get(job.method, {}), budget, surrogate, data, truth)
+            rec = run_job(job, method_params.get(job.method, {}), budgets(job.method), surrogate, data, truth)
             cache.put(keys[i], rec)
             records[i] = rec
             bar.update()
@@ -136,7 +138,7 @@ def run_grid(jobs: list[Job], method_params: dict, budget: Budget, surrogate, da
     return [records[i] for i in range(len(jobs))]
 
 
-def _run_dask(jobs, todo, keys, method_params, budget, surrogate, data, truth, cache, records, bar, scheduler):
+def _run_dask(jobs, todo, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler):
     """Same jobs on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -145,7 +147,8 @@ def _run_dask(jobs, todo, keys, method_params, budget, surrogate, data, truth, c
     client = Client(cluster if cluster is not None else scheduler)
     try:
         model, d, t = client.scatter([surrogate.cpu(), data, truth], broadcast=True)
-        futures = {client.submit(run_job, jobs[i], method_params.get(jobs[i].method, {}), budget, model, d, t,
+        futures = {client.submit(run_job, jobs[i], method_params.get(jobs[i].method, {}), budgets(jobs[i].method),
+                                 model, d, t,
                                  pure=False): i for i in todo}
         for fut in as_completed(futures):
             i = futures[fut]

@@ -56,7 +56,7 @@ class SimulationScale:
 SCALES = {
     "tiny": SimulationScale(n_cells=900, n_peaks=1200, n_genes=40, n_chrom=3),  # smoke tests: seconds
     "quick": SimulationScale(n_cells=2400, n_peaks=5000, n_genes=150, n_chrom=6),
-    "default": SimulationScale(n_cells=5000, n_peaks=20000, n_genes=1000, n_chrom=12),
+    "default": SimulationScale(n_cells=4000, n_peaks=10000, n_genes=300, n_chrom=10),
     "paper": SimulationScale(n_cells=10266, n_peaks=127219, n_genes=3000, n_chrom=23),
 }
 

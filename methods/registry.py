@@ -19,10 +19,11 @@ class MethodSpec:
     needs_gradients: bool = False
     code_url: str | None = None
     description: str = ""
+    in_default: bool = True  # part of `run` without --methods (variants are run on request)
 
 
 def register(name: str, *, paper: str, year: int | None = None, kind: str = "global", is_baseline: bool = False,
-             needs_gradients: bool = False, code_url: str | None = None):
+             needs_gradients: bool = False, code_url: str | None = None, in_default: bool = True):
     """Class decorator: `@register("grids", paper="Liu et al.", needs_gradients=True)`."""
 
     def wrap(cls):
@@ -30,7 +31,8 @@ def register(name: str, *, paper: str, year: int | None = None, kind: str = "glo
             raise ValueError(f"method {name!r} is already registered by {_REGISTRY[name].cls.__qualname__}")
         doc = (cls.__doc__ or "").strip().splitlines()
         spec = MethodSpec(name=name, cls=cls, paper=paper, year=year, kind=kind, is_baseline=is_baseline,
-                          needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "")
+                          needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "",
+                          in_default=in_default)
         cls.spec = spec
         _REGISTRY[name] = spec
         return cls
@@ -49,6 +51,11 @@ def get(name: str) -> MethodSpec:
 def available() -> list[str]:
     _load_all()
     return list(_REGISTRY)
+
+
+def default_methods() -> list[str]:
+    """What `run` explains when no --methods are given: every registered method except opt-in variants."""
+    return [s.name for s in specs() if s.in_default]
 
 
 def specs() -> list[MethodSpec]:
