@@ -140,6 +140,11 @@ class Grids(Explainer):
         base = subset_objective(surrogate.head_from_hidden(a_r), y0_all, gi, self.beta, self.objective)
         x_cols = torch.as_tensor(X[:, r].toarray(), dtype=torch.float32, device=a_r.device)
         U = surrogate.peak_hidden(torch.as_tensor(r, device=a_r.device))
-        a_open = a_r.unsqueeze(0) + x_cols.T.unsqueeze(-1) * U.unsqueeze(1)
-        loss = subset_objective(surrogate.head_from_hidden(a_open), y0_all, gi, self.beta, self.objective)
-        return (loss - base).cpu().numpy().astype(np.float64)
+        # chunks of members: all L at once through the full decoder is L × cells × genes floats (4 GB at paper
+        # scale, L = 128, ~700 cells)
+        chunk = max(1, int(2e7 // max(1, X.shape[0] * y0_all.shape[1])))
+        losses = []
+        for s in range(0, len(r), chunk):
+            a_open = a_r.unsqueeze(0) + x_cols[:, s:s + chunk].T.unsqueeze(-1) * U[s:s + chunk].unsqueeze(1)
+            losses.append(subset_objective(surrogate.head_from_hidden(a_open), y0_all, gi, self.beta, self.objective))
+        return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
