@@ -9,13 +9,10 @@ import torch
 from bench.config import Budget
 from methods import registry
 from methods.cxplain import CXPlain, UNet1d, granger_targets, window_of
-from tests.toy_models import STRONG, TARGET, torch_threads, toy_problem
+from tests.toy_models import STRONG, TARGET, toy_problem
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registered_with_metadata():

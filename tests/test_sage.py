@@ -9,13 +9,10 @@ import sage
 from bench.config import Budget
 from methods import registry
 from methods.sage_method import FastGroupedDefaultImputer, Sage, _merge, peak_groups
-from tests.toy_models import STRONG, TARGET, torch_threads, toy_problem
+from tests.toy_models import STRONG, TARGET, toy_problem
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registered_with_metadata():
