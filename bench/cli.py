@@ -243,7 +243,6 @@ def _print_summary(records, methods) -> None:
 
 
 def cmd_fit(args) -> int:
-    from datasets.markers import marker_genes, read_marker_table
     from surrogates.fidelity import fidelity_report, plot_fidelity
 
     profile = _profile(args)

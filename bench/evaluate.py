@@ -27,10 +27,8 @@ def evaluate_selection(surrogate, test, gene: str, peaks, truth=None) -> dict[st
 
 def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:
     """Chromosome / TSS context of the selection when coordinates exist (bench/genomic.py)."""
-    try:
-        from bench.genomic import fraction_on_target_chrom, median_tss_distance
-    except ImportError:  # pragma: no cover - genomic metrics not installed yet
-        return {}
+    from bench.genomic import fraction_on_target_chrom, median_tss_distance
+
     g = data.genes.loc[gene]
     chroms = data.peaks["chrom"].to_numpy()[peaks].astype(str)
     gchrom = None if g["chrom"] is None or (isinstance(g["chrom"], float) and np.isnan(g["chrom"])) else str(g["chrom"])

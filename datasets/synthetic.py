@@ -5,10 +5,11 @@ Generative model (all randomness from one `np.random.Generator(seed)`):
 * Genome: `n_chrom` chromosomes; each gene has a TSS; peaks lie along the genome, sorted by (chrom, start).
 * Each gene is regulated by peaks near its TSS:
     - a **promoter** (one peak at the TSS); expression scales with ``eps_p + (1 - eps_p) * x_promoter``;
-    - optionally a **redundant group** of 3 enhancers, open mostly in the gene's "home" cell types, acting as an
-      OR: expression scales with ``eps + (1 - eps) * (1 - prod_j (1 - x_j))``. Closing one member leaves the
-      others to compensate; closing the group silences the gene. Every marker gene of the paper's Table 2 has
-      one, active in the cell types it marks;
+    - **redundant groups** of 3 enhancers, open mostly in the gene's "home" cell types, each acting as an
+      OR: expression scales with ``eps + (1 - eps) * (1 - prod_j (1 - x_j))`` per group. Closing one member
+      leaves the others to compensate; closing a group silences the gene. Every marker gene of the paper's
+      Table 2 has two, active in the cell types it marks (other genes zero or one); a group is an enhancer
+      program switched on per cell (p = GROUP_ON) before its members open independently;
     - 1–3 **additive** enhancers, each multiplying expression by ``1 + a * x_e``.
 * Accessibility: a regulatory peak is open with probability ``1 - (1 - pi[type, peak]) ** depth_c`` (per-cell
   depth induces the realistic co-accessibility); background peaks follow cell-type programs and are drawn by an
