@@ -76,3 +76,10 @@ def truth_recall(selected, planted) -> float:
     if not planted:
         return float("nan")
     return len(planted & set(int(s) for s in selected)) / len(planted)
+
+
+# Genomic context (bench/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
+from bench.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
+
+metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None)(fraction_on_target_chrom)
+metric("median_tss_distance", "Median TSS dist. (bp)", higher_is_better=None)(median_tss_distance)

@@ -25,14 +25,15 @@ ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
 TRUTH_METRICS = ("oracle_rel_delta_pct", "truth_recall")
 SPECIFICITY_METRICS = ("off_target_pct",)
-CONTEXT_COLS = ("frac_on_target_chrom", "median_tss_distance", "seconds", "peak_rss_mb")
+GENOMIC_METRICS = ("frac_on_target_chrom", "median_tss_distance")
+CONTEXT_COLS = ("seconds", "peak_rss_mb")
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
     """Per-job rows plus aggregated rows (gene='*' per cell type; cell_type='Avg' over cell types)."""
     jobs = pd.DataFrame(records)
-    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *TRUTH_METRICS, *CONTEXT_COLS)
-                   if c in jobs]
+    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *GENOMIC_METRICS, *TRUTH_METRICS,
+                               *CONTEXT_COLS) if c in jobs]
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
@@ -93,7 +94,7 @@ def metric_table(agg: pd.DataFrame, L: int, metrics: tuple[str, ...], methods: l
                 if r is None:
                     line.append("")
                     continue
-                digits = 3 if k in ("avg_delta", "truth_recall") else 2
+                digits = 3 if k in ("avg_delta", "truth_recall", "frac_on_target_chrom") else 0 if k == "median_tss_distance" else 2
                 cell = _fmt(r[k], r.get(f"{k}_stderr", np.nan), digits)
                 if best[k] == m:
                     cell = f"**{cell}**"
@@ -140,6 +141,11 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
                "GRIDS penalises it; ↓ better).", ""]
         for L in Ls:
             md += [f"### L = {L}", "", metric_table(agg, L, SPECIFICITY_METRICS, methods), ""]
+    if all(k in long and long[k].notna().any() for k in GENOMIC_METRICS):
+        md += ["## Genomic context", "", "Fraction of selected peaks on the gene's chromosome and their median "
+               "distance to its TSS (context, not a score).", ""]
+        for L in Ls:
+            md += [f"### L = {L}", "", metric_table(agg, L, GENOMIC_METRICS, methods), ""]
     if all(k in long and long[k].notna().any() for k in TRUTH_METRICS):
         md += ["## Against the planted truth (synthetic data)", "",
                "Oracle Rel Δ: change of the simulator's exact expression when the selected peaks are closed; "

@@ -101,3 +101,11 @@ def test_absent_marker_gene_is_listed(tmp_path, toy, capsys):
 def test_debug_shows_traceback(tmp_path):
     with pytest.raises(Exception):
         main([*RUN, "--debug", "--data", str(tmp_path / "nope.h5"), "--labels", "x.csv"])
+
+
+def test_leaderboard_reports_genomic_context(tmp_path, toy):
+    out = tmp_path / "out"
+    spec = write_h5mu(tmp_path / "s.h5mu", toy)
+    assert main([*RUN, "--data", spec, "--label-key", "cell_type", "--out", str(out)]) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "## Genomic context" in md and "On gene's chrom" in md
