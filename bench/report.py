@@ -26,6 +26,7 @@ LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
 TRUTH_METRICS = ("oracle_rel_delta_pct", "truth_recall")
 SPECIFICITY_METRICS = ("off_target_pct",)
 GENOMIC_METRICS = ("frac_on_target_chrom", "median_tss_distance")
+DIGITS = {"avg_delta": 3, "truth_recall": 3, "frac_on_target_chrom": 3, "median_tss_distance": 0}
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
 
 
@@ -94,7 +95,7 @@ def metric_table(agg: pd.DataFrame, L: int, metrics: tuple[str, ...], methods: l
                 if r is None:
                     line.append("")
                     continue
-                digits = 3 if k in ("avg_delta", "truth_recall", "frac_on_target_chrom") else 0 if k == "median_tss_distance" else 2
+                digits = DIGITS.get(k, 2)
                 cell = _fmt(r[k], r.get(f"{k}_stderr", np.nan), digits)
                 if best[k] == m:
                     cell = f"**{cell}**"
