@@ -149,16 +149,23 @@ def _surrogate(args, profile, data):
         raise
 
 
+def check_methods(names) -> None:
+    """UserError naming the unknown methods and listing the registered ones."""
+    from methods import registry
+
+    unknown = [m for m in names if m not in registry.available()]
+    if unknown:
+        raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())} "
+                        "(see `python -m bench list`)")
+
+
 def resolve_run(args, data, markers) -> RunConfig:
     """Validate the run's selections against the registry and the data; raises UserError."""
     from methods import registry
 
     profile = _profile(args)
     methods = args.methods or registry.default_methods()
-    unknown = [m for m in methods if m not in registry.available()]
-    if unknown:
-        raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())} "
-                        "(see `python -m bench list`)")
+    check_methods(methods)
     try:
         Ls = tuple(int(L) for L in args.L)
     except ValueError:
@@ -203,11 +210,7 @@ def cmd_run(args) -> int:
 
     profile = _profile(args)
     if args.methods:  # fail fast on typos, before data and training
-        from methods import registry
-
-        unknown = [m for m in args.methods if m not in registry.available()]
-        if unknown:
-            raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())}")
+        check_methods(args.methods)
     data, truth, markers = _load_data(args, profile)
     cfg = resolve_run(args, data, markers)
     t0 = time.perf_counter()
@@ -293,12 +296,9 @@ def cmd_list(args) -> int:
 
 def cmd_sweep(args) -> int:
     from bench.sweep import run_sweep
-    from methods import registry
 
     if args.methods:
-        unknown = [m for m in args.methods if m not in registry.available()]
-        if unknown:
-            raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())}")
+        check_methods(args.methods)
     try:
         dims = tuple(int(d) for d in args.dims)
     except ValueError:
