@@ -39,7 +39,10 @@ log = logging.getLogger(__name__)
 SIMULATOR_VERSION = 1
 GROUP_SIZE = 3
 MAX_GROUPS = 2
-GROUP_ON = 0.8  # probability that a redundant group's program is on in a cell of its home type  # marker genes have two redundant groups; other genes zero or one
+GROUP_ON = 0.8  # probability that a redundant group's program is on in a cell of its home type
+MEMBER_OPEN = 0.85  # open probability of each member of a group whose program is on (home types)
+TYPE_SPECIFIC_FRACTION = 0.3  # background peaks that belong to one cell type's accessibility program
+TYPE_ENRICHMENT = 3.0  # how much more often such a peak is open in its own type
 MAX_ADDITIVE = 3
 CELL_TYPE_SHARES = {"Exc": 0.34, "SST": 0.08, "VIP": 0.08, "Astro": 0.10, "Endo": 0.06, "Micro": 0.08,
                     "OPC": 0.10, "Oligo": 0.16}
@@ -242,7 +245,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
         elif k == "promoter":
             reg_pi[:, r] = np.where(home[g] | ~has_group[g], 0.85, 0.4)
         elif k == "group":
-            reg_pi[:, r] = np.where(home[g], 0.85, 0.02)
+            reg_pi[:, r] = np.where(home[g], MEMBER_OPEN, 0.02)
         elif is_marker[g]:  # additive enhancers of markers: moderately cell-type specific
             reg_pi[:, r] = np.where(home[g], 0.6, 0.15)
         else:
@@ -262,8 +265,8 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     bg_target = max(0.0, sc.open_fraction * sc.n_peaks - reg_open_mean) / max(1, n_bg) / depth.mean()
     base = rng.lognormal(0.0, 1.0, n_bg)
     program = np.ones((T, n_bg))
-    specific = rng.random(n_bg) < 0.3
-    program[rng.integers(0, T, specific.sum()), np.flatnonzero(specific)] = 3.0
+    specific = rng.random(n_bg) < TYPE_SPECIFIC_FRACTION
+    program[rng.integers(0, T, specific.sum()), np.flatnonzero(specific)] = TYPE_ENRICHMENT
     bg_pi = base * program
     bg_pi *= bg_target / bg_pi.mean(axis=1, keepdims=True)
     bg_pi = np.minimum(bg_pi, 0.9)

@@ -4,8 +4,9 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
 
 1. samples a batch of training cells of the target type (default 64) and evaluates the objective (eq. 2)
        ℒ = mean_c (ŷ_r,i / ŷ_i)² + β/(G−1) Σ_{j≠i} (ŷ_r,j / ŷ_j − 1)²      (β = 0.1)
-   where ŷ is the surrogate's prediction without closure and ŷ_r with r closed; `objective="mean"` minimises
-   the plain mean predicted target expression instead (the released reference code);
+   where ŷ is the surrogate's log-scale prediction without closure and ŷ_r with r closed, each ratio taken with
+   a pseudo-count of 1 (see RATIO_PSEUDOCOUNT); `objective="mean"` minimises the plain mean predicted target
+   expression instead (the released reference code);
 2. gets the eq. 4 gains of every peak from one backward pass: with closure expressed as zero
    `per_sample_weights` of the surrogate's embedding bag, g_j = Σ_c ∂ℒ/∂w_cj is the first-order loss
    decrease from closing j (and the loss increase from re-opening a closed one), so the transition advantage of
@@ -28,7 +29,11 @@ from tqdm.auto import tqdm
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 
-_EPS = 1e-2  # keeps the ratio finite for cells whose predicted log-expression is ~0
+# Pseudo-count (log1p units) in both ratios of eq. 2. Without one, genes predicted at ~0 in the target's cell type
+# dominate the off-target term: with 0.01, a silent gene moving to 0.1 costs (10)² = 100, while halving the target
+# costs 0.75, so the search refused every peak that nudged any silent gene and gave up 5 points of target Rel Δ on
+# the quick benchmark. With 1, the same nudge costs 0.01 and expressed genes (log1p ≈ 2–7) keep near-plain ratios.
+RATIO_PSEUDOCOUNT = 1.0
 
 
 def default_steps(L: int) -> int:
@@ -39,7 +44,7 @@ def subset_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float
     """ℒ over the last-but-one (cell) axis: y_r (..., cells, genes), y0 (cells, genes) → (...)."""
     if kind == "mean":
         return y_r[..., gene].mean(-1)
-    ratio = (y_r + _EPS) / (y0 + _EPS)
+    ratio = (y_r + RATIO_PSEUDOCOUNT) / (y0 + RATIO_PSEUDOCOUNT)
     target = ratio[..., gene] ** 2
     n_other = y_r.shape[-1] - 1
     other = ((ratio - 1) ** 2).sum(-1) - (ratio[..., gene] - 1) ** 2

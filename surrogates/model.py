@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: phased training by default
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,18 @@ class SurrogateConfig:
     patience: int = 10  # early stopping on validation cross-prediction MSE
     min_epochs: int = 30  # training plateaus early before cell-type structure is learned; never stop before
     max_seconds: float = 0.0  # wall-time budget for training; 0 = no budget
+    # "phased" (the reference code): autoencoders alone for `ae_epochs`, then frozen while the cross-maps are fitted;
+    # "joint": every loss and weight from the start (surrogates/train.py says how the two differ)
+    schedule: str = "phased"
+    ae_epochs: int = 20
     seed: int = 0
+
+    def __post_init__(self):
+        if self.schedule not in ("phased", "joint"):
+            raise ValueError(f"schedule must be 'phased' or 'joint', not {self.schedule!r}")
+        if self.schedule == "phased" and not 0 < self.ae_epochs < self.max_epochs:
+            raise ValueError(f"the phased schedule needs 0 < ae_epochs < max_epochs (got ae_epochs={self.ae_epochs}, "
+                             f"max_epochs={self.max_epochs}); lower ae_epochs or use schedule='joint'")
 
     def to_dict(self) -> dict:
         return asdict(self)

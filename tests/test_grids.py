@@ -95,11 +95,8 @@ def test_budget_exhaustion_returns_best_so_far():
 def test_objective_and_default_steps():
     y0 = torch.tensor([[2.0, 1.0], [4.0, 1.0]])
     y_r = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
-    # ratio: target (0.5)^2 on both cells; other gene: (1-1)^2 and (2-1)^2, β=0.1, d_r-1 = 1
-    eps = 1e-2
-    r = [(1 + eps) / (2 + eps), (2 + eps) / (4 + eps)]
-    o = [0.0, ((2 + eps) / (1 + eps) - 1) ** 2]
-    expected = np.mean([r[0] ** 2 + 0.1 * o[0], r[1] ** 2 + 0.1 * o[1]])
+    # ratios with pseudo-count 1: target 2/3 and 3/5; other gene: 2/2 − 1 = 0 and 3/2 − 1; β = 0.1, d_r − 1 = 1
+    expected = np.mean([(2 / 3) ** 2 + 0.1 * 0.0, (3 / 5) ** 2 + 0.1 * (3 / 2 - 1) ** 2])
     assert float(subset_objective(y_r, y0, 0, 0.1, "ratio")) == pytest.approx(expected, rel=1e-6)
     assert float(subset_objective(y_r, y0, 0, 0.1, "mean")) == pytest.approx(1.5)
     assert default_steps(10) == 500 and default_steps(128) == 5000

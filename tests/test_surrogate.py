@@ -95,7 +95,7 @@ def test_training_checkpoint_and_fidelity(tmp_path):
     from surrogates.fidelity import fidelity_report
 
     data, _ = simulate(SimulationScale(n_cells=600, n_peaks=800, n_genes=30, n_chrom=3), seed=0)
-    cfg = SurrogateConfig(hidden=64, max_epochs=4, min_epochs=1, patience=2)
+    cfg = SurrogateConfig(hidden=64, max_epochs=4, min_epochs=1, patience=2, ae_epochs=2)
     m1 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
     assert not m1.meta["reused"] and m1.meta["epochs"] >= 1
     m2 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
@@ -103,3 +103,35 @@ def test_training_checkpoint_and_fidelity(tmp_path):
     torch.testing.assert_close(m1.predict(data.atac[:20]), m2.predict(data.atac[:20]))
     rep = fidelity_report(m2, data, ["AQP4", "MOG"])
     assert set(rep.table["gene"]) == {"AQP4", "MOG"} and np.isfinite(rep.marker_r2)
+
+
+def test_phased_schedule_freezes_autoencoders_after_ae_epochs(monkeypatch):
+    """Phased (the reference code): after `ae_epochs` only f_AR, f_RA and the discriminators change."""
+    from datasets.synthetic import SimulationScale, simulate
+    from surrogates import train as train_mod
+
+    data, _ = simulate(SimulationScale(n_cells=300, n_peaks=400, n_genes=20, n_chrom=2), seed=1)
+    snapshot = {}
+    freeze = train_mod._freeze_autoencoders
+
+    def spy(model):
+        snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        freeze(model)
+
+    monkeypatch.setattr(train_mod, "_freeze_autoencoders", spy)
+    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=4, ae_epochs=2, min_epochs=2, patience=5)
+    m = train_mod.train_surrogate(data, cfg, device="cpu", progress=False)
+    assert snapshot and m.meta["schedule"] == "phased" and m.meta["ae_epochs"] == 2
+    final = m.state_dict()
+    for name in ("emb_open", "first.weight", "dec_a.0.weight", "enc_r.0.weight", "dec_r.0.weight"):
+        torch.testing.assert_close(final[name], snapshot[name])
+    assert not torch.equal(final["f_ar.0.weight"], snapshot["f_ar.0.weight"])
+    assert all(p.requires_grad for p in m.parameters())  # frozen only while training
+
+
+def test_schedule_is_validated():
+    with pytest.raises(ValueError, match="schedule"):
+        SurrogateConfig(schedule="cyclic")
+    with pytest.raises(ValueError, match="ae_epochs"):
+        SurrogateConfig(max_epochs=5, ae_epochs=5)
+    SurrogateConfig(max_epochs=5, ae_epochs=5, schedule="joint")  # ae_epochs is ignored when joint
