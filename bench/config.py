@@ -35,7 +35,7 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(  # end-to-end smoke tests; numbers are not meaningful
         name="tiny", scale="tiny",
-        surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2, ae_epochs=2),
+        surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2),
         budget=Budget(seconds=20.0, samples=200_000),
         method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4}},
     ),

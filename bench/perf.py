@@ -45,7 +45,7 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
     (data, _truth), s, peak, delta = _timed(lambda: simulate(scale, seed=0))
     record(f"simulate({scale})", s, peak, delta, f"{data.n_cells}×{data.n_peaks} peaks, "
            f"{data.atac.nnz / data.n_cells:.0f} open/cell")
-    cfg = SurrogateConfig(max_epochs=epochs, min_epochs=epochs, schedule="joint")  # an epoch with every loss live
+    cfg = SurrogateConfig(max_epochs=epochs, min_epochs=epochs)
     model, s, peak, delta = _timed(lambda: train_surrogate(data, cfg, device="cpu", progress=progress))
     record(f"train surrogate, {epochs} epoch(s)", s / epochs, peak, delta, "per epoch, incl. validation")
 

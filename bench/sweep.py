@@ -45,10 +45,8 @@ PAPER_DIMS = (1000, 10000, 127219)
 
 
 def default_surrogate_config(seed: int = 0) -> SurrogateConfig:
-    """A small, fast surrogate for the sweep: the sweep compares explainers across d, not surrogate quality
-    (joint schedule: one phase, so the time budget cuts it cleanly; results/examples/sweep was made with it)."""
-    return SurrogateConfig(hidden=64, max_epochs=30, min_epochs=5, patience=5, max_seconds=180.0, seed=seed,
-                           schedule="joint")
+    """A small, fast surrogate for the sweep: the sweep compares explainers across d, not surrogate quality."""
+    return SurrogateConfig(hidden=64, max_epochs=30, min_epochs=5, patience=5, max_seconds=180.0, seed=seed)
 
 
 def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.0, samples=5_000_000),

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODEL_VERSION = 2  # 2: phased training by default
+MODEL_VERSION = 2  # 2: `schedule` (joint / phased)
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class SurrogateConfig:
     patience: int = 10  # early stopping on validation cross-prediction MSE
     min_epochs: int = 30  # training plateaus early before cell-type structure is learned; never stop before
     max_seconds: float = 0.0  # wall-time budget for training; 0 = no budget
-    # "phased" (the reference code): autoencoders alone for `ae_epochs`, then frozen while the cross-maps are fitted;
-    # "joint": every loss and weight from the start (surrogates/train.py says how the two differ)
-    schedule: str = "phased"
-    ae_epochs: int = 20
+    # "joint": every loss and weight from the start; "phased" (the reference code): both autoencoders alone for
+    # `ae_epochs`, then frozen while the cross-maps learn. surrogates/train.py has what each gives.
+    schedule: str = "joint"
+    ae_epochs: int = 50
     seed: int = 0
 
     def __post_init__(self):

@@ -95,7 +95,7 @@ def test_training_checkpoint_and_fidelity(tmp_path):
     from surrogates.fidelity import fidelity_report
 
     data, _ = simulate(SimulationScale(n_cells=600, n_peaks=800, n_genes=30, n_chrom=3), seed=0)
-    cfg = SurrogateConfig(hidden=64, max_epochs=4, min_epochs=1, patience=2, ae_epochs=2)
+    cfg = SurrogateConfig(hidden=64, max_epochs=4, min_epochs=1, patience=2)
     m1 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
     assert not m1.meta["reused"] and m1.meta["epochs"] >= 1
     m2 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
@@ -119,7 +119,7 @@ def test_phased_schedule_freezes_autoencoders_after_ae_epochs(monkeypatch):
         freeze(model)
 
     monkeypatch.setattr(train_mod, "_freeze_autoencoders", spy)
-    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=4, ae_epochs=2, min_epochs=2, patience=5)
+    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=4, ae_epochs=2, min_epochs=2, patience=5, schedule="phased")
     m = train_mod.train_surrogate(data, cfg, device="cpu", progress=False)
     assert snapshot and m.meta["schedule"] == "phased" and m.meta["ae_epochs"] == 2
     final = m.state_dict()
@@ -133,5 +133,5 @@ def test_schedule_is_validated():
     with pytest.raises(ValueError, match="schedule"):
         SurrogateConfig(schedule="cyclic")
     with pytest.raises(ValueError, match="ae_epochs"):
-        SurrogateConfig(max_epochs=5, ae_epochs=5)
-    SurrogateConfig(max_epochs=5, ae_epochs=5, schedule="joint")  # ae_epochs is ignored when joint
+        SurrogateConfig(max_epochs=5, ae_epochs=5, schedule="phased")
+    SurrogateConfig(max_epochs=5, ae_epochs=5)  # joint (default): ae_epochs is not used
