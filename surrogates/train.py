@@ -126,11 +126,12 @@ def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfi
         for start in range(0, len(order), config.batch_size):
             sel = np.sort(order[start:start + config.batch_size])
             terms, latents = _batch_losses(model, train.atac[sel], train_rna[sel], train_types[sel])
+            ae_loss = config.atac_weight * terms["bce"] + terms["mse_r"]
+            cross_loss = terms["cross"] + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"]
             if epoch < ae_phase:
-                loss = config.atac_weight * terms["bce"] + terms["mse_r"]
-            else:
-                loss = (config.atac_weight * terms["bce"] + terms["mse_r"] + terms["cross"]
-                        + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"])
+                loss = ae_loss
+            else:  # once phased training froze the autoencoders, their losses carry no gradient
+                loss = cross_loss if ae_phase else ae_loss + cross_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
