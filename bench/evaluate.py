@@ -16,9 +16,9 @@ def evaluate_selection(surrogate, test, gene: str, peaks, truth=None) -> dict[st
     out = {"avg_delta": M.avg_delta(y0, y1), "rel_delta_pct": M.rel_delta_pct(y0, y1),
            "off_target_pct": M.off_target_pct(all0, all1, gi), "n_test_cells": len(y0)}
     if truth is not None and gene in truth.genes:
-        e0 = truth.expression(test.atac, genes=[gene])[:, 0]
-        e1 = truth.expression(test.atac, closed=peaks, genes=[gene])[:, 0]
-        planted = [p for group in truth.regulatory_peaks(gene).values() for p in group]
+        e0 = truth.expression(test, genes=[gene])[:, 0]
+        e1 = truth.expression(test, closed=peaks, genes=[gene])[:, 0]
+        planted = truth.planted_peaks(gene)
         out["oracle_rel_delta_pct"] = M.oracle_rel_delta_pct(e0, e1)
         out["truth_recall"] = M.truth_recall(peaks, planted)
     out.update(_genomic(test, gene, np.asarray(peaks)))

@@ -1,24 +1,43 @@
 """A multiome simulator with planted regulatory truth — the benchmark's embedded default data.
 
+The simulator is built to sit in the paper's regime at every scale (tested in tests/test_synthetic.py):
+thousands of open peaks per cell, 2–6 % of all peaks, most of them background chromatin, so that closing L = 128
+peaks touches a few per cent of a cell's open chromatin, not half of it.
+
 Generative model (all randomness from one `np.random.Generator(seed)`):
 
-* Genome: `n_chrom` chromosomes; each gene has a TSS; peaks lie along the genome, sorted by (chrom, start).
-* Each gene is regulated by peaks near its TSS:
-    - a **promoter** (one peak at the TSS); expression scales with ``eps_p + (1 - eps_p) * x_promoter``;
-    - **redundant groups** of 3 enhancers, open mostly in the gene's "home" cell types, each acting as an
-      OR: expression scales with ``eps + (1 - eps) * (1 - prod_j (1 - x_j))`` per group. Closing one member
-      leaves the others to compensate; closing a group silences the gene. Every marker gene of the paper's
-      Table 2 has two, active in the cell types it marks (other genes zero or one); a group is an enhancer
-      program switched on per cell (p = GROUP_ON) before its members open independently;
-    - 1–3 **additive** enhancers, each multiplying expression by ``1 + a * x_e``.
-* Accessibility: a regulatory peak is open with probability ``1 - (1 - pi[type, peak]) ** depth_c`` (per-cell
-  depth induces the realistic co-accessibility); background peaks follow cell-type programs and are drawn by an
-  O(open entries) Poisson-process sampler, so paper scale (10,266 × 127,219) never builds a dense matrix.
-* Expression: the oracle mean ``E = m_g * activity(x)`` in normalised counts (per 10⁵), UMI counts drawn
-  Gamma-Poisson around ``lib_c * E / 1e5`` and normalised back to ``log1p(counts / lib_c * 1e5)``.
+* **Genome.** `n_chrom` chromosomes; each gene has a TSS; peaks lie along the genome, sorted by (chrom, start).
+* **Background accessibility** (every peak that regulates no gene). Each background peak has a propensity
+  (log-normal); a share `PROGRAM_FRACTION` of them belongs to one cell type's accessibility *program* and is
+  `PROGRAM_ENRICHMENT` times more often open in that type. Cell identity is therefore spread over thousands of
+  peaks, no handful carries it. The background rate is set so the whole matrix reaches `open_fraction`, and it
+  is drawn by an O(open entries) Poisson-process sampler, so paper scale never builds a dense matrix.
+* **Planted regulation** near each gene's TSS. Expression of gene g in cell c of type t is
 
-`simulate()` returns the data and a `SyntheticTruth` that holds the regulatory groups and evaluates the exact
-oracle expression under any set of closed peaks.
+      E_gc = m_g · τ_g(t) · P_g(x) · (ε_g + (1 − ε_g) · S_g(x) / Z_g)
+
+  - τ_g(t): *trans* activity (transcription factors present in the type; not visible in ATAC). Marker genes
+    have τ = 1 in the types they mark and `MARKER_OFF_TRANS` elsewhere; other genes vary by type.
+  - P_g(x) = ρ_g + (1 − ρ_g) · x_promoter: the promoter; closing it leaves the fraction ρ_g.
+  - S_g(x) = Σ_k w_k · OR_k(x) + Σ_e a_e · x_e, Z_g = Σ_k w_k + Σ_e a_e: enhancer contributions *add up*.
+    OR_k(x) = 1 − Π_{j∈k} (1 − x_j) is a **redundant group** (shadow enhancers): closing one member leaves the
+    others to compensate, closing the whole group removes w_k. The single enhancers e add a_e each.
+  - ε_g: what is left when every enhancer is closed.
+  Marker genes (the paper's Table 2, by name) are regulated deeply, as real loci with dozens of candidate CREs:
+  `MARKER_GROUPS` redundant groups of 2–4 enhancers and `MARKER_SINGLES` single enhancers, so no small set of
+  peaks silences them: the best closure of 10 planted peaks leaves > 20 % of the expression and closing all of
+  them < 10 % (tested). Other genes have a promoter, 0–2 groups and 1–3 single enhancers.
+* **Accessibility of planted peaks.** A redundant group is an enhancer *module*: in a cell of a home type it is
+  on with probability `GROUP_ON` and its members then open independently (`MEMBER_OPEN`); when it is off all its
+  members are closed, so the data show what closing a whole group does. Outside the home types enhancers open
+  rarely (`ENHANCER_ELSEWHERE`): planted enhancers are weaker identity markers than the background programs.
+  Per-cell depth (log-normal) scales every open probability, which induces realistic co-accessibility.
+* **Expression.** UMI counts drawn Gamma-Poisson around ``lib_c · E / 1e5`` and normalised back to
+  ``log1p(counts / lib_c · 1e5)``, like real data.
+
+`simulate()` returns the data and a `SyntheticTruth` that holds the planted peaks and evaluates the exact (oracle)
+expression under any set of closed peaks. Constants were tuned on seed 1 (the development seed); the committed
+examples use seed 0.
 """
 
 from __future__ import annotations
@@ -36,14 +55,32 @@ from datasets.markers import CELL_TYPES, PAPER_MARKERS, marker_genes
 
 log = logging.getLogger(__name__)
 
-SIMULATOR_VERSION = 1
-GROUP_SIZE = 3
-MAX_GROUPS = 2
-GROUP_ON = 0.8  # probability that a redundant group's program is on in a cell of its home type
-MEMBER_OPEN = 0.85  # open probability of each member of a group whose program is on (home types)
-TYPE_SPECIFIC_FRACTION = 0.3  # background peaks that belong to one cell type's accessibility program
-TYPE_ENRICHMENT = 3.0  # how much more often such a peak is open in its own type
-MAX_ADDITIVE = 3
+SIMULATOR_VERSION = 2  # 2: background always present, identity programs, deep additive marker regulation, trans
+
+# ---- background chromatin
+PROGRAM_FRACTION = 0.6  # background peaks that belong to one cell type's accessibility program
+PROGRAM_ENRICHMENT = 8.0  # how much more often a program peak is open in its own type
+# ---- planted regulation of marker genes
+MARKER_GROUPS = 10  # redundant enhancer groups per marker gene
+MARKER_SINGLES = 6  # single (non-redundant) enhancers per marker gene
+GROUP_SIZES = (2, 3, 4)  # members per redundant group, drawn uniformly
+MARKER_PROMOTER_LEFT = 0.8  # ρ: expression left when a marker's promoter is closed
+MARKER_FLOOR = 0.06  # ε: expression left (before ρ) when every enhancer of a marker is closed
+MARKER_OFF_TRANS = 0.05  # τ of a marker gene outside the cell types it marks
+# ---- planted regulation of other genes
+OTHER_REGULATED = 0.2  # share of the other genes with planted peaks (the rest: trans regulation only)
+OTHER_MAX_GROUPS = 2
+OTHER_MAX_SINGLES = 3
+# ---- accessibility of planted peaks
+GROUP_ON = 0.7  # probability that a redundant group's module is on in a cell of a home type
+MEMBER_OPEN = 0.8  # open probability of each member of a group whose module is on
+SINGLE_OPEN = 0.6  # open probability of a single enhancer in a home type
+ENHANCER_ELSEWHERE = 0.02  # open probability of any planted enhancer outside its gene's home types
+PROMOTER_OPEN = 0.9  # markers: in every type; other genes: in their home types
+PROMOTER_ELSEWHERE = 0.2  # open probability of another gene's promoter outside its home types
+MAX_GROUPS = MARKER_GROUPS
+MAX_MEMBERS = max(GROUP_SIZES)
+MAX_SINGLES = max(MARKER_SINGLES, OTHER_MAX_SINGLES)
 CELL_TYPE_SHARES = {"Exc": 0.34, "SST": 0.08, "VIP": 0.08, "Astro": 0.10, "Endo": 0.06, "Micro": 0.08,
                     "OPC": 0.10, "Oligo": 0.16}
 
@@ -57,10 +94,12 @@ class SimulationScale:
     open_fraction: float = 0.038
 
 
+# Scales shrink cells and genes, never open peaks per cell: quick and default keep ~1,500–1,900 open peaks per
+# cell (2–6 % of the peaks), paper scale the paper's ~4,800 (3.8 %). `tiny` is for fast tests only.
 SCALES = {
-    "tiny": SimulationScale(n_cells=900, n_peaks=1200, n_genes=40, n_chrom=3),  # smoke tests: seconds
-    "quick": SimulationScale(n_cells=2400, n_peaks=5000, n_genes=150, n_chrom=6),
-    "default": SimulationScale(n_cells=4000, n_peaks=10000, n_genes=300, n_chrom=10),
+    "tiny": SimulationScale(n_cells=900, n_peaks=3000, n_genes=40, n_chrom=3),
+    "quick": SimulationScale(n_cells=2000, n_peaks=40000, n_genes=150, n_chrom=10, open_fraction=0.045),
+    "default": SimulationScale(n_cells=4000, n_peaks=50000, n_genes=300, n_chrom=12, open_fraction=0.04),
     "paper": SimulationScale(n_cells=10266, n_peaks=127219, n_genes=3000, n_chrom=23),
 }
 
@@ -69,85 +108,221 @@ SCALES = {
 class SyntheticTruth:
     """Planted regulation: per-gene peak indices (columns of `data.atac`) and the oracle expression function.
 
-    Arrays are indexed by gene (rows of `genes`); -1 pads unused slots.
+    Arrays are indexed by gene (rows of `genes`); -1 pads unused peak slots and their weights are 0.
     """
 
     genes: list[str]
     cell_types: list[str]
     promoter: np.ndarray  # (G,) peak index
-    promoter_eps: np.ndarray  # (G,) expression left when the promoter is closed (fraction)
-    group: np.ndarray  # (G, MAX_GROUPS, GROUP_SIZE) redundant enhancer indices, -1 where absent
-    group_eps: np.ndarray  # (G,)
-    group_types: list[list[str]]  # home cell types of each gene's group
-    additive: np.ndarray  # (G, MAX_ADDITIVE) indices, -1 padded
-    additive_gain: np.ndarray  # (G, MAX_ADDITIVE)
+    promoter_left: np.ndarray  # (G,) ρ, expression fraction left when the promoter is closed
+    group: np.ndarray  # (G, MAX_GROUPS, MAX_MEMBERS) redundant enhancer indices
+    group_weight: np.ndarray  # (G, MAX_GROUPS) w_k
+    single: np.ndarray  # (G, MAX_SINGLES) single-enhancer indices
+    single_weight: np.ndarray  # (G, MAX_SINGLES) a_e
+    floor: np.ndarray  # (G,) ε
+    trans: np.ndarray  # (T, G) τ_g(t)
     magnitude: np.ndarray  # (G,) m_g, normalised counts per 10^5 at full activity
     _reg_cols: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        cols = np.concatenate([self.promoter, self.group.ravel(), self.additive.ravel()])
+        cols = np.concatenate([self.promoter, self.group.ravel(), self.single.ravel()])
         self._reg_cols = np.unique(cols[cols >= 0])
+        self._index = {g: i for i, g in enumerate(self.genes)}
 
+    # ------------------------------------------------------------------ lookups
     def gene_index(self, gene: str) -> int:
-        return self.genes.index(gene)
+        try:
+            return self._index[gene]
+        except KeyError:
+            raise KeyError(f"gene {gene!r} has no planted truth; synthetic genes: {len(self.genes)}") from None
 
     def regulatory_peaks(self, gene: str) -> dict[str, list[int]]:
         """{'promoter': [...], 'redundant': [...], 'additive': [...]} peak indices for one gene."""
         g = self.gene_index(gene)
         return {
-            "promoter": [int(self.promoter[g])],
+            "promoter": [int(self.promoter[g])] if self.promoter[g] >= 0 else [],
             "redundant": [int(j) for j in self.group[g].ravel() if j >= 0],
-            "additive": [int(j) for j in self.additive[g] if j >= 0],
+            "additive": [int(j) for j in self.single[g] if j >= 0],
         }
+
+    def planted_peaks(self, gene: str) -> np.ndarray:
+        """Every planted peak of one gene (promoter, group members, single enhancers), sorted."""
+        return np.array(sorted(p for ps in self.regulatory_peaks(gene).values() for p in ps), dtype=np.int64)
 
     def redundant_groups(self, gene: str) -> list[list[int]]:
         """Each redundant (OR) group of the gene as its own list of peak indices."""
         g = self.gene_index(gene)
         return [[int(j) for j in grp if j >= 0] for grp in self.group[g] if (grp >= 0).any()]
 
-    def expression(self, atac: sp.csr_matrix, closed=None, genes=None, chunk: int = 2048) -> np.ndarray:
-        """Oracle mean expression (normalised counts per 10⁵), cells × genes, with the peaks in `closed` set to 0."""
+    def planted_mask(self, n_peaks: int) -> np.ndarray:
+        """Boolean mask over all peaks: True where the peak regulates some gene (False = background)."""
+        mask = np.zeros(n_peaks, dtype=bool)
+        mask[self._reg_cols] = True
+        return mask
+
+    # ------------------------------------------------------------------ the oracle
+    def expression(self, cells: MultiomeData, closed=None, genes=None) -> np.ndarray:
+        """Oracle mean expression (normalised counts per 10⁵), cells × genes, with the peaks in `closed` set to 0.
+
+        `cells` is a `MultiomeData` (or a view of one): its ATAC and its cell types are what the truth reads."""
+        return self._expression(cells.atac, self.type_codes(cells), closed, genes)
+
+    def type_codes(self, cells: MultiomeData) -> np.ndarray:
+        return pd.Categorical(cells.obs["cell_type"].astype(str), categories=self.cell_types).codes.astype(np.int64)
+
+    def _expression(self, atac: sp.csr_matrix, types: np.ndarray, closed=None, genes=None) -> np.ndarray:
         gidx = np.arange(len(self.genes)) if genes is None else np.array([self.gene_index(g) for g in genes])
+        # the group gather is cells × genes × groups × members: keep it ≤ ~2·10⁷ floats per chunk
+        chunk = int(max(16, min(4096, 2e7 // max(1, len(gidx) * self.group[0].size))))
         out = np.empty((atac.shape[0], len(gidx)), dtype=np.float64)
         closed_mask = np.zeros(atac.shape[1], dtype=bool)
         if closed is not None and len(closed):
             closed_mask[np.asarray(closed, dtype=np.int64)] = True
+        cols = np.unique(np.concatenate([self.promoter[gidx], self.group[gidx].ravel(), self.single[gidx].ravel()]))
+        cols = cols[cols >= 0]
         col_of = np.full(atac.shape[1], -1, dtype=np.int64)
-        col_of[self._reg_cols] = np.arange(len(self._reg_cols))
-        keep = (~closed_mask[self._reg_cols]).astype(np.float64)
+        col_of[cols] = np.arange(len(cols))
+        keep = (~closed_mask[cols]).astype(np.float64)
         for start in range(0, atac.shape[0], chunk):
-            x = atac[start:start + chunk][:, self._reg_cols].toarray().astype(np.float64) * keep
-            x = np.concatenate([x, np.zeros((x.shape[0], 1))], axis=1)  # column -1 → always closed pad
-            out[start:start + chunk] = self._activity(x, col_of, gidx) * self.magnitude[gidx]
+            x = atac[start:start + chunk][:, cols].toarray().astype(np.float64) * keep
+            x = np.concatenate([x, np.zeros((x.shape[0], 1))], axis=1)  # column -1 → an always-closed pad
+            act = self.activity(x, col_of, gidx)
+            out[start:start + chunk] = act * self.magnitude[gidx] * self.trans[types[start:start + chunk]][:, gidx]
         return out
 
-    def _activity(self, x: np.ndarray, col_of: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+    def activity(self, x: np.ndarray, col_of: np.ndarray, gidx: np.ndarray) -> np.ndarray:
+        """P_g(x) · (ε_g + (1 − ε_g) S_g(x) / Z_g) for dense planted columns `x` (cells × cols, last col = 0)."""
         def gather(idx):
             return x[:, np.where(idx >= 0, col_of[np.maximum(idx, 0)], -1)]
 
         prom = gather(self.promoter[gidx])
-        act = self.promoter_eps[gidx] + (1 - self.promoter_eps[gidx]) * prom
-        grp = gather(self.group[gidx])  # cells × G × groups × members
-        has_group = (self.group[gidx] >= 0).any(axis=2)  # G × groups
-        any_open = 1.0 - np.prod(1.0 - grp, axis=3)
-        eps = self.group_eps[gidx][:, None]
-        act *= np.prod(np.where(has_group, eps + (1 - eps) * any_open, 1.0), axis=2)
-        act *= np.prod(1.0 + self.additive_gain[gidx] * gather(self.additive[gidx]), axis=2)
-        return act
+        left = self.promoter_left[gidx]
+        grp_open = 1.0 - np.prod(1.0 - gather(self.group[gidx]), axis=3)  # cells × G × groups
+        s = (grp_open * self.group_weight[gidx]).sum(-1) + (gather(self.single[gidx]) * self.single_weight[gidx]).sum(-1)
+        z = self.group_weight[gidx].sum(-1) + self.single_weight[gidx].sum(-1)
+        eps = self.floor[gidx]
+        return (left + (1 - left) * prom) * (eps + (1 - eps) * s / np.maximum(z, 1e-12))
+
+    def gene_response(self, cells: MultiomeData, gene: str):
+        """(planted peaks, f) where f(closed_mask over those peaks) → mean oracle expression over `cells`.
+
+        Only the gene's own planted columns are read, so one evaluation costs O(cells × planted peaks): what the
+        closure search below needs."""
+        g = self.gene_index(gene)
+        peaks = self.planted_peaks(gene)
+        x0 = np.concatenate([cells.atac[:, peaks].toarray().astype(np.float64),
+                             np.zeros((cells.atac.shape[0], 1))], axis=1)
+        col_of = np.full(int(peaks.max()) + 1 if len(peaks) else 1, -1, dtype=np.int64)
+        col_of[peaks] = np.arange(len(peaks))
+        trans = self.trans[self.type_codes(cells), g]
+        gidx = np.array([g])
+
+        def mean_expression(closed_mask: np.ndarray) -> float:
+            x = x0.copy()
+            x[:, :-1][:, closed_mask] = 0.0
+            return float(np.mean(self.activity(x, col_of, gidx)[:, 0] * trans) * self.magnitude[g])
+
+        return peaks, mean_expression
+
+    def best_closure(self, cells: MultiomeData, gene: str, L: int) -> tuple[np.ndarray, float]:
+        """The closure of at most L of the gene's planted peaks that lowers its mean oracle expression most.
+
+        Returns (peaks, expression left as a fraction of the unperturbed mean). With L ≥ the number of planted
+        peaks this is all of them. Otherwise exhaustive search is out of reach (~40 planted peaks, C(40, 10) ≈
+        8·10⁸ subsets), so the search is: (1) greedy by gain per peak, where a move is one peak or the rest of a
+        redundant group at once (a group only pays off whole); (2) 1-swap local search (exchange a chosen peak for
+        an unchosen one while that lowers the expression) until no swap helps. Deterministic; tested against
+        brute force on small genes."""
+        peaks, f = self.gene_response(cells, gene)
+        n = len(peaks)
+        base = f(np.zeros(n, dtype=bool))
+        if L >= n:
+            return peaks, f(np.ones(n, dtype=bool)) / base if base > 0 else 1.0
+        pos = {int(p): i for i, p in enumerate(peaks)}
+        units = [[pos[p]] for p in peaks.tolist()] + [[pos[p] for p in grp] for grp in self.redundant_groups(gene)]
+        chosen = np.zeros(n, dtype=bool)
+        value = base
+        while chosen.sum() < L:
+            best = None
+            for unit in units:
+                new = [i for i in unit if not chosen[i]]
+                if not new or chosen.sum() + len(new) > L:
+                    continue
+                trial = chosen.copy()
+                trial[new] = True
+                v = f(trial)
+                score = (value - v) / len(new)
+                if best is None or score > best[0] + 1e-12:
+                    best = (score, trial, v)
+            if best is None:
+                break
+            _, chosen, value = best
+        improved = True
+        while improved:
+            improved = False
+            for i in np.flatnonzero(chosen):
+                for j in np.flatnonzero(~chosen):
+                    trial = chosen.copy()
+                    trial[i], trial[j] = False, True
+                    v = f(trial)
+                    if v < value - 1e-9 * max(1.0, abs(value)):
+                        chosen, value, improved = trial, v, True
+                        break
+                if improved:
+                    break
+        return peaks[chosen], value / base if base > 0 else 1.0
 
 
-def _peak_layout(rng, scale: SimulationScale, n_genes: int):
-    """Gene TSSs and regulatory peak positions; background peaks fill the rest. Returns unsorted tables."""
-    chrom_len = rng.integers(60_000_000, 250_000_000, size=scale.n_chrom)
-    g_chrom = rng.integers(0, scale.n_chrom, size=n_genes)
-    tss = (rng.random(n_genes) * (chrom_len[g_chrom] - 1_000_000) + 500_000).astype(np.int64)
-    n_add = rng.integers(1, MAX_ADDITIVE + 1, size=n_genes)
-    return chrom_len, g_chrom, tss, n_add
+# ---------------------------------------------------------------------------------------------------- the simulator
+def _gene_structure(rng, gene_names: list[str], markers: list[str], types: list[str]):
+    """Per gene: home cell types, number and sizes of redundant groups, single enhancers, weights, trans, m_g."""
+    G, T = len(gene_names), len(types)
+    is_marker = np.isin(gene_names, markers)
+    home = np.zeros((G, T), dtype=bool)
+    sizes = np.zeros((G, MAX_GROUPS), dtype=int)
+    n_single = np.zeros(G, dtype=int)
+    regulated = np.ones(G, dtype=bool)
+    for g, name in enumerate(gene_names):
+        if is_marker[g]:
+            for ct, genes in PAPER_MARKERS.items():
+                home[g, types.index(ct)] |= name in genes
+            sizes[g] = rng.choice(GROUP_SIZES, size=MARKER_GROUPS)
+            n_single[g] = MARKER_SINGLES
+        else:
+            home[g, rng.choice(T, size=rng.integers(1, 4), replace=False)] = True
+            k = rng.integers(0, OTHER_MAX_GROUPS + 1)
+            sizes[g, :k] = rng.choice(GROUP_SIZES[:2], size=k)
+            n_single[g] = rng.integers(1, OTHER_MAX_SINGLES + 1)
+            if rng.random() >= OTHER_REGULATED:  # no cis-regulation among the peaks: activity ≡ 1
+                regulated[g] = False
+                sizes[g], n_single[g] = 0, 0
+    group_w = np.where(sizes > 0, rng.uniform(0.5, 1.5, (G, MAX_GROUPS)), 0.0)
+    single_w = np.where(np.arange(MAX_SINGLES) < n_single[:, None], rng.uniform(0.1, 0.5, (G, MAX_SINGLES)), 0.0)
+    trans = np.where(home.T, 1.0, np.where(is_marker, MARKER_OFF_TRANS, 1.0)[None, :])
+    trans = trans * np.where(is_marker, 1.0, rng.lognormal(0.0, 0.5, (T, G)))  # non-markers vary by type
+    magnitude = np.where(is_marker, rng.lognormal(np.log(600), 0.4, G), rng.lognormal(np.log(40), 1.0, G))
+    promoter_left = np.where(is_marker, MARKER_PROMOTER_LEFT, np.where(regulated, rng.uniform(0.3, 0.8, G), 1.0))
+    floor = np.where(is_marker, MARKER_FLOOR, np.where(regulated, rng.uniform(0.05, 0.3, G), 1.0))
+    return regulated, is_marker, home, sizes, n_single, group_w, single_w, trans, magnitude, promoter_left, floor
+
+
+def _poisson_rate_scale(weights: np.ndarray, distinct: float) -> float:
+    """s such that Σ_j (1 − exp(−s·w_j)) = `distinct`: the Poisson-process sampler draws peaks with replacement,
+    and a peak drawn twice is open once, so the rate is scaled to give the wanted number of *distinct* peaks."""
+    lo, hi = 0.0, 1.0
+    while np.sum(-np.expm1(-hi * weights)) < distinct:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.sum(-np.expm1(-mid * weights)) < distinct else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[MultiomeData, SyntheticTruth]:
     """Generate a multiome dataset with planted redundant regulation. Deterministic in (scale, seed)."""
     t0 = time.perf_counter()
+    if isinstance(scale, str) and scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
     sc = SCALES[scale] if isinstance(scale, str) else scale
     rng = np.random.default_rng(seed)
     types = list(CELL_TYPES)
@@ -157,156 +332,113 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     if G < len(markers):
         raise ValueError(f"n_genes must be ≥ {len(markers)} to hold the paper's marker genes")
     gene_names = markers + [f"SYN{i:05d}" for i in range(G - len(markers))]
+    (regulated, is_marker, home, sizes, n_single, group_w, single_w, trans, magnitude, promoter_left,
+     floor) = _gene_structure(rng, gene_names, markers, types)
 
-    # ---- gene structure ------------------------------------------------------------------------------------
-    chrom_len, g_chrom, tss, n_add = _peak_layout(rng, sc, G)
-    home = np.zeros((G, T), dtype=bool)  # cell types where the gene's redundant group is open
-    n_groups = np.zeros(G, dtype=int)
-    for g, name in enumerate(gene_names):
-        if name in markers:
-            n_groups[g] = MAX_GROUPS
-            for ct, genes in PAPER_MARKERS.items():
-                home[g, types.index(ct)] |= name in genes
-        elif rng.random() < 0.5:
-            n_groups[g] = 1
-            home[g, rng.choice(T, size=rng.integers(1, 4), replace=False)] = True
-    has_group = n_groups > 0
-    is_marker = np.isin(gene_names, markers)
-    magnitude = np.where(is_marker, rng.lognormal(np.log(600), 0.4, G), rng.lognormal(np.log(40), 1.0, G))
-    # marker promoters are near-constitutive and only partly required: the strong, cell-type-specific control
-    # sits in the redundant groups, where no single peak matters
-    promoter_eps = np.where(is_marker, 0.5, rng.uniform(0.05, 0.6, G))
-    group_eps = np.where(is_marker, 0.03, rng.uniform(0.03, 0.2, G))
-    gain = np.zeros((G, MAX_ADDITIVE))
-    n_add[is_marker] = MAX_ADDITIVE
-    for g in range(G):
-        gain[g, : n_add[g]] = rng.uniform(0.2, 0.8, n_add[g])
-
-    # regulatory peaks: promoter (1) + group (3 if any) + additive (n_add), placed near the TSS
-    reg_gene, reg_kind, reg_pos, reg_group = [], [], [], []  # reg_group: running id of the peak's group, or -1
-    n_group_ids = 0
-    for g in range(G):
-        kinds = ["promoter"] + ["group"] * (GROUP_SIZE * n_groups[g]) + ["additive"] * n_add[g]
-        for i, k in enumerate(kinds):
-            reg_group.append(n_group_ids + (i - 1) // GROUP_SIZE if k == "group" else -1)
-            offset = 0 if k == "promoter" else int(rng.choice([-1, 1]) * rng.integers(5_000, 200_000))
-            reg_gene.append(g)
-            reg_kind.append(k)
-            reg_pos.append(max(1000, tss[g] + offset))
-        n_group_ids += n_groups[g]
-    reg_group = np.array(reg_group, dtype=np.int64)
-    # Each redundant group is an enhancer *program*: in a home-type cell it is switched on with probability
-    # GROUP_ON (then members open independently), else the whole group is closed. Cells with the program off
-    # show what closing the group does, so a surrogate can learn it; members that vary independently show that
-    # one of them alone does not matter.
-    group_home = np.zeros((T, n_group_ids), dtype=bool)
-    for r in np.flatnonzero(reg_group >= 0):
-        group_home[:, reg_group[r]] = home[reg_gene[r]]
-    group_on = np.where(group_home, GROUP_ON, 1.0)
+    # ---- genome layout: planted peaks near their gene's TSS, background peaks anywhere ----------------------
+    chrom_len = rng.integers(60_000_000, 250_000_000, size=sc.n_chrom)
+    g_chrom = rng.integers(0, sc.n_chrom, size=G)
+    tss = (rng.random(G) * (chrom_len[g_chrom] - 1_000_000) + 500_000).astype(np.int64)
+    reg_gene, reg_kind, reg_slot = [], [], []  # kind: 0 promoter, 1 group member, 2 single; slot: (group, member)
+    for g in np.flatnonzero(regulated):
+        reg_gene.append(g), reg_kind.append(0), reg_slot.append((0, 0))
+        for k in range(MAX_GROUPS):
+            for m in range(sizes[g, k]):
+                reg_gene.append(g), reg_kind.append(1), reg_slot.append((k, m))
+        for e in range(n_single[g]):
+            reg_gene.append(g), reg_kind.append(2), reg_slot.append((e, 0))
+    reg_gene, reg_kind = np.array(reg_gene), np.array(reg_kind)
     n_reg = len(reg_gene)
     n_bg = sc.n_peaks - n_reg
-    if n_bg < 0:
-        raise ValueError(f"n_peaks={sc.n_peaks} is too small for {n_reg} regulatory peaks of {G} genes")
+    if n_bg < n_reg:
+        raise ValueError(f"n_peaks={sc.n_peaks} is too small: {G} genes plant {n_reg} regulatory peaks and the "
+                         "background needs at least as many; raise n_peaks or lower n_genes")
+    offset = rng.choice([-1, 1], n_reg) * rng.integers(2_000, 250_000, n_reg)
+    reg_pos = np.maximum(1000, tss[reg_gene] + np.where(reg_kind == 0, 0, offset))
     bg_chrom = rng.choice(sc.n_chrom, size=n_bg, p=chrom_len / chrom_len.sum())
     bg_pos = (rng.random(n_bg) * (chrom_len[bg_chrom] - 1000)).astype(np.int64)
-    chrom_all = np.concatenate([g_chrom[np.array(reg_gene, dtype=np.int64)], bg_chrom])
-    pos_all = np.concatenate([np.array(reg_pos, dtype=np.int64), bg_pos])
+    chrom_all = np.concatenate([g_chrom[reg_gene], bg_chrom])
+    pos_all = np.concatenate([reg_pos, bg_pos])
     order = np.lexsort((pos_all, chrom_all))  # genome order → contiguous chromosome blocks
     new_index = np.empty_like(order)
     new_index[order] = np.arange(len(order))
     width = rng.integers(200, 1500, size=len(order))
-    peaks = pd.DataFrame({
-        "chrom": [f"chr{c + 1}" for c in chrom_all[order]],
-        "start": pos_all[order],
-        "end": pos_all[order] + width,
-    })
+    peaks = pd.DataFrame({"chrom": [f"chr{c + 1}" for c in chrom_all[order]], "start": pos_all[order],
+                          "end": pos_all[order] + width})
     reg_index = new_index[:n_reg]
+    bg_cols = new_index[n_reg:]
 
     promoter = np.full(G, -1, dtype=np.int64)
-    group = np.full((G, MAX_GROUPS, GROUP_SIZE), -1, dtype=np.int64)
-    additive = np.full((G, MAX_ADDITIVE), -1, dtype=np.int64)
-    fill = {"group": np.zeros(G, int), "additive": np.zeros(G, int)}
-    for j, g, k in zip(reg_index, reg_gene, reg_kind):
-        if k == "promoter":
+    group = np.full((G, MAX_GROUPS, MAX_MEMBERS), -1, dtype=np.int64)
+    single = np.full((G, MAX_SINGLES), -1, dtype=np.int64)
+    for j, g, kind, (a, b) in zip(reg_index, reg_gene, reg_kind, reg_slot):
+        if kind == 0:
             promoter[g] = j
+        elif kind == 1:
+            group[g, a, b] = j
         else:
-            n = fill[k][g]
-            if k == "group":
-                group[g, n // GROUP_SIZE, n % GROUP_SIZE] = j
-            else:
-                additive[g, n] = j
-            fill[k][g] += 1
+            single[g, a] = j
 
-    # ---- per-type open probabilities of regulatory peaks ---------------------------------------------------
-    reg_pi = np.empty((T, n_reg))
-    for r, (g, k) in enumerate(zip(reg_gene, reg_kind)):
-        if k == "promoter" and is_marker[g]:
-            reg_pi[:, r] = 0.95
-        elif k == "promoter":
-            reg_pi[:, r] = np.where(home[g] | ~has_group[g], 0.85, 0.4)
-        elif k == "group":
-            reg_pi[:, r] = np.where(home[g], MEMBER_OPEN, 0.02)
-        elif is_marker[g]:  # additive enhancers of markers: moderately cell-type specific
-            reg_pi[:, r] = np.where(home[g], 0.6, 0.15)
-        else:
-            reg_pi[:, r] = rng.uniform(0.02, 0.4, T)
+    # ---- open probabilities of planted peaks per cell type ------------------------------------------------
+    reg_home = home[reg_gene].T  # T × n_reg
+    promoter_pi = np.where(reg_home | is_marker[reg_gene], PROMOTER_OPEN, PROMOTER_ELSEWHERE)
+    reg_pi = np.where(reg_kind == 0, promoter_pi,
+                      np.where(reg_home, np.where(reg_kind == 1, MEMBER_OPEN, SINGLE_OPEN), ENHANCER_ELSEWHERE))
+    module_id = np.full(n_reg, -1)  # one module per (gene, group) with members
+    is_member = reg_kind == 1
+    module_key = reg_gene[is_member] * MAX_GROUPS + np.array([s[0] for s, k in zip(reg_slot, reg_kind) if k == 1])
+    _, module_id[is_member] = np.unique(module_key, return_inverse=True)
+    n_modules = int(module_id.max()) + 1 if is_member.any() else 0
+    module_home = np.zeros((T, max(n_modules, 1)), dtype=bool)
+    module_home[:, module_id[is_member]] = reg_home[:, is_member]
 
-    # ---- cells ---------------------------------------------------------------------------------------------
+    # ---- cells --------------------------------------------------------------------------------------------
     shares = np.array([CELL_TYPE_SHARES[t] for t in types])
     counts = np.maximum(1, np.round(shares / shares.sum() * sc.n_cells).astype(int))
     counts[0] += sc.n_cells - counts.sum()
-    cell_type = np.repeat(np.arange(T), counts)
-    cell_type = cell_type[rng.permutation(sc.n_cells)]
+    cell_type = np.repeat(np.arange(T), counts)[rng.permutation(sc.n_cells)]
     depth = rng.lognormal(0.0, 0.35, sc.n_cells)
     lib = rng.lognormal(np.log(6000), 0.4, sc.n_cells)
 
-    # background rate so that the total open fraction matches the target
-    reg_open_mean = np.mean(1.0 - (1.0 - reg_pi[cell_type[:256]]) ** depth[:256, None]) * n_reg
-    bg_target = max(0.0, sc.open_fraction * sc.n_peaks - reg_open_mean) / max(1, n_bg) / depth.mean()
-    base = rng.lognormal(0.0, 1.0, n_bg)
-    program = np.ones((T, n_bg))
-    specific = rng.random(n_bg) < TYPE_SPECIFIC_FRACTION
-    program[rng.integers(0, T, specific.sum()), np.flatnonzero(specific)] = TYPE_ENRICHMENT
-    bg_pi = base * program
-    bg_pi *= bg_target / bg_pi.mean(axis=1, keepdims=True)
-    bg_pi = np.minimum(bg_pi, 0.9)
-    bg_cols = new_index[n_reg:]
-
     rows, cols = [], []
-    # regulatory peaks: exact Bernoulli draws, chunked over cells (only n_reg columns are ever dense)
+    reg_open = 0
     chunk = 1024
-    for start in range(0, sc.n_cells, chunk):
-        ct = cell_type[start:start + chunk]
-        p = 1.0 - (1.0 - reg_pi[ct]) ** depth[start:start + chunk, None]
-        on = rng.random((len(ct), n_group_ids)) < group_on[ct]
-        grp_cols = reg_group >= 0
-        p[:, grp_cols] *= on[:, reg_group[grp_cols]]
+    for start in range(0, sc.n_cells, chunk):  # planted peaks: exact Bernoulli draws, only n_reg columns dense
+        ct, dep = cell_type[start:start + chunk], depth[start:start + chunk, None]
+        p = 1.0 - (1.0 - reg_pi[ct]) ** dep
+        on = np.where(module_home[ct], rng.random((len(ct), module_home.shape[1])) < GROUP_ON, True)
+        p[:, is_member] *= on[:, module_id[is_member]]
         r, c = np.nonzero(rng.random(p.shape) < p)
         rows.append(r + start)
         cols.append(reg_index[c])
-    # background peaks: per cell, Poisson(depth * sum pi) draws from the type's categorical distribution
-    for t in range(T):
+        reg_open += len(r)
+    # background: always present, whatever the planted peaks leave of the target open fraction (at least 80 %
+    # of it), with cell-type programs
+    bg_per_cell = max(sc.open_fraction * sc.n_peaks - reg_open / sc.n_cells, 0.8 * sc.open_fraction * sc.n_peaks)
+    base = rng.lognormal(0.0, 1.0, n_bg)
+    program = np.ones((T, n_bg))
+    in_program = np.flatnonzero(rng.random(n_bg) < PROGRAM_FRACTION)
+    program[rng.integers(0, T, in_program.size), in_program] = PROGRAM_ENRICHMENT
+    bg_pi = base * program
+    bg_pi *= np.array([_poisson_rate_scale(row, bg_per_cell) for row in bg_pi])[:, None]
+    for t in range(T):  # per cell, Poisson(depth · Σπ) draws from the type's categorical distribution
         cells = np.flatnonzero(cell_type == t)
         cdf = np.cumsum(bg_pi[t])
-        total = cdf[-1]
-        n_open = rng.poisson(depth[cells] * total)
-        picks = np.searchsorted(cdf, rng.random(n_open.sum()) * total, side="right")
+        n_open = rng.poisson(depth[cells] / depth.mean() * cdf[-1])
+        picks = np.searchsorted(cdf, rng.random(n_open.sum()) * cdf[-1], side="right")
         rows.append(np.repeat(cells, n_open))
         cols.append(bg_cols[np.minimum(picks, n_bg - 1)])
-    rows = np.concatenate(rows)
-    cols = np.concatenate(cols)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
     atac = sp.csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols.astype(np.int32))),
                          shape=(sc.n_cells, sc.n_peaks))
     atac.data[:] = 1  # duplicates from the Poisson sampler were summed; accessibility stays binary
 
-    truth = SyntheticTruth(
-        genes=gene_names, cell_types=types, promoter=promoter, promoter_eps=promoter_eps, group=group,
-        group_eps=group_eps, group_types=[[types[t] for t in np.flatnonzero(home[g])] for g in range(G)],
-        additive=additive, additive_gain=gain, magnitude=magnitude,
-    )
+    truth = SyntheticTruth(genes=gene_names, cell_types=types, promoter=promoter, promoter_left=promoter_left,
+                           group=group, group_weight=group_w, single=single, single_weight=single_w, floor=floor,
+                           trans=trans, magnitude=magnitude)
 
     # ---- expression ----------------------------------------------------------------------------------------
-    mean = truth.expression(atac)  # normalised counts per 10^5
+    mean = truth._expression(atac, cell_type)  # normalised counts per 10^5
     shape = 10.0  # Gamma-Poisson (negative binomial) overdispersion
     lam = rng.gamma(shape, lib[:, None] * mean / 1e5 / shape)
     umi = rng.poisson(lam)
