@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.config import PAPER_LS, PROFILES, Budget, RunConfig
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, Budget, RunConfig
 
 log = logging.getLogger("bench")
 
@@ -50,16 +50,25 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--surrogate", choices=("paired", "reference"), default=DEFAULT_SURROGATE,
+                   help="how the surrogate is trained: 'paired' (all losses at once, with the paired ATAC→RNA "
+                        "prediction loss) or 'reference' (the released reference code: autoencoders first, then "
+                        "unpaired cell-type-level alignment of gated affine cross-maps, no paired loss) "
+                        "(default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit,list,sweep,perf}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit,data,list,sweep,perf}")
 
     run = sub.add_parser("run", help="run the benchmark and write the leaderboard",
                          description="Explain every (method × cell type × marker gene × L × seed) and score it "
                                      "with Avg Δ and Rel Δ on held-out cells. Finished jobs are cached and reused.")
     _add_data_args(run)
+    _add_surrogate_arg(run)
     run.add_argument("--methods", type=_csv, help="comma-separated method names (default: every registered "
                      "method except opt-in variants such as grids-mean; see `list`)")
     run.add_argument("--cell-types", type=_csv, help="comma-separated cell types (default: the paper's 7)")
@@ -74,13 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="train (or reuse) the surrogate and print its fidelity report")
     _add_data_args(fit)
-    fit.add_argument("--out", type=Path, default=Path("results"), help="where fidelity.md/.csv/.png go")
+    _add_surrogate_arg(fit)
+    fit.add_argument("--out", type=Path, default=Path("results"),
+                     help="where fidelity.md/.csv/.json/.png (and interventional.csv on synthetic data) go")
+
+    data = sub.add_parser("data", help="describe a data set's regime before trusting a leaderboard on it",
+                          description="Describe the data a run would use (same data options as `run`): cells, "
+                                      "peaks, genes, cells per type and split, open peaks per cell, RNA sparsity; "
+                                      "on the synthetic data also the background share of open chromatin and how "
+                                      "much of each marker's expression the planted truth's best closure of 10 "
+                                      "peaks, and of all planted peaks, leaves. Explainers are only told apart in "
+                                      "the paper's regime (thousands of open peaks per cell, mostly background; "
+                                      "no handful of peaks silences a marker): check it here.")
+    _add_data_args(data)
+    data.add_argument("--json", action="store_true", help="print one JSON object instead of the tables (keys: "
+                      "see datasets.describe.describe)")
+    data.add_argument("--out", type=Path, help="also write data.md and data.json to this folder")
 
     sub.add_parser("list", help="list the registered explainers with their metadata")
 
     sweep = sub.add_parser("sweep", help="run every method at increasing numbers of peaks under one budget")
-    sweep.add_argument("--dims", type=_csv, default=["1000", "10000", "127219"],
-                       help="numbers of peaks (default: 1000,10000,127219)")
+    sweep.add_argument("--dims", type=_csv, default=["2000", "10000", "127219"],
+                       help="numbers of peaks (default: 2000,10000,127219)")
     sweep.add_argument("--methods", type=_csv, help="methods (default: all)")
     sweep.add_argument("--budget-seconds", type=float, default=120.0, help="per-job budget (default: 120)")
     sweep.add_argument("--L", type=int, default=10, help="subset size (default: 10)")
@@ -141,7 +165,7 @@ def _surrogate(args, profile, data):
     from surrogates.checkpoint import fit_or_load
 
     try:
-        return fit_or_load(data, profile.surrogate, device=args.device, cache_dir=args.cache_dir,
+        return fit_or_load(data, profile.surrogate_config(args.surrogate), device=args.device, cache_dir=args.cache_dir,
                            retrain=args.retrain, progress=not args.no_progress)
     except ValueError as exc:
         if "--device" in str(exc):
@@ -159,13 +183,17 @@ def check_methods(names) -> None:
                         "(see `python -m bench list`)")
 
 
-def resolve_run(args, data, markers) -> RunConfig:
+def resolve_run(args, data, markers, truth_available: bool = False) -> RunConfig:
     """Validate the run's selections against the registry and the data; raises UserError."""
     from methods import registry
 
     profile = _profile(args)
-    methods = args.methods or registry.default_methods()
+    methods = args.methods or registry.default_methods(truth_available)
     check_methods(methods)
+    blind = [m for m in methods if registry.get(m).needs_truth and not truth_available]
+    if blind:
+        raise UserError(f"method(s) {blind} read the simulator's truth and run on the synthetic data only; "
+                        "drop them from --methods when using --data")
     try:
         Ls = tuple(int(L) for L in args.L)
     except ValueError:
@@ -212,19 +240,19 @@ def cmd_run(args) -> int:
     if args.methods:  # fail fast on typos, before data and training
         check_methods(args.methods)
     data, truth, markers = _load_data(args, profile)
-    cfg = resolve_run(args, data, markers)
+    cfg = resolve_run(args, data, markers, truth_available=truth is not None)
     t0 = time.perf_counter()
     surrogate = _surrogate(args, profile, data)
     jobs = make_jobs(cfg.methods, cfg.pairs, cfg.Ls, cfg.seeds)
     log.info("%d jobs: %d methods × %d (cell type, gene) × L %s × %d seed(s)", len(jobs), len(cfg.methods),
              len(cfg.pairs), list(cfg.Ls), len(cfg.seeds))
-    context = {"data": data.fingerprint(), "surrogate": checkpoint_key(data, profile.surrogate)}
+    context = {"data": data.fingerprint(), "surrogate": checkpoint_key(data, profile.surrogate_config(args.surrogate))}
     cache = ResultCache(_cache_sub(args, "jobs"))
     records = run_grid(jobs, profile.method_params, cfg.profile.budget_for, surrogate, data, truth, cache, context,
                        scheduler=cfg.scheduler, progress=cfg.progress)
     header = (f"# GRIDS-Bench leaderboard\n\nData: {args.data or f'synthetic ({profile.scale} scale, seed {args.seed})'}"
-              f" — {data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes. Surrogate: "
-              f"{surrogate.meta.get('checkpoint', '')}. Profile `{profile.name}`, per-job budget "
+              f" — {data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes. Surrogate ({args.surrogate} "
+              f"style): {surrogate.meta.get('checkpoint', '')}. Profile `{profile.name}`, per-job budget "
               f"{cfg.profile.budget.seconds:g} s"
               + "".join(f", {m} {b.seconds:g} s" for m, b in cfg.profile.method_budgets.items())
               + ". Metrics on held-out test cells of each gene's cell type; ↓ = lower is better; best per row in "
@@ -246,10 +274,12 @@ def _print_summary(records, methods) -> None:
 
 
 def cmd_fit(args) -> int:
+    import json
+
     from surrogates.fidelity import fidelity_report, plot_fidelity
 
     profile = _profile(args)
-    data, _, markers = _load_data(args, profile)
+    data, truth, markers = _load_data(args, profile)
     t0 = time.perf_counter()
     model = _surrogate(args, profile, data)
     genes = [g for ct, gs in markers.items() if ct in data.cell_types for g in gs if g in data.genes.index]
@@ -260,9 +290,10 @@ def cmd_fit(args) -> int:
     from tabulate import tabulate
 
     lines = [f"# Surrogate fidelity ({data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes)", "",
-             f"Checkpoint: {model.meta.get('checkpoint')} (reused: {model.meta.get('reused')}); "
-             f"epochs: {model.meta.get('epochs')} ({model.meta.get('stopped')}); "
-             f"best val MSE: {model.meta.get('best_val_mse', float('nan')):.4f}", "", report.summary(), "",
+             f"Style: {args.surrogate}. Checkpoint: {model.meta.get('checkpoint')} (reused: {model.meta.get('reused')}); "
+             f"training: {model.meta.get('epochs', model.meta.get('steps'))} ({model.meta.get('stopped')}, "
+             f"{model.meta.get('seconds', float('nan')):.0f} s); "
+             f"val MSE: {model.meta.get('best_val_mse', float('nan')):.4f}", "", report.summary(), "",
              "Mean log-expression per cell type on test cells, observed → predicted:", ""]
     rows = []
     for gene in table.index:
@@ -272,12 +303,50 @@ def cmd_fit(args) -> int:
                                             for ct in table["observed"].columns])
     lines.append(tabulate(rows, headers=["gene", "R²"] + list(table["observed"].columns), tablefmt="github",
                           disable_numparse=True))
+    summary = {"surrogate": args.surrogate, "marker_r2": report.marker_r2, "pooled_marker_r2": report.pooled_r2,
+               "all_genes_r2": report.all_genes_r2, "training_seconds": model.meta.get("seconds"),
+               "reused": model.meta.get("reused")}
+    written = [args.out / "fidelity.md", args.out / "fidelity.csv", args.out / "fidelity.json",
+               args.out / "fidelity.png"]
+    if truth is not None:
+        from bench.interventional import interventional_fidelity, interventional_markdown
+
+        pairs = [(ct, g) for ct, gs in markers.items() if ct in data.cell_types for g in gs if g in truth.genes]
+        inter = interventional_fidelity(model, data, truth, pairs, seed=args.seed)
+        summary.update(inter.summary())
+        lines += ["", interventional_markdown(inter)]
+        inter.table.drop(columns="members").to_csv(args.out / "interventional.csv", index=False)
+        written.append(args.out / "interventional.csv")
     md = "\n".join(lines) + "\n"
     (args.out / "fidelity.md").write_text(md)
+    (args.out / "fidelity.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_fidelity(report, args.out / "fidelity.png")
     print(md)
-    print(f"wrote {args.out / 'fidelity.md'}, {args.out / 'fidelity.csv'}, {args.out / 'fidelity.png'} "
-          f"({time.perf_counter() - t0:.0f} s)")
+    print(f"wrote {', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def cmd_data(args) -> int:
+    """Print (and with --out write) `datasets.describe.describe` of the data, plus `data`: where it came from."""
+    import json
+
+    from datasets.describe import describe, render_markdown
+
+    profile = _profile(args)
+    data, truth, markers = _load_data(args, profile)
+    source = args.data or f"synthetic ({profile.scale} scale, seed {args.seed})"
+    try:
+        summary = {"data": source, **describe(data, truth, markers)}
+    except ValueError as exc:  # a marker table that does not fit the data
+        raise UserError(str(exc)) from exc
+    md = render_markdown(summary, title=f"Data: {source}")
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "data.md").write_text(md)
+        (args.out / "data.json").write_text(text + "\n")
+        log.info("wrote %s, %s", args.out / "data.md", args.out / "data.json")  # stderr: stdout stays pure JSON
+    print(text if args.json else md)
     return 0
 
 
@@ -318,7 +387,8 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "fit": cmd_fit, "list": cmd_list, "sweep": cmd_sweep, "perf": cmd_perf}
+COMMANDS = {"run": cmd_run, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
+            "perf": cmd_perf}
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,10 @@ from pathlib import Path
 from surrogates.model import SurrogateConfig
 
 PAPER_LS = (10, 128)
+# The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement (README, "The data
+# and the surrogate"): the paired style reaches marker R² ≥ 0.9 within the quick profile's budget and learns
+# within-type closure effects, the reference style aligns the modalities at cell-type level only.
+DEFAULT_SURROGATE = "paired"
 
 
 @dataclass(frozen=True)
@@ -27,21 +31,32 @@ class Profile:
     budget: Budget
     method_params: dict[str, dict] = field(default_factory=dict)
     method_budgets: dict[str, Budget] = field(default_factory=dict)  # overrides `budget` for slow methods
+    # the reference style's three phases in mini-batch steps (the reference code: 36k / 9k / 36k), scaled to the
+    # profile; its cross-map phase runs on cached latents of the frozen autoencoders, a few ms per step
+    reference_steps: tuple[int, int, int] = (36000, 9000, 36000)
 
     def budget_for(self, method: str) -> Budget:
         return self.method_budgets.get(method, self.budget)
+
+    def surrogate_config(self, style: str = DEFAULT_SURROGATE) -> SurrogateConfig:
+        """The profile's surrogate configuration in one training style (`paired` or `reference`)."""
+        if style == "reference":
+            return replace(self.surrogate, style="reference", reference_steps=self.reference_steps)
+        return replace(self.surrogate, style=style)
 
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(  # end-to-end smoke tests; numbers are not meaningful
         name="tiny", scale="tiny",
         surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2),
+        reference_steps=(20, 10, 40),
         budget=Budget(seconds=20.0, samples=200_000),
         method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
+        reference_steps=(400, 100, 4000),
         budget=Budget(seconds=60.0, samples=20_000_000),
         method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10}},
         method_budgets={m: Budget(seconds=3.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
@@ -49,6 +64,7 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(
         name="default", scale="default",
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
+        reference_steps=(800, 200, 6000),
         budget=Budget(seconds=60.0, samples=100_000_000),
         method_params={"grids": {"sweeps": 6}, "grids-mean": {"sweeps": 6}, "smoothgrad": {"n_samples": 10}},
         method_budgets={m: Budget(seconds=4.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
@@ -56,6 +72,7 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper", scale="paper",
         surrogate=SurrogateConfig(max_epochs=100, patience=10),
+        reference_steps=(4000, 1000, 16000),
         budget=Budget(seconds=3600.0, samples=256_000 * 512),
     ),
 }

@@ -26,7 +26,6 @@ from bench.memory import PeakRSS
 from methods import registry
 
 log = logging.getLogger(__name__)
-METRIC_KEYS = ("avg_delta", "rel_delta_pct")
 
 
 @dataclass(frozen=True)
@@ -46,26 +45,60 @@ def make_jobs(methods, pairs, Ls, seeds) -> list[Job]:
     return [Job(m, ct, g, int(L), int(s)) for m in methods for ct, g in pairs for L in Ls for s in seeds]
 
 
-def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None) -> dict:
-    """Explain, validate and evaluate one job; never raises for a method's failure."""
-    record = {**asdict(job), "status": "failed", "peaks": [], "error": None, "info": {}}
+def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None) -> list[dict]:
+    """Explain, validate and evaluate jobs that share one explanation; never raises for a method's failure.
+
+    A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
+    does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
+    and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
+    run's). A `no_estimate` job is recorded, not evaluated."""
+    first = jobs[0]
+    L_max = max(job.L for job in jobs)
+    base = {"status": "failed", "peaks": [], "error": None, "info": {}}
+    records = [{**asdict(job), **base} for job in jobs]
     t0 = time.perf_counter()
     try:
-        spec = registry.get(job.method)
-        explainer = spec.cls(seed=job.seed, budget=budget, **params)
+        spec = registry.get(first.method)
+        extra = {"truth": truth} if spec.needs_truth else {}
+        explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
         with PeakRSS() as mem:
-            expl = explainer.explain(surrogate, data.cells(job.cell_type, "train"), job.gene, job.L)
-        expl.check(data.n_peaks, job.L)
-        record.update(status=expl.status, peaks=[int(p) for p in expl.peaks], info=_jsonable(expl.info))
-        record["explain_seconds"] = time.perf_counter() - t0
-        record["peak_rss_mb"] = mem.peak_mb
-        record.update(evaluate_selection(surrogate, data.cells(job.cell_type, "test"), job.gene, expl.peaks, truth))
+            expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
+        expl.check(data.n_peaks, L_max)
+        info = _jsonable(expl.info)
+        if len(jobs) > 1:
+            info["ranking_shared_by_L"] = sorted(job.L for job in jobs)
+        seconds = time.perf_counter() - t0
+        test = data.cells(first.cell_type, "test")
+        for job, record in zip(jobs, records):
+            peaks = expl.peaks[:job.L]
+            record.update(status=expl.status, peaks=[int(p) for p in peaks], info=info, explain_seconds=seconds,
+                          peak_rss_mb=mem.peak_mb)
+            if expl.status != "no_estimate":  # no peaks of the method's own: its metric fields stay absent (NaN)
+                record.update(evaluate_selection(surrogate, test, job.gene, peaks, truth))
     except Exception as exc:  # a broken method is a result, not a crash
-        record["error"] = f"{type(exc).__name__}: {exc}"
-        record["traceback"] = traceback.format_exc(limit=5)
-        log.warning("job %s failed: %s", job, record["error"])
-    record["seconds"] = time.perf_counter() - t0
-    return record
+        log.warning("job %s failed: %s: %s", first, type(exc).__name__, exc)
+        for record in records:
+            record.update(base, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5))
+    for record in records:
+        record["seconds"] = time.perf_counter() - t0
+    return records
+
+
+def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None) -> dict:
+    """One job on its own (`run_task` with a single job)."""
+    return run_task([job], params, budget, surrogate, data, truth)[0]
+
+
+def tasks_of(jobs: list[Job], indices: list[int]) -> list[list[int]]:
+    """Group job indices into tasks: the Ls of one (method, cell type, gene, seed) share a task when the method
+    is a `ranking` method, every other job is a task of its own. Order follows the first job of each task."""
+    tasks: dict[tuple, list[int]] = {}
+    for i in indices:
+        job = jobs[i]
+        shared = registry.get(job.method).ranking if job.method in registry.available() else False
+        key = (job.method, job.cell_type, job.gene, job.seed) if shared else ("job", i)
+        tasks.setdefault(key, []).append(i)
+    return list(tasks.values())
 
 
 def _jsonable(obj):
@@ -124,22 +157,29 @@ def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, tru
     if len(records):
         log.info("%d of %d jobs reused from the result cache", len(records), len(jobs))
     bar = tqdm(total=len(jobs), initial=len(records), desc="benchmark jobs", unit="job", disable=not progress)
+    tasks = tasks_of(jobs, todo)
     if scheduler:
-        _run_dask(jobs, todo, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler)
+        _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler)
     else:
-        for i in todo:
-            job = jobs[i]
-            bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={job.L}")
-            rec = run_job(job, method_params.get(job.method, {}), budgets(job.method), surrogate, data, truth)
-            cache.put(keys[i], rec)
-            records[i] = rec
-            bar.update()
+        for task in tasks:
+            job = jobs[task[0]]
+            bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={','.join(str(jobs[i].L) for i in task)}")
+            recs = run_task([jobs[i] for i in task], method_params.get(job.method, {}), budgets(job.method),
+                            surrogate, data, truth)
+            _store(task, recs, keys, cache, records, bar)
     bar.close()
     return [records[i] for i in range(len(jobs))]
 
 
-def _run_dask(jobs, todo, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler):
-    """Same jobs on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
+def _store(task, recs, keys, cache, records, bar) -> None:
+    for i, rec in zip(task, recs):
+        cache.put(keys[i], rec)
+        records[i] = rec
+    bar.update(len(task))
+
+
+def _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler):
+    """Same tasks on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // 2), threads_per_worker=1,
@@ -147,15 +187,12 @@ def _run_dask(jobs, todo, keys, method_params, budgets, surrogate, data, truth, 
     client = Client(cluster if cluster is not None else scheduler)
     try:
         model, d, t = client.scatter([surrogate.cpu(), data, truth], broadcast=True)
-        futures = {client.submit(run_job, jobs[i], method_params.get(jobs[i].method, {}), budgets(jobs[i].method),
-                                 model, d, t,
-                                 pure=False): i for i in todo}
+        futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),
+                                 budgets(jobs[task[0]].method), model, d, t, pure=False): k
+                   for k, task in enumerate(tasks)}
         for fut in as_completed(futures):
-            i = futures[fut]
-            rec = fut.result()
-            cache.put(keys[i], rec)
-            records[i] = rec
-            bar.update()
+            task = tasks[futures[fut]]
+            _store(task, fut.result(), keys, cache, records, bar)
     finally:
         client.close()
         if cluster is not None:

@@ -1,9 +1,18 @@
-"""Leaderboard outputs: `leaderboard.md` (Table-1 style, one table per L), `leaderboard.csv` (long format),
-`jobs.jsonl` (one record per job), `report.html` and `rel_delta.png`.
+"""Leaderboard outputs: `leaderboard.md` (Table-1 style, one table per L, each followed by its discrimination
+section), `leaderboard.csv` (long format), `discrimination.csv`, `jobs.jsonl` (one record per job), `report.html`
+and `rel_delta.png`.
 
 Cell-type rows average a type's marker genes (and seeds); the `Avg` row averages the cell-type rows, as in the
 paper's Table 1. ± is the standard error of that mean. Direction (↓/↑) and "best" come from each metric's spec.
-A cell whose jobs did not all finish `ok` carries its status counts; failed jobs have no numbers but stay listed.
+A cell whose jobs did not all finish `ok` carries its status counts. `no_estimate` and `failed` jobs have no
+numbers (shown as "—"; any metric value they carry is dropped), so averages run over the finished jobs only.
+
+Discrimination (per L, `discrimination.csv` and under each leaderboard table): can the table tell a method from
+the best one? best = the non-control method with the best Avg Rel Δ (lowest; direction from the metric's spec);
+for every method m, over the (cell type, gene, seed) jobs both finished, d = Rel Δ_m − Rel Δ_best (↓ metric:
+d > 0 means m suppressed less), mean d ± t_{0.975, n−1} · sd(d) / √n, and counts of jobs where m is better, tied
+(|d| ≤ `TIE_TOL`) or worse. On synthetic data also Kendall τ between the methods' order by surrogate Avg Rel Δ
+and by oracle Avg Rel Δ (τ = 1: the surrogate ranks the methods as the truth does).
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from tabulate import tabulate
 
 from bench.metrics import METRICS
@@ -28,6 +39,12 @@ SPECIFICITY_METRICS = ("off_target_pct",)
 GENOMIC_METRICS = ("frac_on_target_chrom", "median_tss_distance")
 DIGITS = {"avg_delta": 3, "truth_recall": 3, "frac_on_target_chrom": 3, "median_tss_distance": 0}
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
+NO_NUMBERS = ("no_estimate", "failed")  # statuses whose jobs never show metric values
+# Two evaluations of the same peak set agree only to float32 rounding of the surrogate's log-predictions (~6e-7
+# at ~5 log-units → 100 · 6e-7 ≈ 6e-5 points of Rel Δ %), so smaller paired differences are ties, not wins.
+TIE_TOL = 1e-4
+DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_high", "n_jobs", "n_better",
+                       "n_tied", "n_worse"]
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
@@ -38,6 +55,8 @@ def long_table(records: list[dict]) -> pd.DataFrame:
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
+    scored = [c for c in metric_cols if c not in CONTEXT_COLS]
+    jobs.loc[jobs["status"].fillna("failed").isin(NO_NUMBERS), scored] = np.nan
     rows = []
     for (method, L), part in jobs.groupby(["method", "L"], sort=False):
         per_type = []
@@ -114,6 +133,103 @@ def _best(rows: dict, key: str) -> str | None:
     return (max if hib else min)(vals, key=vals.get)
 
 
+def control_methods(methods) -> set[str]:
+    """The methods flagged as controls (`is_baseline`) in the registry; names it does not know are not controls."""
+    from methods import registry
+
+    specs = {s.name: s for s in registry.specs()}
+    return {m for m in methods if m in specs and specs[m].is_baseline}
+
+
+def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
+                   metric: str = "rel_delta_pct") -> pd.DataFrame:
+    """Per L, each method's paired difference in `metric` to the best non-control method (columns
+    `DISCRIMINATION_COLS`; one row per method with a finished job, the best's own row included).
+
+    best = argmin (argmax for an ↑ metric) of the `Avg` rows of `long_table` over methods not in `controls`
+    (default: the registry's `is_baseline` flags). Over the (cell type, gene, seed) jobs where both have a value,
+    d_j = metric_m,j − metric_best,j; mean_diff = mean d, ci = mean ± t_{0.975, n−1} · sd(d, ddof=1) / √n (NaN
+    for n < 2); n_better / n_worse count jobs where m beats / trails the best by more than `TIE_TOL`, the rest tie.
+    For Rel Δ (↓) a positive mean_diff means the method suppresses less than the best."""
+    hib = METRICS[metric].higher_is_better
+    if hib is None:
+        raise ValueError(f"metric {metric!r} has no direction, so there is no best method to compare against")
+    methods = list(dict.fromkeys(long["method"]))
+    controls = control_methods(methods) if controls is None else set(controls)
+    jobs, avg = long[long["gene"] != "*"], long[long["cell_type"] == "Avg"]
+    rows = []
+    for L in sorted(long["L"].unique()):
+        means = avg[avg["L"] == L].set_index("method")[metric]
+        candidates = {m: v for m, v in means.items() if m not in controls and np.isfinite(v)}
+        if not candidates:
+            continue
+        best = (max if hib else min)(candidates, key=candidates.get)
+        wide = jobs[jobs["L"] == L].set_index(["cell_type", "gene", "seed", "method"])[metric].unstack("method")
+        for m in (m for m in methods if m in wide):
+            d = (wide[m] - wide[best]).dropna().to_numpy(dtype=float)
+            if d.size:
+                rows.append({"method": m, "L": int(L), "best_method": best, **_paired(d, 1 if hib else -1)})
+    return pd.DataFrame(rows, columns=DISCRIMINATION_COLS)
+
+
+def _paired(d: np.ndarray, better_sign: int) -> dict:
+    """Mean and 95 % t-interval of the paired differences d; a job is better when better_sign · d > TIE_TOL."""
+    n, mean = d.size, float(d.mean())
+    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+    better, worse = int((better_sign * d > TIE_TOL).sum()), int((better_sign * d < -TIE_TOL).sum())
+    return {"mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n_jobs": n, "n_better": better,
+            "n_tied": n - better - worse, "n_worse": worse}
+
+
+def surrogate_oracle_kendall(long: pd.DataFrame) -> pd.DataFrame:
+    """Per L: Kendall τ-b between the methods' surrogate Avg Rel Δ and their oracle Avg Rel Δ (synthetic data),
+    over every method with both numbers, controls included; columns L, tau, p_value, n_methods.
+
+    Both metrics are ↓, so τ on the values is τ on the two rankings: +1 = the surrogate orders the methods as the
+    truth does, −1 = reversed. Empty when `long` has no oracle column (real data); τ is NaN for n < 2."""
+    cols = ["L", "tau", "p_value", "n_methods"]
+    if "oracle_rel_delta_pct" not in long:
+        return pd.DataFrame(columns=cols)
+    avg = long[long["cell_type"] == "Avg"]
+    rows = []
+    for L, part in avg.groupby("L"):
+        both = part[np.isfinite(part["rel_delta_pct"]) & np.isfinite(part["oracle_rel_delta_pct"])]
+        tau, pvalue = (stats.kendalltau(both["rel_delta_pct"], both["oracle_rel_delta_pct"]) if len(both) > 1
+                       else (np.nan, np.nan))
+        rows.append({"L": int(L), "tau": float(tau), "p_value": float(pvalue), "n_methods": len(both)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def discrimination_markdown(disc: pd.DataFrame, kendall: pd.DataFrame, L: int, controls: Collection[str],
+                            metric: str = "rel_delta_pct") -> list[str]:
+    """Markdown lines of one L's discrimination section: the `discrimination` table, then the Kendall τ line."""
+    spec = METRICS[metric]
+    better, worse = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
+    part = disc[disc["L"] == L]
+    lines = [f"### Discrimination at L = {L}", ""]
+    if part.empty:
+        lines += ["No non-control method has a finished job at this L: nothing to compare against.", ""]
+    else:
+        best = part["best_method"].iloc[0]
+        shown = sorted(set(controls) & set(part["method"]))
+        lines += [f"Paired difference in {spec.label} of each method minus the best non-control method, **{best}** "
+                  f"(best Avg), over the (cell type, gene, seed) jobs both finished, with its 95 % t-interval. "
+                  f"Better / tied / worse: jobs where the method's {spec.label} is {better} / within {TIE_TOL:g} / "
+                  f"{worse}." + (f" Controls ({', '.join(shown)}) are compared but never chosen as best."
+                                 if shown else ""), ""]
+        body = [[f"**{r.method}** (best)" if r.method == best else r.method, _fmt(r.mean_diff, np.nan, 2),
+                 f"[{_fmt(r.ci_low, np.nan, 2)}, {_fmt(r.ci_high, np.nan, 2)}]" if np.isfinite(r.ci_low) else "—",
+                 str(r.n_jobs), f"{r.n_better} / {r.n_tied} / {r.n_worse}"] for r in part.itertuples()]
+        lines += [tabulate(body, headers=["Method", f"{spec.label} − {best}", "95 % CI", "jobs",
+                                          "better / tied / worse"], tablefmt="github", disable_numparse=True), ""]
+    for r in kendall[kendall["L"] == L].itertuples():
+        value = (f"τ = {_fmt(r.tau, np.nan, 2)} (p = {r.p_value:.2g}, n = {r.n_methods})" if np.isfinite(r.tau)
+                 else f"τ undefined (n = {r.n_methods} methods)")
+        lines += [f"Kendall τ-b between the method rankings by surrogate and by oracle Avg Rel Δ (every method with "
+                  f"both numbers, controls included): {value}.", ""]
+    return lines
+
+
 def runtime_table(long: pd.DataFrame, methods: list[str]) -> str:
     jobs = long[long["gene"] != "*"]
     body = []
@@ -134,9 +250,12 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
     agg = long[long["gene"] == "*"]
     Ls = sorted(int(L) for L in long["L"].unique())
     methods = [m for m in methods if m in set(long["method"])]
+    controls = control_methods(long["method"].unique())
+    disc, kendall = discrimination(long, controls), surrogate_oracle_kendall(long)
     md = [header, ""]
     for L in Ls:
         md += [f"## L = {L}", "", metric_table(agg, L, LEADERBOARD_METRICS, methods), ""]
+        md += discrimination_markdown(disc, kendall, L, controls)
     if "off_target_pct" in long:
         md += ["## Specificity", "", "Mean |Rel Δ| of all other genes when the selected peaks are closed (eq. 2 of "
                "GRIDS penalises it; ↓ better).", ""]
@@ -161,6 +280,7 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
                                          for r in failed.itertuples()] + [""]
     written = [_atomic_write(out / "leaderboard.md", "\n".join(md)),
                _atomic_write(out / "leaderboard.csv", long.to_csv(index=False)),
+               _atomic_write(out / "discrimination.csv", disc.to_csv(index=False)),
                _atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
     if figure:
         png = rel_delta_figure(agg, Ls, methods)
@@ -182,7 +302,10 @@ def rel_delta_figure(agg: pd.DataFrame, Ls: list[int], methods: list[str]) -> by
         vals = [rows.loc[m, "rel_delta_pct"] if m in rows.index else np.nan for m in methods]
         errs = [rows.loc[m, "rel_delta_pct_stderr"] if m in rows.index else np.nan for m in methods]
         colors = ["tab:grey" if m in rows.index and rows.loc[m, "status"] != "ok" else "tab:blue" for m in methods]
-        ax.bar(methods, np.nan_to_num(vals), yerr=np.nan_to_num(errs), color=colors, capsize=3)
+        # no bar for a method without numbers (all no_estimate/failed): a 0-height bar would read as "no effect"
+        ax.bar(methods, vals, yerr=errs, color=colors, capsize=3)
+        for i in np.flatnonzero(~np.isfinite(vals)):
+            ax.text(i, 0, "—", ha="center", va="bottom")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(f"L = {L}: Rel Δ (%) averaged over cell types (↓ better)", fontsize=9)
         ax.tick_params(axis="x", rotation=45, labelsize=8)

@@ -1,20 +1,27 @@
 """Local gradient attributions → one global ranking of peaks, shared by the gradient explainers.
 
-For binary ATAC and the closing perturbation p = 0, the first-order change of the target when peak j is closed in
-cell c is  ∂ŷ/∂x_cj · (p − x_cj) = −∂ŷ/∂x_cj · x_cj.  The *suppression score* of a peak is its mean over the
-training cells of the gene's type of  ∂ŷ/∂x_cj · x_cj  (how much closing it would lower the target): closed peaks
-contribute 0, since closing them changes nothing. The global ranking is the top L scores.
+Every local→global gradient explainer scores peak j by the mean over the training cells c of the gene's type of
+one per-cell attribution A_cj (captum: |∂ŷ/∂x_cj| for Saliency, x_cj · ∂ŷ/∂x_cj for InputXGradient, their
+noise-averaged SmoothGrad forms) and returns the top L peaks. For binary ATAC and the closing perturbation p = 0,
+the first-order change of the target when peak j is closed in cell c is
+    ∂ŷ/∂x_cj · (p − x_cj) = −∂ŷ/∂x_cj · x_cj,
+so the "× input" scores are first-order *suppression* scores (closed peaks contribute 0); the plain gradient
+scores rank sensitivity, open or closed.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import abc
+import contextlib
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from methods.base import BudgetClock
+from methods.base import BudgetClock, Explainer, Explanation, top_l
+
+Attribution = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TargetGene(nn.Module):
@@ -29,20 +36,68 @@ class TargetGene(nn.Module):
         return self.surrogate(x)[:, self.gi]
 
 
-def suppression_scores(attribute: Callable[[torch.Tensor], torch.Tensor], data, clock: BudgetClock,
-                       batch_size: int, samples_per_cell: int = 1, device=None) -> tuple[np.ndarray, int, bool]:
-    """Mean over cells of attribution × x for dense batches of cells (O(batch × peaks) memory).
+def mean_attribution(attribute: Attribution, data, clock: BudgetClock, batch_size: int, *,
+                     times_input: bool = False, samples_per_cell: int = 1, device=None) -> tuple[np.ndarray, int, bool]:
+    """Mean over cells of attribute(x) (or of attribute(x) ⊙ x with `times_input`), for dense batches of cells
+    (O(batch × peaks) memory). Each batch costs `samples_per_cell` surrogate evaluations per cell on `clock`.
 
-    Returns (scores, cells used, whether the budget ran out first)."""
+    Returns (per-peak scores, cells used, whether the budget ran out first: then the mean over the cells used)."""
     total = torch.zeros(data.n_peaks, dtype=torch.float64)
     used = 0
     for start in range(0, data.n_cells, batch_size):
         if clock.exhausted():
             return (total / max(1, used)).numpy(), used, True
         x = torch.as_tensor(data.atac[start:start + batch_size].toarray(), dtype=torch.float32, device=device)
-        x.requires_grad_(True)
-        grad = attribute(x)
-        total += (grad * x).detach().sum(0).double().cpu()
+        attr = attribute(x.requires_grad_(True)).detach()
+        if times_input:
+            attr = attr * x.detach()
+        total += attr.sum(0).double().cpu()
         used += x.shape[0]
         clock.spend(x.shape[0] * samples_per_cell)
     return (total / max(1, used)).numpy(), used, False
+
+
+class MeanAttribution(Explainer):
+    """Base of the local→global gradient explainers: mean per-cell attribution over the training cells → top L.
+
+    A subclass builds its captum attribution in `attribution`; `times_input` multiplies it by the clean input,
+    `samples_per_cell` is what one cell costs, and `randomness` wraps the run (for seeded noise)."""
+
+    times_input: ClassVar[bool] = False
+
+    def __init__(self, batch_size: int = 64, **common):
+        """batch_size: cells per dense gradient batch (memory O(batch × peaks)). Default: 64."""
+        super().__init__(**common)
+        self.batch_size = batch_size
+
+    @abc.abstractmethod
+    def attribution(self, model: TargetGene) -> Attribution:
+        """The per-cell attribution of `model` (dense cells × peaks → cells × peaks)."""
+
+    @property
+    def samples_per_cell(self) -> int:
+        return 1
+
+    def randomness(self, device: torch.device) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def explain(self, surrogate, data, gene, L) -> Explanation:
+        clock = BudgetClock(self.budget)
+        attribute = self.attribution(TargetGene(surrogate, gene))
+        with self.randomness(surrogate.device):
+            scores, used, out_of_budget = mean_attribution(
+                attribute, data, clock, self.batch_size, times_input=self.times_input,
+                samples_per_cell=self.samples_per_cell, device=surrogate.device)
+        peaks = top_l(scores, L)
+        return Explanation(peaks=peaks, scores=scores[peaks], status="budget_exceeded" if out_of_budget else "ok",
+                           info={"cells": used, "seconds": clock.seconds, "samples": clock.samples})
+
+
+@contextlib.contextmanager
+def seeded_torch_rng(seed: int, device: torch.device):
+    """Seed torch's global generator (captum's noise comes from it) inside `fork_rng`: reproducible, and the
+    generator state outside is left as it was."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

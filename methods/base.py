@@ -16,12 +16,18 @@ if TYPE_CHECKING:
     from methods.registry import MethodSpec
     from surrogates.model import Surrogate
 
-STATUSES = ("ok", "budget_exceeded", "not_converged", "failed")
+# ok: finished as configured; budget_exceeded: stopped early, the peaks are the method's estimate so far;
+# not_converged: ran out of steps/budget before its convergence criterion; no_estimate: the budget ended before the
+# method's first real estimate, so there are no peaks (a fallback ranking would be another method under this one's
+# name); failed: raised or returned an invalid explanation (set by the harness).
+STATUSES = ("ok", "budget_exceeded", "not_converged", "no_estimate", "failed")
 
 
 @dataclass
 class Explanation:
-    """A global explanation: L distinct peak indices (best first), their scores, a status and run info."""
+    """A global explanation: L distinct peak indices (best first), their scores, a status and run info.
+
+    A `no_estimate` explanation carries no peaks (an empty array); build it with `Explanation.no_estimate(info)`."""
 
     peaks: np.ndarray
     scores: np.ndarray | None = None
@@ -33,8 +39,18 @@ class Explanation:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
 
+    @classmethod
+    def no_estimate(cls, info: dict[str, Any]) -> "Explanation":
+        """The result of a method whose budget ended before its first real estimate: status `no_estimate`, no peaks."""
+        return cls(peaks=np.empty(0, dtype=np.int64), status="no_estimate", info=info)
+
     def check(self, n_peaks: int, L: int) -> None:
-        """Raise if the explanation is not L distinct valid peak indices (a method bug, reported as failed)."""
+        """Raise unless the explanation is L distinct valid peak indices, or `no_estimate` with no peaks (anything
+        else is a method bug, reported as failed)."""
+        if self.status == "no_estimate":
+            if self.peaks.size:
+                raise ValueError(f"a no_estimate explanation must carry no peaks, got {self.peaks.size}")
+            return
         if self.peaks.shape != (L,):
             raise ValueError(f"explanation has {self.peaks.size} peaks, expected L={L}")
         if len(np.unique(self.peaks)) != L:

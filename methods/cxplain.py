@@ -25,9 +25,11 @@ feature is masked, normalised over features. Ours, for binary ATAC with the clos
 * **Global importance.** Mean predicted attribution over all training cells per window; each peak gets its
   window's value, ties (same window) broken by how often the peak is open, then by index → top L.
 
-Status `budget_exceeded` when the clock cuts the Granger stage or the training short; the ranking then comes from
-what was trained, from the mean Granger targets when not one epoch finished, and from open frequency when no
-cell has a target (`info["ranking_from"]`).
+Status `budget_exceeded` when the clock cuts the Granger stage or the training short after at least one epoch: the
+ranking comes from the model as trained so far. CXPlain's estimate is the trained explanation model, so when no
+epoch finished — the budget ended first, or no cell has a non-zero Granger target to train on — the status is
+`no_estimate` with no peaks and `info["no_estimate_reason"]` says which (ranking by the mean Granger targets or by
+open frequency would be another method shown under CXPlain's name).
 Paper: Schwab & Karlen, "CXPlain: Causal Explanations for Model Interpretation under Uncertainty", NeurIPS 2019.
 """
 
@@ -84,7 +86,8 @@ def granger_targets(surrogate, X: sp.csr_matrix, gene: str, window: int, granger
         V = torch.zeros(len(uniq), a0.shape[1], device=dev, dtype=a0.dtype)
         V.index_add_(0, inv, surrogate.peak_hidden(batch.idx))
         cell = torch.div(uniq, n_win, rounding_mode="floor")
-        y = torch.cat([head(a0[cell[s:s + 4096]] - V[s:s + 4096]) for s in range(0, len(uniq), 4096)])
+        # a chunk of cells with no open peak has no window to mask (torch.cat of nothing would raise)
+        y = torch.cat([y0[:0]] + [head(a0[cell[s:s + 4096]] - V[s:s + 4096]) for s in range(0, len(uniq), 4096)])
         base = y0[cell]
         delta = torch.relu(base - y) if granger == "drop" else (y - base) ** 2
         rows.append((cell + start).cpu().numpy())
@@ -132,7 +135,7 @@ class UNet1d(nn.Module):
 
 
 @register("cxplain", paper="Schwab & Karlen, CXPlain", year=2019, kind="explanation model",
-          needs_gradients=False)
+          needs_gradients=False, ranking=True)
 class CXPlain(Explainer):
     """CXPlain: a 1-D U-net explanation model trained on Granger-causal window attributions (KL objective)."""
 
@@ -212,23 +215,29 @@ class CXPlain(Explainer):
             bar.set_postfix(kl=f"{trace[-1]:.4f}")
         bar.close()
 
-        if len(has_target) and epochs_done:
-            window_score, source = self._mean_attribution(model, counts, bs, dev), "explanation model"
-        elif len(has_target):  # out of time before one epoch: the Granger targets themselves are the best so far
-            window_score, source = np.asarray(omega.sum(axis=0)).ravel() / n_cells, "granger targets"
-        else:
-            window_score, source = np.zeros(n_win), "open frequency"
+        info = {"seconds": clock.seconds, "samples": clock.samples, "granger": self.granger, "window": self.window,
+                "n_windows": n_win, "cells_with_targets": int(len(has_target)), "cells_granger_done": int(n_done),
+                "epochs": epochs_done, "epochs_planned": self.epochs, "batch_size": bs}
+        if not epochs_done:
+            return Explanation.no_estimate({**info, "no_estimate_reason": self._no_estimate_reason(n_done, n_cells,
+                                                                                                  len(has_target))})
+        window_score = self._mean_attribution(model, counts, bs, dev)
         peak_score = window_score[win]
         order = np.lexsort((np.arange(n_peaks), -freq, -peak_score))
         peaks = order[:L]
-        return Explanation(
-            peaks=peaks, scores=peak_score[peaks], status=status,
-            info={"seconds": clock.seconds, "samples": clock.samples, "granger": self.granger,
-                  "window": self.window, "n_windows": n_win, "cells_with_targets": int(len(has_target)),
-                  "cells_granger_done": int(n_done), "epochs": epochs_done, "epochs_planned": self.epochs,
-                  "batch_size": bs, "final_kl": trace[-1] if trace else None, "ranking_from": source,
-                  "kl_trace": trace[:: max(1, len(trace) // 50)]},
-        )
+        return Explanation(peaks=peaks, scores=peak_score[peaks], status=status,
+                           info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})
+
+    def _no_estimate_reason(self, n_done: int, n_cells: int, n_with_target: int) -> str:
+        """Why no epoch of the explanation model finished."""
+        if n_with_target:
+            return ("epochs=0: the explanation model was never trained" if self.epochs == 0
+                    else "the budget ended before the first training epoch finished")
+        if n_done < n_cells:
+            return (f"the budget ended in the Granger stage after {n_done} of {n_cells} cells, none with a "
+                    "non-zero target")
+        change = "lowers" if self.granger == "drop" else "changes"
+        return f"no cell has a Granger target: closing no window {change} the gene's prediction"
 
     @torch.no_grad()
     def _mean_attribution(self, model, counts, bs, dev) -> np.ndarray:

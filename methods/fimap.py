@@ -87,7 +87,7 @@ class _PerturbationNet(nn.Module):
 
 
 @register("fimap", paper="Chapman-Rounds et al., FIMAP", year=2021, kind="perturbation network",
-          needs_gradients=True)
+          needs_gradients=True, ranking=True)
 class Fimap(Explainer):
     """FIMAP: a perturbation network trained to close the fewest peaks that suppress the target gene."""
 

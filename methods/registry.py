@@ -20,10 +20,15 @@ class MethodSpec:
     code_url: str | None = None
     description: str = ""
     in_default: bool = True  # part of `run` without --methods (variants are run on request)
+    # the answer for L is the first L of one ranking that does not depend on L: the harness computes it once per
+    # (cell type, gene, seed) at the largest L and evaluates each L's prefix
+    ranking: bool = False
+    needs_truth: bool = False  # a control that reads the simulator's truth (synthetic data only); gets `truth=`
 
 
 def register(name: str, *, paper: str, year: int | None = None, kind: str = "global", is_baseline: bool = False,
-             needs_gradients: bool = False, code_url: str | None = None, in_default: bool = True):
+             needs_gradients: bool = False, code_url: str | None = None, in_default: bool = True,
+             ranking: bool = False, needs_truth: bool = False):
     """Class decorator: `@register("grids", paper="Liu et al.", needs_gradients=True)`."""
 
     def wrap(cls):
@@ -32,7 +37,7 @@ def register(name: str, *, paper: str, year: int | None = None, kind: str = "glo
         doc = (cls.__doc__ or "").strip().splitlines()
         spec = MethodSpec(name=name, cls=cls, paper=paper, year=year, kind=kind, is_baseline=is_baseline,
                           needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "",
-                          in_default=in_default)
+                          in_default=in_default, ranking=ranking, needs_truth=needs_truth)
         cls.spec = spec
         _REGISTRY[name] = spec
         return cls
@@ -53,9 +58,10 @@ def available() -> list[str]:
     return list(_REGISTRY)
 
 
-def default_methods() -> list[str]:
-    """What `run` explains when no --methods are given: every registered method except opt-in variants."""
-    return [s.name for s in specs() if s.in_default]
+def default_methods(truth_available: bool = True) -> list[str]:
+    """What `run` explains when no --methods are given: every registered method except opt-in variants (and, without
+    a simulator's truth, the controls that need one)."""
+    return [s.name for s in specs() if s.in_default and (truth_available or not s.needs_truth)]
 
 
 def specs() -> list[MethodSpec]:

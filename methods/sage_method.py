@@ -25,8 +25,9 @@ the training cells, loss = MSE, so a group's value measures how much of the pred
   own criterion holds — max std / (max value − min value) < `thresh` (0.025) — or when `n_permutations`
   (default 256,000) or the budget is used up. A chunk that would overrun the wall time is aborted from inside the
   model wrapper. Status: `ok` when converged; `not_converged` when the estimator ran but did not converge within
-  the budget or the permutation cap; `budget_exceeded` when not a single chunk finished (the ranking then falls
-  back to how often each peak is open). info: converged, std ratio, permutations, groups, values' std.
+  the budget or the permutation cap (the values so far are a real, noisier estimate); `no_estimate` when not a
+  single chunk finished — there are no SAGE values, so no peaks are returned (any ranking would be another
+  method's under SAGE's name). info: converged, std ratio, permutations, groups, values' std.
 * **Peak scores.** Each peak gets its group's SAGE value; within a group (and among equal values) peaks are
   ordered by how often they are open in the training cells, then by index; top L.
 
@@ -108,7 +109,7 @@ def _merge(acc, values, std, n):
 
 
 @register("sage", paper="Covert et al., Understanding Global Feature Contributions With Additive Importance "
-          "Measures", year=2020, kind="global", needs_gradients=False)
+          "Measures", year=2020, kind="global", needs_gradients=False, ranking=True)
 class Sage(Explainer):
     """SAGE: Shapley values of loss reduction by permutation sampling (sage-importance), over peak groups."""
 
@@ -180,7 +181,7 @@ class Sage(Explainer):
         chunk = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, d * background))))
         estimator = sage.PermutationEstimator(imp, "mse")
 
-        acc, ratio, converged, stopped, chunks = None, float("inf"), False, "n_permutations", 0
+        acc, converged, stopped, chunks = None, False, "n_permutations", 0
         done = 0
         bar = tqdm(total=self.n_permutations, desc=f"SAGE {gene}", disable=not self.progress, leave=False)
         while done < self.n_permutations:
@@ -209,22 +210,19 @@ class Sage(Explainer):
         bar.close()
         surrogate.train(was_training)
 
+        info = {"seconds": clock.seconds, "samples": clock.samples, "permutations": done, "chunks": chunks,
+                "permutations_per_chunk": chunk, "converged": converged, "stopped_by": stopped,
+                "thresh": self.thresh, "n_groups": n_groups, "groups": self.groups, "imputer": self.imputer}
         if acc is None:
-            values, std = np.zeros(n_groups), np.full(n_groups, np.nan)
-            status = "budget_exceeded"
-        else:
-            values, std = acc[1], np.sqrt(acc[2]) / acc[0]
-            status = "ok" if converged else "not_converged"
+            return Explanation.no_estimate(
+                {**info, "no_estimate_reason": f"not one chunk of {chunk} permutations finished ({stopped})"})
+        values, std = acc[1], np.sqrt(acc[2]) / acc[0]
         peak_value = values[group_of]
         order = np.lexsort((np.arange(d), -freq, -peak_value))
         peaks = order[:L]
         top_groups = np.unique(group_of[peaks])
         return Explanation(
-            peaks=peaks, scores=peak_value[peaks], status=status,
-            info={"seconds": clock.seconds, "samples": clock.samples, "permutations": done, "chunks": chunks,
-                  "permutations_per_chunk": chunk, "converged": converged, "stopped_by": stopped,
-                  "std_ratio": ratio if np.isfinite(ratio) else None, "thresh": self.thresh,
-                  "n_groups": n_groups, "groups": self.groups, "imputer": self.imputer,
-                  "max_std": float(np.nanmax(std)) if acc is not None else None,
+            peaks=peaks, scores=peak_value[peaks], status="ok" if converged else "not_converged",
+            info={**info, "std_ratio": ratio, "max_std": float(np.max(std)),
                   "top_group_values": values[top_groups].tolist(), "top_group_std": std[top_groups].tolist()},
         )

@@ -1,35 +1,31 @@
-"""Saliency (Simonyan et al., 2014) via captum: input gradients of the target gene, aggregated to a global ranking.
+"""Saliency (Simonyan et al., 2014) via captum: absolute input gradients of the target gene, averaged over cells.
 
-Each training cell's gradient ∂ŷ_gene/∂x (captum `Saliency`, signed) is turned into a suppression score
-x · ∂ŷ/∂x (the first-order drop when an open peak is closed, see methods/aggregate.py), averaged over cells;
-the top L peaks are returned.
+For each training cell c of the gene's type, captum `Saliency` (default `abs=True`) gives |∂ŷ_gene/∂x_cj| for
+every peak j, open or closed; the score of peak j is its mean over cells,
+
+    S_j = mean_c |∂ŷ_gene/∂x_cj|,
+
+and the top L peaks are returned. This is the conventional reading of saliency: how sensitive the prediction is
+to each input, in either direction and whether or not the peak is open, so it is not a suppression score
+(`input-x-gradient` is the first-order one). Default: batches of 64 cells (memory O(batch × peaks)).
+Paper: Simonyan, Vedaldi & Zisserman, "Deep Inside Convolutional Networks: Visualising Image Classification
+Models and Saliency Maps", ICLR workshop 2014.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from functools import partial
+
 from captum.attr import Saliency as CaptumSaliency
 
-from methods.aggregate import TargetGene, suppression_scores
-from methods.base import BudgetClock, Explainer, Explanation, top_l
+from methods.aggregate import MeanAttribution
 from methods.registry import register
 
 
 @register("saliency", paper="Simonyan et al., Deep Inside Convolutional Networks", year=2014,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai")
-class Saliency(Explainer):
-    """Saliency: mean gradient × input over training cells → top L."""
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True)
+class Saliency(MeanAttribution):
+    """Saliency: mean absolute gradient over training cells, all peaks → top L."""
 
-    def __init__(self, batch_size: int = 64, **common):
-        """batch_size: cells per dense gradient batch. Default: 64."""
-        super().__init__(**common)
-        self.batch_size = batch_size
-
-    def explain(self, surrogate, data, gene, L) -> Explanation:
-        clock = BudgetClock(self.budget)
-        saliency = CaptumSaliency(TargetGene(surrogate, gene))
-        scores, used, out_of_budget = suppression_scores(
-            lambda x: saliency.attribute(x, abs=False), data, clock, self.batch_size, device=surrogate.device)
-        peaks = top_l(scores, L)
-        return Explanation(peaks=peaks, scores=scores[peaks], status="budget_exceeded" if out_of_budget else "ok",
-                           info={"cells": used, "seconds": clock.seconds, "samples": clock.samples})
+    def attribution(self, model):
+        return partial(CaptumSaliency(model).attribute, abs=True)

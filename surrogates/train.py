@@ -1,21 +1,28 @@
-"""Training the surrogate: reconstruction + cross-prediction + cycle + per-cell-type adversarial alignment.
+"""Training the surrogate, in one of two styles (`SurrogateConfig.style`).
 
-Losses per batch (paper, Appendix A):
-  * BCE(Dec_a(z_a), x) and MSE(Dec_r(z_r), y) — the two autoencoders;
-  * MSE(F̂(x), y) — the cross prediction F̂ = Dec_r ∘ f_AR ∘ Enc_a that every explainer perturbs;
-  * cycle: ‖f_RA(f_AR(z_a)) − z_a‖² + ‖f_AR(f_RA(z_r)) − z_r‖²;
-  * γ · adversarial: per-cell-type discriminators D_r^k (real z_r vs f_AR(z_a)) and D_a^k (real z_a vs
-    f_RA(z_r)), trained in alternation with the generators, γ = 0.3.
-Schedules (`SurrogateConfig.schedule`):
-  * "joint" (default): all terms from the start.
-  * "phased" (the reference code): both autoencoders alone for `ae_epochs`, then frozen while f_AR, f_RA and the
-    discriminators learn. The ATAC autoencoder needs about 50 epochs before its latent separates the cell types:
-    with 20, the quick surrogate's marker R² was 0.32 (its small Rel Δ values looked like the paper's regime but
-    came from a surrogate that had not learned the markers); with 50 it is 0.978, against 0.981 for "joint".
-  Both then behave alike on the quick benchmark (closing 10 peaks: −66 % / −76 % with saliency; 128: −99 %):
-  each learns a redundant group about additively (closing one member −6…−11 %, the group −18…−29 %, where the
-  simulator says −2 % and −77 %), which leaves a subset search little to gain over first-order rankings.
-Early stopping on the validation cross-prediction MSE (only in the cross-map phase); the best weights are restored.
+Shared pieces (paper, Appendix A): an ATAC autoencoder (per-peak embeddings → Enc_a → Dec_a), an RNA autoencoder
+(Enc_r, Dec_r), cross-maps f_AR / f_RA between their 20-d latents, per-cell-type discriminators (γ = 0.3) and
+cycle losses. The ATAC reconstruction is a focal BCE (exponent `focal_gamma`) balanced between open and closed
+entries, as the reference does, and estimated on `recon_peaks` peaks drawn per batch (`atac_reconstruction`), so
+its cost no longer grows with the number of peaks — at paper scale the full reconstruction was 37.6 s of a
+40 s epoch.
+
+* **paired** — everything at once on paired mini-batches: reconstruction of both modalities, the paired
+  cross-prediction MSE(F̂(x), y) (F̂ = Dec_r ∘ f_AR ∘ Enc_a, the function every explainer perturbs), latent cycle
+  ‖f_RA(f_AR(z_a)) − z_a‖² + ‖f_AR(f_RA(z_r)) − z_r‖² and γ · adversarial (per-cell-type discriminators D_r^k on
+  f_AR(z_a) vs z_r and D_a^k on f_RA(z_r) vs z_a, trained in alternation). Early stopping on the validation
+  cross-prediction MSE; the best weights are restored.
+* **reference** — as the released reference code (jhliu17/nnpert, src/trainer_brain.py), in three phases of
+  `reference_steps` mini-batch steps (reference: 36k / 9k / 36k; the profiles scale them to their budget):
+  1. ATAC autoencoder alone (focal BCE); 2. RNA autoencoder alone (MSE, lr `cross_lr`);
+  3. both autoencoders frozen; only f_AR / f_RA (gated per-cell-type affine maps, `GatedAffine`) learn, from
+     ATAC and RNA mini-batches drawn *independently* (unpaired): L1 latent cycles, reconstruction cycles
+     (focal BCE of Dec_a(f_RA(f_AR(z_a))) against x, MSE of Dec_r(f_AR(f_RA(z_r))) against y, divided by 5) and
+     γ · cell-type-conditional adversarial terms (a mapped latent is judged by the discriminator of its own cell
+     type); discriminators (lr `disc_lr`) every `disc_every` steps (see SurrogateConfig for why every step); gradients clipped at 1; Adam β = (0.9, 0.99).
+  There is no paired loss, so F̂ is aligned at cell-type level and within-type effects of single peaks are not
+  learned from the data. No early stopping (the reference keeps the final weights); the validation
+  cross-prediction MSE is recorded for information only.
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datasets.data import MultiomeData
-from surrogates.model import Surrogate, SurrogateConfig
+from surrogates.model import SparseAtac, Surrogate, SurrogateConfig
 
 log = logging.getLogger(__name__)
+
+ADAM_BETAS = (0.9, 0.99)  # the reference's Adam betas
+RNA_CYCLE_DIVISOR = 5.0  # the reference divides its RNA cycle terms by λ2 = 5
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -48,47 +58,58 @@ def build_surrogate(data: MultiomeData, config: SurrogateConfig) -> Surrogate:
     return Surrogate(chrom, data.gene_names, data.cell_types, config)
 
 
-def _batch_losses(model: Surrogate, X, y: torch.Tensor, types: torch.Tensor):
-    """Generator-side losses and the latents the discriminators need."""
-    batch = model.sparse_batch(X)
-    z_a = model.encode_atac(batch)
-    z_r = model.enc_r(y)
-    x_dense = torch.as_tensor(X.toarray(), dtype=torch.float32, device=y.device)
-    bce = F.binary_cross_entropy_with_logits(model.dec_a(z_a), x_dense)
-    mse_r = F.mse_loss(model.dec_r(z_r), y)
-    za_to_r = model.f_ar(z_a)
-    zr_to_a = model.f_ra(z_r)
-    cross = F.mse_loss(model.dec_r(za_to_r).clamp_min(0.0), y)
-    cycle = F.mse_loss(model.f_ra(za_to_r), z_a) + F.mse_loss(model.f_ar(zr_to_a), z_r)
-    fooled = _disc_logits(model.disc_r, za_to_r, types), _disc_logits(model.disc_a, zr_to_a, types)
-    adv = sum(F.binary_cross_entropy_with_logits(l, torch.ones_like(l)) for l in fooled)
-    return {"bce": bce, "mse_r": mse_r, "cross": cross, "cycle": cycle, "adv": adv}, (z_a, z_r, za_to_r, zr_to_a)
+# ---------------------------------------------------------------------------------------------- shared losses
+def atac_reconstruction(model: Surrogate, z_a: torch.Tensor, batch: SparseAtac, config: SurrogateConfig,
+                        gen: torch.Generator) -> torch.Tensor:
+    """Balanced focal BCE of Dec_a's reconstruction on `recon_peaks` peaks drawn uniformly for this batch.
+
+    ℒ = ½ · mean over open entries + ½ · mean over closed entries (the reference's balanced loss), estimated on a
+    random column subset C: Dec_a's last layer runs as one dense (cells × |C|) product. Uniform columns make both
+    means unbiased estimates of the means over all peaks. Why columns and not entries: a 128-cell batch has open
+    entries in nearly every peak (128 × 1,800 entries over 40,000 peaks at quick scale), so gathering one weight
+    row per entry moved ~0.5 GB per batch and ran slower than the dense product; |C| = 4,096 costs a tenth of
+    the full 40,000-column product at quick scale and a thirtieth at paper scale."""
+    n_cols = min(model.n_peaks, config.recon_peaks)
+    dev = z_a.device
+    cols = (torch.arange(model.n_peaks, device=dev) if n_cols == model.n_peaks
+            else torch.randperm(model.n_peaks, generator=gen)[:n_cols].to(dev))
+    where = torch.full((model.n_peaks,), -1, dtype=torch.long, device=dev)
+    where[cols] = torch.arange(n_cols, device=dev)
+    label = torch.zeros(batch.n_cells, n_cols, device=dev)
+    hit = where[batch.idx] >= 0
+    label[batch.row[hit], where[batch.idx[hit]]] = 1.0
+    last = model.dec_a[-1]
+    logits = model.dec_a[:-1](z_a) @ last.weight[cols].T + last.bias[cols]
+    bce = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
+    focal = (1.0 - torch.exp(-bce)) ** config.focal_gamma * bce if config.focal_gamma else bce
+    n_open, n_all = float(label.sum()), label.numel()
+    if n_open == 0 or n_open == n_all:
+        return focal.mean()
+    # ½ mean over open + ½ mean over closed entries, as one weighted sum (boolean indexing cost 4× more)
+    weight = label * (0.5 / n_open - 0.5 / (n_all - n_open)) + 0.5 / (n_all - n_open)
+    return (focal * weight).sum()
 
 
-def _disc_logits(discs, z: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-    """Each cell is judged by the discriminator of its own cell type."""
-    out = torch.empty(z.shape[0], device=z.device)
-    for k in torch.unique(types).tolist():
-        sel = types == k
-        out[sel] = discs[k](z[sel]).squeeze(-1)
-    return out
+def _disc_logits(disc, z: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    """Each cell is judged by its own cell type's output of the class-conditional discriminator."""
+    return disc(z).gather(1, types.unsqueeze(1)).squeeze(1)
 
 
-def _disc_loss(model: Surrogate, latents, types) -> torch.Tensor:
-    z_a, z_r, za_to_r, zr_to_a = (t.detach() for t in latents)
+def _fooled(disc, fake: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    logits = _disc_logits(disc, fake, types)
+    return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+
+def _disc_loss(model: Surrogate, real_r, fake_r, types_r_real, types_r_fake, real_a, fake_a, types_a_real,
+               types_a_fake) -> torch.Tensor:
+    """D_r^k: real RNA latents vs f_AR(z_a); D_a^k: real ATAC latents vs f_RA(z_r) (inputs detached)."""
     loss = 0.0
-    for discs, real, fake in ((model.disc_r, z_r, za_to_r), (model.disc_a, z_a, zr_to_a)):
-        lr, lf = _disc_logits(discs, real, types), _disc_logits(discs, fake, types)
+    for disc, real, fake, t_real, t_fake in ((model.disc_r, real_r, fake_r, types_r_real, types_r_fake),
+                                             (model.disc_a, real_a, fake_a, types_a_real, types_a_fake)):
+        lr, lf = _disc_logits(disc, real.detach(), t_real), _disc_logits(disc, fake.detach(), t_fake)
         loss = loss + F.binary_cross_entropy_with_logits(lr, torch.ones_like(lr)) \
             + F.binary_cross_entropy_with_logits(lf, torch.zeros_like(lf))
     return loss
-
-
-def _freeze_autoencoders(model: Surrogate) -> None:
-    """Phased schedule: after the autoencoder phase only the cross-maps (and discriminators) keep learning."""
-    for name, p in model.named_parameters():
-        if not name.startswith(("f_ar.", "f_ra.", "disc_")):
-            p.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -97,79 +118,201 @@ def validation_mse(model: Surrogate, data: MultiomeData) -> float:
     return float(F.mse_loss(pred, torch.as_tensor(data.rna, device=pred.device)))
 
 
-def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
-                    progress: bool = True) -> Surrogate:
-    """Fit on the train split, early-stop on the val split; returns the best model (eval mode) with `meta`."""
-    dev = resolve_device(device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = build_surrogate(data, config).to(dev)
-    train, val = data.cells(split="train"), data.cells(split="val")
-    type_code = {t: i for i, t in enumerate(model.cell_types)}
-    train_types = torch.as_tensor([type_code[t] for t in train.obs["cell_type"].astype(str)], device=dev)
-    train_rna = torch.as_tensor(train.rna, device=dev)
-    gen_params = [p for n, p in model.named_parameters() if not n.startswith("disc_")]
-    disc_params = [p for n, p in model.named_parameters() if n.startswith("disc_")]
-    opt = torch.optim.Adam(gen_params, lr=config.lr, weight_decay=config.weight_decay)
-    opt_d = torch.optim.Adam(disc_params, lr=config.lr)
+class _Split:
+    """The tensors a training loop needs for one split, on the device."""
+
+    def __init__(self, model: Surrogate, data: MultiomeData, dev: torch.device):
+        codes = {t: i for i, t in enumerate(model.cell_types)}
+        self.data = data
+        self.atac = data.atac
+        self.rna = torch.as_tensor(data.rna, device=dev)
+        self.types = torch.as_tensor([codes[t] for t in data.obs["cell_type"].astype(str)], device=dev)
+        self.n = data.n_cells
+
+
+def _params(model: Surrogate, prefixes: tuple[str, ...]):
+    return [p for n, p in model.named_parameters() if n.startswith(prefixes)]
+
+
+ATAC_AE = ("emb_open", "emb_closed", "first.", "enc_a_rest.", "dec_a.")
+RNA_AE = ("enc_r.", "dec_r.")
+CROSS_MAPS = ("f_ar.", "f_ra.")
+DISCRIMINATORS = ("disc_a.", "disc_r.")
+
+
+# ---------------------------------------------------------------------------------------------- paired style
+def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
+                  progress: bool) -> dict:
+    opt = torch.optim.Adam(_params(model, ATAC_AE + RNA_AE + CROSS_MAPS), lr=config.lr,
+                           weight_decay=config.weight_decay)
+    opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.lr)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
-    t0 = time.perf_counter()
-    stopped = "max_epochs"
-    bar = tqdm(range(config.max_epochs), desc="training surrogate", disable=not progress, unit="epoch")
-    ae_phase = config.ae_epochs if config.schedule == "phased" else 0
+    t0, stopped = time.perf_counter(), "max_epochs"
+    bar = tqdm(range(config.max_epochs), desc="training surrogate (paired)", disable=not progress, unit="epoch")
     for epoch in bar:
         model.train()
-        if ae_phase and epoch == ae_phase:
-            _freeze_autoencoders(model)
-        order = rng.permutation(train.n_cells)
+        order = rng.permutation(train.n)
         sums: dict[str, float] = {}
-        for start in range(0, len(order), config.batch_size):
+        for start in range(0, train.n, config.batch_size):
             sel = np.sort(order[start:start + config.batch_size])
-            terms, latents = _batch_losses(model, train.atac[sel], train_rna[sel], train_types[sel])
-            ae_loss = config.atac_weight * terms["bce"] + terms["mse_r"]
-            cross_loss = terms["cross"] + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"]
-            if epoch < ae_phase:
-                loss = ae_loss
-            else:  # once phased training froze the autoencoders, their losses carry no gradient
-                loss = cross_loss if ae_phase else ae_loss + cross_loss
+            y, types = train.rna[sel], train.types[sel]
+            batch = model.sparse_batch(train.atac[sel])
+            z_a, z_r = model.encode_atac(batch), model.enc_r(y)
+            a2r, r2a = model.f_ar(z_a), model.f_ra(z_r)
+            terms = {
+                "bce": atac_reconstruction(model, z_a, batch, config, gen),
+                "mse_r": F.mse_loss(model.dec_r(z_r), y),
+                "cross": F.mse_loss(model.dec_r(a2r).clamp_min(0.0), y),
+                "cycle": F.mse_loss(model.f_ra(a2r), z_a) + F.mse_loss(model.f_ar(r2a), z_r),
+                "adv": _fooled(model.disc_r, a2r, types) + _fooled(model.disc_a, r2a, types),
+            }
+            loss = (config.atac_weight * terms["bce"] + terms["mse_r"] + terms["cross"]
+                    + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(sel)
-            if epoch < ae_phase:
-                continue
-            d_loss = _disc_loss(model, latents, train_types[sel])
+            d_loss = _disc_loss(model, z_r, a2r, types, types, z_a, r2a, types, types)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(sel)
         val_mse = validation_mse(model, val)
-        history.append({"epoch": epoch, "val_mse": val_mse, **{k: v / train.n_cells for k, v in sums.items()}})
-        bar.set_postfix(val_mse=f"{val_mse:.4f}", cross=f"{sums['cross'] / train.n_cells:.4f}")
-        if epoch < ae_phase:
-            if config.max_seconds and time.perf_counter() - t0 > config.max_seconds / 2:
-                ae_phase = epoch + 1  # a time budget gives the autoencoders at most half of it
-            continue
+        history.append({"epoch": epoch, "val_mse": val_mse, **{k: v / train.n for k, v in sums.items()}})
+        bar.set_postfix(val_mse=f"{val_mse:.4f}", cross=f"{sums['cross'] / train.n:.4f}")
         if val_mse < best - 1e-5:
             best, bad_epochs = val_mse, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-        if bad_epochs >= config.patience and epoch + 1 - ae_phase >= config.min_epochs:
+        if bad_epochs >= config.patience and epoch + 1 >= config.min_epochs:
             stopped = "early_stopping"
             break
         if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
             stopped = "time_budget"
             break
     bar.close()
-    for p in model.parameters():
-        p.requires_grad_(True)
     if best_state is not None:
         model.load_state_dict(best_state)
+    return {"epochs": len(history), "best_val_mse": best, "stopped": stopped, "history": history}
+
+
+# ---------------------------------------------------------------------------------------------- reference style
+def _cycled(rng, n: int, batch_size: int):
+    """Endless mini-batches of row indices, reshuffled every pass (the reference's cycled DataLoader)."""
+    while True:
+        order = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            yield np.sort(order[start:start + batch_size])
+
+
+def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
+                     progress: bool) -> dict:
+    n_steps = list(config.reference_steps)
+    shares = np.asarray(n_steps, dtype=float) / sum(n_steps)  # of a wall-time budget, when one is set
+    atac_batches = _cycled(rng, train.n, config.batch_size)
+    rna_batches = _cycled(np.random.default_rng(rng.integers(2**32)), train.n, config.batch_size)  # unpaired
+    history: list[dict] = []
+    t0, stopped = time.perf_counter(), "max_steps"
+    bar = tqdm(total=sum(n_steps), desc="training surrogate (reference)", disable=not progress, unit="step")
+
+    def out_of_time(phase: int) -> bool:
+        return bool(config.max_seconds) and time.perf_counter() - t0 > config.max_seconds * shares[:phase + 1].sum()
+
+    def clipped_step(opt, loss, params):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    model.train()
+    # phase 1: ATAC autoencoder
+    params = _params(model, ATAC_AE)
+    opt = torch.optim.Adam(params, lr=config.lr, betas=ADAM_BETAS)
+    for step in range(n_steps[0]):
+        batch = model.sparse_batch(train.atac[next(atac_batches)])
+        loss = atac_reconstruction(model, model.encode_atac(batch), batch, config, gen)
+        clipped_step(opt, loss, params)
+        bar.update()
+        if step % 50 == 0:
+            bar.set_postfix(phase="atac-ae", bce=f"{loss.item():.4f}")
+        if out_of_time(0):
+            stopped = "time_budget"
+            break
+    # phase 2: RNA autoencoder
+    params = _params(model, RNA_AE)
+    opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
+    for step in range(n_steps[1]):
+        y = train.rna[next(rna_batches)]
+        loss = F.mse_loss(model.dec_r(model.enc_r(y)), y)
+        clipped_step(opt, loss, params)
+        bar.update()
+        if step % 50 == 0:
+            bar.set_postfix(phase="rna-ae", mse=f"{loss.item():.4f}")
+        if out_of_time(1):
+            stopped = "time_budget"
+            break
+    # phase 3: frozen autoencoders, unpaired cross-maps
+    frozen = _params(model, ATAC_AE + RNA_AE)
+    for p in frozen:
+        p.requires_grad_(False)
+    params = _params(model, CROSS_MAPS)
+    opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
+    opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.disc_lr, betas=ADAM_BETAS)
+    with torch.no_grad():  # the autoencoders are frozen, so every cell's latents are fixed: encode them once
+        Z_a = torch.cat([model.encode_atac(model.sparse_batch(train.atac[s:s + 512])) for s in range(0, train.n, 512)])
+        Z_r = model.enc_r(train.rna)
+    for step in range(n_steps[2]):
+        ia, ir = next(atac_batches), next(rna_batches)
+        z_a, z_r = Z_a[ia], Z_r[ir]
+        y, ta, tr = train.rna[ir], train.types[ia], train.types[ir]
+        a2r, r2a = model.f_ar(z_a), model.f_ra(z_r)
+        a2r2a, r2a2r = model.f_ra(a2r), model.f_ar(r2a)
+        cycle = (F.l1_loss(a2r2a, z_a) + F.l1_loss(r2a2r, z_r) / RNA_CYCLE_DIVISOR
+                 + atac_reconstruction(model, a2r2a, model.sparse_batch(train.atac[ia]), config, gen)
+                 + F.mse_loss(model.dec_r(r2a2r), y) / RNA_CYCLE_DIVISOR)
+        adv = _fooled(model.disc_r, a2r, ta) + _fooled(model.disc_a, r2a, tr)
+        loss = config.cycle_weight * cycle + config.gamma * adv
+        clipped_step(opt, loss, params)
+        if step % config.disc_every == 0:
+            d_loss = _disc_loss(model, z_r, a2r, tr, ta, z_a, r2a, ta, tr)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        bar.update()
+        if step % 200 == 0 or step == n_steps[2] - 1:
+            val_mse = validation_mse(model, val)
+            model.train()
+            history.append({"step": sum(n_steps[:2]) + step, "val_mse": val_mse, "cycle": cycle.item(),
+                            "adv": adv.item()})
+            bar.set_postfix(phase="cross-maps", cycle=f"{cycle.item():.3f}", val_mse=f"{val_mse:.3f}")
+        if out_of_time(2):
+            stopped = "time_budget"
+            break
+    bar.close()
+    for p in frozen:
+        p.requires_grad_(True)
+    final = validation_mse(model, val)
+    return {"steps": n_steps, "best_val_mse": final, "stopped": stopped,
+            "history": history}
+
+
+def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
+                    progress: bool = True) -> Surrogate:
+    """Fit on the train split in `config.style`; returns the model in eval mode with `meta`."""
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = build_surrogate(data, config).to(dev)
+    train, val = _Split(model, data.cells(split="train"), dev), data.cells(split="val")
+    with torch.no_grad():  # start the RNA decoders at the mean profile: no gene begins (and stays) below the clamp
+        model.dec_r[-1].bias.copy_(train.rna.mean(0))
+    t0 = time.perf_counter()
+    fit = _train_reference if config.style == "reference" else _train_paired
+    meta = fit(model, train, val, config, rng, gen, progress)
     model.eval()
-    model.meta = {"epochs": len(history), "schedule": config.schedule, "ae_epochs": ae_phase,
-                  "best_val_mse": best, "stopped": stopped,
-                  "seconds": time.perf_counter() - t0, "history": history, "device": str(dev)}
-    log.info("surrogate trained: %d epochs (%s), best val MSE %.4f, %.1fs", len(history), stopped, best,
+    model.meta = {**meta, "style": config.style, "seconds": time.perf_counter() - t0, "device": str(dev)}
+    log.info("surrogate trained (%s): %s, val MSE %.4f, %.1fs", config.style, meta["stopped"], meta["best_val_mse"],
              model.meta["seconds"])
     return model

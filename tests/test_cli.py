@@ -53,7 +53,8 @@ def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
     argv = ["run", "--scale", "tiny", "--no-progress", "--out", str(out), "--methods", "random,grids,saliency",
             "--cell-types", "Astro,Oligo", "--L", "3,6"]
     assert main(argv) == 0
-    for name in ("leaderboard.md", "leaderboard.csv", "jobs.jsonl", "report.html", "rel_delta.png"):
+    for name in ("leaderboard.md", "leaderboard.csv", "discrimination.csv", "jobs.jsonl", "report.html",
+                 "rel_delta.png"):
         assert (out / name).exists(), name
     long = pd.read_csv(out / "leaderboard.csv")
     assert {"method", "L", "cell_type", "gene", "seed", "avg_delta", "rel_delta_pct", "status"} <= set(long.columns)
@@ -64,6 +65,9 @@ def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
     assert all(len(set(j["peaks"])) == j["L"] for j in jobs)
     md = (out / "leaderboard.md").read_text()
     assert "## L = 3" in md and "## L = 6" in md and "Rel Δ (%) ↓" in md and "**" in md
+    assert "### Discrimination at L = 3" in md and "### Discrimination at L = 6" in md
+    disc = pd.read_csv(out / "discrimination.csv")
+    assert set(disc["method"]) == {"random", "grids", "saliency"} and "random" not in set(disc["best_method"])
     capsys.readouterr()
     assert main(argv) == 0  # second run: every job from the cache
     assert all(json.loads(line).get("cached") for line in (out / "jobs.jsonl").read_text().splitlines())

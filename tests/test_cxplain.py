@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from bench.config import Budget
+from methods.base import BudgetClock
 from methods import registry
 from methods.cxplain import CXPlain, UNet1d, granger_targets, window_of
 from tests.toy_models import STRONG, TARGET, toy_problem
@@ -69,13 +71,37 @@ def test_ranks_the_regulating_peak_first_with_single_peak_windows():
     assert e.info["epochs"] == 300 and e.info["final_kl"] < e.info["kl_trace"][0]
 
 
-@pytest.mark.parametrize("budget", [Budget(seconds=0), Budget(samples=50)])
-def test_budget_exhaustion_returns_valid_peaks(budget):
+@pytest.mark.parametrize("budget, reason", [(Budget(seconds=0), "Granger stage"),  # cut before any target
+                                            (Budget(samples=50), "first training epoch")])  # targets, no epoch
+def test_budget_exhaustion_before_one_epoch_returns_no_peaks(budget, reason):
+    """CXPlain's estimate is the trained explanation model: no finished epoch → no_estimate, no peaks."""
     p = toy_problem()
     e = CXPlain(budget=budget).explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)
-    assert e.status == "budget_exceeded"
-    assert e.info["epochs"] < e.info["epochs_planned"] or e.info["cells_granger_done"] < p.train.n_cells
+    assert e.status == "no_estimate" and e.peaks.size == 0 and e.info["epochs"] == 0
+    assert reason in e.info["no_estimate_reason"]
+
+
+def test_budget_ending_after_some_epochs_keeps_the_estimate(monkeypatch):
+    """A clock that runs out on its 6th check (1 Granger chunk, then one check per batch of one-batch epochs)."""
+    p = toy_problem()
+    checks = iter(range(10**6))
+    monkeypatch.setattr(BudgetClock, "exhausted", lambda self: next(checks) >= 5)
+    e = CXPlain().explain(p.surrogate, p.train, TARGET, 4)
+    e.check(p.surrogate.n_peaks, 4)
+    assert e.status == "budget_exceeded" and 1 <= e.info["epochs"] < e.info["epochs_planned"]
+    assert e.info["cells_granger_done"] == p.train.n_cells
+
+
+def test_no_cell_with_a_target_is_no_estimate():
+    """All peaks closed: closing a window cannot lower the prediction anywhere, so there is nothing to train on."""
+    p = toy_problem()
+    closed = p.train.subset(np.arange(p.train.n_cells))
+    closed.atac = sp.csr_matrix(closed.atac.shape, dtype=closed.atac.dtype)
+    e = CXPlain().explain(p.surrogate, closed, TARGET, 4)
+    e.check(p.surrogate.n_peaks, 4)
+    assert e.status == "no_estimate" and e.peaks.size == 0
+    assert e.info["cells_with_targets"] == 0 and "no cell has a Granger target" in e.info["no_estimate_reason"]
 
 
 def test_cross_check_with_the_cxplain_package():

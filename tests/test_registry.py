@@ -27,9 +27,12 @@ def test_duplicate_names_are_rejected():
 
 @pytest.mark.parametrize("name", registry.available())
 def test_every_method_returns_L_distinct_valid_peaks(name):
+    from tests.test_oracle import pair_truth
+
     m, d = redundant_pair_model(), cells_with_all_open()
     spec = registry.get(name)
-    expl = spec.cls(seed=0, budget=Budget(seconds=30, samples=10**7)).explain(m, d, "target", 4)
+    extra = {"truth": pair_truth()} if spec.needs_truth else {}  # controls that read the simulator's truth
+    expl = spec.cls(seed=0, budget=Budget(seconds=30, samples=10**7), **extra).explain(m, d, "target", 4)
     expl.check(d.n_peaks, 4)
     assert expl.status in ("ok", "budget_exceeded", "not_converged")
     assert expl.peaks.dtype == np.int64

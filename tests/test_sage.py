@@ -7,9 +7,11 @@ import pytest
 import sage
 
 from bench.config import Budget
+from bench.harness import Job, run_job
 from methods import registry
+from methods.base import Explanation
 from methods.sage_method import FastGroupedDefaultImputer, Sage, _merge, peak_groups
-from tests.toy_models import STRONG, TARGET, toy_problem
+from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -76,11 +78,24 @@ def test_no_convergence_is_reported():
     assert e.info["permutations"] == 64 and e.info["stopped_by"] == "n_permutations"
 
 
-def test_budget_exhaustion_returns_valid_peaks():
+def test_budget_exhaustion_before_any_estimate_returns_no_peaks():
+    """No chunk finished → no SAGE values: status no_estimate and no peaks, never a fallback ranking."""
     p = toy_problem()
     e = Sage(budget=Budget(seconds=0)).explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)
-    assert e.status == "budget_exceeded" and e.info["permutations"] == 0
+    assert e.status == "no_estimate" and e.peaks.size == 0
+    assert e.info["permutations"] == 0 and e.info["stopped_by"] == "budget" and "seconds" in e.info
+    assert "no_estimate_reason" in e.info
+    with pytest.raises(ValueError, match="no peaks"):  # a fallback ranking under status no_estimate is a bug
+        Explanation(peaks=np.arange(10), status="no_estimate").check(p.surrogate.n_peaks, 10)
+
+
+def test_harness_records_a_no_estimate_job_without_metrics():
+    p = toy_problem()
+    record = run_job(Job("sage", CELL_TYPE, TARGET, 10, 0), {}, Budget(seconds=0), p.surrogate, p.data)
+    assert record["status"] == "no_estimate" and record["peaks"] == [] and record["error"] is None
+    assert record["info"]["permutations"] == 0
+    assert "rel_delta_pct" not in record and "avg_delta" not in record
     # budget hit after some permutations: an estimate exists but did not converge
     e = Sage(batch_size=16, thresh=1e-6, budget=Budget(samples=1000)).explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)

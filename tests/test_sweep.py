@@ -24,14 +24,14 @@ def test_tiny_sweep_writes_outputs_and_records_failures(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Fimap, "explain", boom)
     df = run_sweep(
-        dims=(200, 400), methods=["lime", "fimap"], budget=Budget(seconds=10, samples=10**6), L=5,
+        dims=(1200, 1600), methods=["lime", "fimap"], budget=Budget(seconds=10, samples=10**6), L=5,
         n_cells=160, n_genes=16, n_chrom=2,
         surrogate_config=SurrogateConfig(emb_dim=4, hidden=16, latent=4, max_epochs=2, min_epochs=1, patience=1),
         method_params={"lime": {"n_cells": 4, "n_samples": 64}}, out=tmp_path, progress=False)
 
     for name in ("sweep.csv", "sweep.md", "sweep.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert len(df) == 4 and set(df["d"]) == {200, 400}
+    assert len(df) == 4 and set(df["d"]) == {1200, 1600}
     lime = df[df["method"] == "lime"]
     assert (lime["status"] == "ok").all()
     assert lime["rel_delta_pct"].notna().all() and (lime["seconds"] > 0).all()

@@ -1,0 +1,58 @@
+"""The oracle control: the best closure of L planted peaks under a hand-built truth, topped up at large L."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from datasets.synthetic import SyntheticTruth
+from methods import registry
+from methods.oracle import Oracle
+from tests.test_grids import A, B, C, D, cells_with_all_open, redundant_pair_model
+
+
+def pair_truth() -> SyntheticTruth:
+    """target = 10 · (0.2 + 0.8 · (w·OR(x_A, x_B) + 0.3·x_C) / (1 + 0.3)), promoter D closing leaves 70 %;
+    'other' has no planted peaks. Closing C alone (a single enhancer) beats closing A or B alone, but the pair
+    {A, B} beats any other two peaks: the redundancy a first-order ranking misses."""
+    return SyntheticTruth(
+        genes=["target", "other"], cell_types=["T"],
+        promoter=np.array([D, -1]), promoter_left=np.array([0.7, 1.0]),
+        group=np.array([[[A, B]], [[-1, -1]]]), group_weight=np.array([[1.0], [0.0]]),
+        single=np.array([[C], [-1]]), single_weight=np.array([[0.3], [0.0]]),
+        floor=np.array([0.2, 1.0]), trans=np.ones((1, 2)), magnitude=np.array([10.0, 5.0]))
+
+
+def test_registered_as_a_control_that_needs_the_truth():
+    spec = registry.get("oracle")
+    assert spec.is_baseline and spec.needs_truth and spec.kind == "control"
+    assert "oracle" not in registry.default_methods(truth_available=False)
+    assert "oracle" in registry.default_methods(truth_available=True)
+
+
+def test_without_truth_it_says_why():
+    with pytest.raises(ValueError, match="synthetic data only"):
+        Oracle().explain(redundant_pair_model(), cells_with_all_open(), "target", 2)
+
+
+def test_best_closure_matches_brute_force():
+    truth, cells = pair_truth(), cells_with_all_open()
+    planted, f = truth.gene_response(cells, "target")
+    base = f(np.zeros(len(planted), bool))
+    for L in (1, 2, 3):
+        brute = min(f(np.isin(planted, combo)) for combo in itertools.combinations(planted, L))
+        peaks, left = truth.best_closure(cells, "target", L)
+        assert left == pytest.approx(brute / base)
+    peaks, _ = truth.best_closure(cells, "target", 2)
+    assert set(peaks.tolist()) == {A, B}  # the redundant pair, not the single enhancer C with the promoter
+
+
+def test_oracle_closes_the_pair_and_tops_up_with_random_peaks():
+    truth, cells = pair_truth(), cells_with_all_open()
+    expl = Oracle(truth=truth, seed=0).explain(redundant_pair_model(), cells, "target", 2)
+    assert set(expl.peaks.tolist()) == {A, B}
+    big = Oracle(truth=truth, seed=0).explain(redundant_pair_model(), cells, "target", 7)
+    big.check(cells.n_peaks, 7)
+    assert {A, B, C, D} <= set(big.peaks.tolist()) and big.info["planted_closed"] == 4
+    again = Oracle(truth=truth, seed=0).explain(redundant_pair_model(), cells, "target", 7)
+    assert big.peaks.tolist() == again.peaks.tolist()  # the top-up is seeded per job

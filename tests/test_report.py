@@ -1,0 +1,107 @@
+"""Report tables: no numbers for jobs without an estimate, the discrimination table and the surrogate–oracle τ,
+checked against hand-computed values (tolerance 1e-9 unless stated)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.report import (DISCRIMINATION_COLS, discrimination, long_table, metric_table, surrogate_oracle_kendall,
+                          write_report)
+
+T975_2 = 4.302652729749462  # t_{0.975, 2}, from tables: 4.303
+
+
+def records(values: dict, L=10, cell_type="T", status=None, oracle=None) -> list[dict]:
+    """One job per (method, gene index) with the given Rel Δ values; genes g0, g1, …, seed 0."""
+    out = []
+    for method, vals in values.items():
+        for i, v in enumerate(vals):
+            r = {"method": method, "L": L, "cell_type": cell_type, "gene": f"g{i}", "seed": 0, "avg_delta": v / 10,
+                 "rel_delta_pct": v, "status": (status or {}).get((method, i), "ok"), "seconds": 1.0}
+            if oracle is not None:
+                r["oracle_rel_delta_pct"] = oracle[method][i]
+            out.append(r)
+    return out
+
+
+def test_paired_difference_to_the_best_hand_computed():
+    # Avg Rel Δ: a −20, b −18 → best is a (↓). d = b − a = (2, −1, 5): mean 2, sd 3, half-width t·3/√3
+    disc = discrimination(long_table(records({"a": [-10, -20, -30], "b": [-8, -21, -25]})), controls=())
+    assert list(disc.columns) == DISCRIMINATION_COLS
+    b = disc.set_index("method").loc["b"]
+    assert b["best_method"] == "a" and b["L"] == 10 and b["n_jobs"] == 3
+    half = T975_2 * 3 / np.sqrt(3)
+    assert b["mean_diff"] == pytest.approx(2.0)
+    assert (b["ci_low"], b["ci_high"]) == pytest.approx((2 - half, 2 + half))
+    assert (b["n_better"], b["n_tied"], b["n_worse"]) == (1, 0, 2)  # only g1 (−21 < −20) is better than a
+    a = disc.set_index("method").loc["a"]
+    assert (a["mean_diff"], a["ci_low"], a["ci_high"], a["n_tied"]) == (0.0, 0.0, 0.0, 3)
+
+
+def test_best_is_the_lowest_rel_delta_not_the_highest():
+    """Rel Δ is ↓: flipping the direction would pick b and make every difference negative."""
+    disc = discrimination(long_table(records({"a": [-50, -50], "b": [-1, -2]})), controls=())
+    assert set(disc["best_method"]) == {"a"}
+    b = disc.set_index("method").loc["b"]
+    assert b["mean_diff"] == pytest.approx(48.5) and b["n_worse"] == 2 and b["n_better"] == 0
+
+
+def test_controls_are_compared_but_never_best():
+    recs = records({"random": [-90, -90, -90], "a": [-10, -20, -30], "b": [-8, -21, -25]})
+    disc = discrimination(long_table(recs)).set_index("method")  # controls read from the registry
+    assert set(disc["best_method"]) == {"a"}  # random (is_baseline) has the lowest Avg but is a control
+    assert disc.loc["random", "mean_diff"] == pytest.approx(-70.0) and disc.loc["random", "n_better"] == 3
+
+
+def test_ties_within_tolerance():
+    disc = discrimination(long_table(records({"a": [-10.0, -20.0], "b": [-10.0, -20.0 + 1e-6]})), controls=())
+    assert disc.set_index("method").loc["b", ["n_better", "n_tied", "n_worse"]].tolist() == [0, 2, 0]
+
+
+def test_no_estimate_jobs_show_no_numbers_and_are_not_paired():
+    # c: g0 no_estimate (a stale number must be ignored), g1, g2 finished; U: every c job no_estimate
+    recs = records({"a": [-10, -20, -30], "c": [999, -16, -24]}, status={("c", 0): "no_estimate"})
+    recs += records({"a": [-40], "c": [-41]}, cell_type="U", status={("c", 0): "no_estimate"})
+    long = long_table(recs)
+    job = long[(long["method"] == "c") & (long["gene"] == "g0") & (long["cell_type"] == "T")].iloc[0]
+    assert np.isnan(job["rel_delta_pct"]) and np.isnan(job["avg_delta"])
+    agg = long[long["gene"] == "*"].set_index(["method", "cell_type"])
+    assert agg.loc[("c", "T"), "rel_delta_pct"] == pytest.approx(-20.0)  # mean of −16, −24 only
+    assert np.isnan(agg.loc[("c", "U"), "rel_delta_pct"]) and agg.loc[("c", "U"), "status"] == "no_estimate 1/1"
+    assert agg.loc[("c", "Avg"), "rel_delta_pct"] == pytest.approx(-20.0)  # average of finished cell types
+    assert agg.loc[("c", "Avg"), "status"] == "no_estimate 2/4"
+    table = metric_table(long[long["gene"] == "*"], 10, ("rel_delta_pct",), ["a", "c"])
+    u_row = next(line for line in table.splitlines() if line.startswith("| U"))
+    assert "— (no_estimate 1/1)" in u_row
+    # best = a (Avg of per-type means: (−20 − 40)/2 = −30 < −20); shared finished jobs: T/g1, T/g2
+    c = discrimination(long, controls=()).set_index("method").loc["c"]
+    assert c["n_jobs"] == 2 and c["mean_diff"] == pytest.approx(((-16 + 20) + (-24 + 30)) / 2)
+
+
+def test_kendall_tau_hand_computed():
+    # surrogate order a < b < c < d; oracle swaps b and c: 5 concordant, 1 discordant pair → τ = 4/6,
+    # exact two-sided p = 2 · #(permutations of 4 with ≤ 1 inversion) / 4! = 2 · 4 / 24
+    rel = {"a": [-4], "b": [-3], "c": [-2], "d": [-1]}
+    oracle = {"a": [-40], "b": [-20], "c": [-30], "d": [-10]}
+    k = surrogate_oracle_kendall(long_table(records(rel, oracle=oracle)))
+    assert k.loc[0, "tau"] == pytest.approx(2 / 3) and k.loc[0, "p_value"] == pytest.approx(1 / 3)
+    assert k.loc[0, "n_methods"] == 4 and k.loc[0, "L"] == 10
+
+
+def test_kendall_is_skipped_without_an_oracle_column():
+    assert surrogate_oracle_kendall(long_table(records({"a": [-1], "b": [-2]}))).empty
+
+
+def test_write_report_adds_discrimination_csv_and_sections(tmp_path):
+    rel = {"a": [-10, -20, -30], "b": [-8, -21, -25], "c": [-1, -2, -3]}
+    oracle = {"a": [-5, -6, -7], "b": [-4, -5, -6], "c": [-1, -1, -1]}
+    recs = records(rel, oracle=oracle) + records(rel, L=20, oracle=oracle)
+    write_report(recs, tmp_path, "# test", ["a", "b", "c"], figure=False)
+    disc = pd.read_csv(tmp_path / "discrimination.csv")
+    assert list(disc.columns) == DISCRIMINATION_COLS and len(disc) == 3 * 2
+    assert set(disc["best_method"]) == {"a"}
+    md = (tmp_path / "leaderboard.md").read_text()
+    for L in (10, 20):
+        assert f"### Discrimination at L = {L}" in md
+    assert md.count("Kendall τ-b") == 2 and "τ = +1.00" in md  # both orders a < b < c
+    assert list(pd.read_csv(tmp_path / "leaderboard.csv").columns[:5]) == ["method", "L", "cell_type", "gene", "seed"]

@@ -1,0 +1,73 @@
+"""SmoothGrad = mean over cells and noisy copies of |∂ŷ/∂x| (captum NoiseTunnel over Saliency): checked against
+gradients known by hand, against Saliency as σ → 0, and for seeded, self-contained noise."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from bench.config import Budget
+from methods.saliency import Saliency
+from methods.smoothgrad import SmoothGrad
+from tests.test_saliency import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells
+from tests.toy_models import TARGET, toy_problem
+
+KINK = 6  # the only peak of `kink_model`: target = max(0, x_KINK − 0.5) + 0.5
+
+
+def kink_model():
+    w = np.zeros(len(CHROM))
+    w[KINK] = 1.0
+    return hand_model(w, bias=-0.5)
+
+
+def test_smoothgrad_of_a_linear_model_is_the_absolute_weight_whatever_the_noise():
+    m, d = hand_model(LINEAR_W, bias=10.0), linear_cells()
+    np.testing.assert_allclose(all_scores(SmoothGrad(n_samples=8), m, d, "target"), np.abs(LINEAR_W), atol=1e-5)
+
+
+@pytest.mark.parametrize("stdev", [0.25, 0.5])
+def test_smoothgrad_averages_gradients_over_gaussian_noise_of_the_given_stdev(stdev):
+    # at x = 0 the unit is off (gradient 0, so Saliency scores 0); with noise ε ~ N(0, σ²) the gradient is
+    # 1[ε > 0.5], so SmoothGrad's score is P(ε > 0.5) = 1 − Φ(0.5/σ): 40 cells × 100 copies, sd ≤ 0.006
+    m, d = kink_model(), cells(np.zeros((40, len(CHROM))))
+    assert all_scores(Saliency(), m, d, "target")[KINK] == 0
+    scores = all_scores(SmoothGrad(n_samples=100, stdev=stdev), m, d, "target")
+    assert scores[KINK] == pytest.approx(1 - norm.cdf(0.5 / stdev), abs=0.025)
+    assert np.all(np.delete(scores, KINK) == 0)
+
+
+def check_vanishing_noise_gives(smooth_cls, plain_cls):
+    """With σ → 0 every noisy copy is the clean cell: the smoothed scores equal the plain method's."""
+    toy = toy_problem()
+    smooth = all_scores(smooth_cls(n_samples=4, stdev=1e-5), toy.surrogate, toy.train, TARGET)
+    plain = all_scores(plain_cls(), toy.surrogate, toy.train, TARGET)
+    np.testing.assert_allclose(smooth, plain, rtol=1e-3, atol=1e-5)
+
+
+def check_seeded(cls):
+    """Same seed, same scores; another seed, other noise; torch's global generator is left as it was."""
+    toy = toy_problem()
+    state = torch.random.get_rng_state()
+    first, again, other = (all_scores(cls(n_samples=4, seed=seed), toy.surrogate, toy.train, TARGET)
+                           for seed in (0, 0, 1))
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other, rtol=1e-4, atol=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_smoothgrad_equals_saliency_as_the_noise_vanishes(one_torch_thread):
+    check_vanishing_noise_gives(SmoothGrad, Saliency)
+
+
+def test_smoothgrad_is_seeded_and_leaves_the_global_rng_alone(one_torch_thread):
+    check_seeded(SmoothGrad)
+
+
+def test_smoothgrad_counts_every_noisy_copy_against_the_budget():
+    # 3 copies per cell, batches of 4 cells: 12 evaluations per batch, over 20 after the second batch
+    m, d = hand_model(LINEAR_W, bias=10.0), linear_cells()
+    e = SmoothGrad(n_samples=3, batch_size=4, budget=Budget(samples=20)).explain(m, d, "target", 3)
+    assert e.status == "budget_exceeded" and e.info["cells"] == 8 and e.info["samples"] == 24
+    full = SmoothGrad(n_samples=3).explain(m, d, "target", 3)
+    assert full.status == "ok" and full.info["cells"] == d.n_cells and full.info["samples"] == 3 * d.n_cells
