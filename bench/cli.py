@@ -269,7 +269,8 @@ def _print_summary(records, methods) -> None:
     long = long_table(records)
     avg = long[long["cell_type"] == "Avg"].set_index(["L", "method"])
     for L in sorted(long["L"].unique()):
-        parts = [f"{m} {avg.loc[(L, m), 'rel_delta_pct']:+.2f}%" for m in methods if (L, m) in avg.index]
+        values = {m: avg.loc[(L, m), "rel_delta_pct"] for m in methods if (L, m) in avg.index}
+        parts = [f"{m} {v:+.2f}%" if v == v else f"{m} —" for m, v in values.items()]  # NaN: no estimate
         print(f"L={L}: Avg Rel Δ  " + "  ".join(parts))
 
 

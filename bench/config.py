@@ -51,23 +51,31 @@ PROFILES: dict[str, Profile] = {
         surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2),
         reference_steps=(20, 10, 40),
         budget=Budget(seconds=20.0, samples=200_000),
-        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4}},
+        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4},
+                       "smoothgrad-x-input": {"n_samples": 4}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
         reference_steps=(400, 100, 4000),
         budget=Budget(seconds=60.0, samples=20_000_000),
-        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10}},
-        method_budgets={m: Budget(seconds=3.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
+        # Sized so the whole quick run fits ~10 min on 2 cores (measured per job at this scale: a GRIDS step
+        # ~35 ms, a FIMAP step ~38 ms, a SAGE chunk of 16 permutations ~1 s, CXPlain's Granger stage ~25 ms per
+        # cell). SAGE and CXPlain get budgets that reach a first real estimate (few permutations / cells: noisy).
+        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 150},
+                       "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
+                       "lime": {"n_cells": 8}, "sage": {"batch_size": 16}, "cxplain": {"max_cells": 24}},
+        method_budgets={m: Budget(seconds=4.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "default": Profile(
         name="default", scale="default",
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
         reference_steps=(800, 200, 6000),
         budget=Budget(seconds=60.0, samples=100_000_000),
-        method_params={"grids": {"sweeps": 6}, "grids-mean": {"sweeps": 6}, "smoothgrad": {"n_samples": 10}},
-        method_budgets={m: Budget(seconds=4.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
+        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
+                       "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 16}, "sage": {"batch_size": 16},
+                       "cxplain": {"max_cells": 48}},
+        method_budgets={m: Budget(seconds=8.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "paper": Profile(
         name="paper", scale="paper",

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from bench.evaluate import closure_gradients
 from bench.metrics import oracle_rel_delta_pct, rel_delta_pct
 
 PANEL_SIZES = (10, 128)
@@ -46,12 +47,8 @@ class InterventionalReport:
 
 
 def first_order_closure_effect(surrogate, cells, gene: str) -> np.ndarray:
-    """mean_c x_cj · ∂ŷ_gene/∂x_cj for every peak j (the first-order drop when j is closed), from one backward
-    pass through the embedding bag's per-sample weights."""
-    batch = surrogate.sparse_batch(cells.atac)
-    w = torch.ones(batch.idx.numel(), device=surrogate.device, requires_grad=True)
-    y = surrogate.head_from_hidden(surrogate.first_hidden(batch, w))[:, surrogate.gene_index(gene)]
-    (g,) = torch.autograd.grad(y.sum(), w)
+    """mean_c x_cj · ∂ŷ_gene/∂x_cj for every peak j: the first-order drop when j is closed."""
+    batch, g = closure_gradients(surrogate, cells, gene)
     total = torch.zeros(surrogate.n_peaks, dtype=torch.float64, device=surrogate.device)
     total.index_add_(0, batch.idx, g.double())
     return (total / max(1, cells.n_cells)).cpu().numpy()

@@ -36,6 +36,7 @@ ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
 TRUTH_METRICS = ("oracle_rel_delta_pct", "truth_recall")
 SPECIFICITY_METRICS = ("off_target_pct",)
+LINEARITY_METRICS = ("rel_delta_pct", "first_order_rel_delta_pct")
 GENOMIC_METRICS = ("frac_on_target_chrom", "median_tss_distance")
 DIGITS = {"avg_delta": 3, "truth_recall": 3, "frac_on_target_chrom": 3, "median_tss_distance": 0}
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
@@ -50,8 +51,8 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 def long_table(records: list[dict]) -> pd.DataFrame:
     """Per-job rows plus aggregated rows (gene='*' per cell type; cell_type='Avg' over cell types)."""
     jobs = pd.DataFrame(records)
-    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *GENOMIC_METRICS, *TRUTH_METRICS,
-                               *CONTEXT_COLS) if c in jobs]
+    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *LINEARITY_METRICS[1:], *GENOMIC_METRICS,
+                               *TRUTH_METRICS, *CONTEXT_COLS) if c in jobs]
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
@@ -261,6 +262,14 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
                "GRIDS penalises it; ↓ better).", ""]
         for L in Ls:
             md += [f"### L = {L}", "", metric_table(agg, L, SPECIFICITY_METRICS, methods), ""]
+    if "first_order_rel_delta_pct" in long:
+        md += ["## Linearity of the surrogate over the selected sets", "",
+               "Actual Rel Δ beside the Rel Δ the surrogate's first-order expansion predicts for the same closure "
+               "(Σ of x·∂ŷ/∂x over the selected peaks, gradients at the unperturbed cells). Where the two agree the "
+               "surrogate is additive over the set, and a ranking of single peaks (input-x-gradient) can do as "
+               "well as a subset search (GRIDS).", ""]
+        for L in Ls:
+            md += [f"### L = {L}", "", metric_table(agg, L, LINEARITY_METRICS, methods), ""]
     if all(k in long and long[k].notna().any() for k in GENOMIC_METRICS):
         md += ["## Genomic context", "", "Fraction of selected peaks on the gene's chromosome and their median "
                "distance to its TSS (context, not a score).", ""]

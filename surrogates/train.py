@@ -225,33 +225,33 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
 
-    model.train()
-    # phase 1: ATAC autoencoder
-    params = _params(model, ATAC_AE)
-    opt = torch.optim.Adam(params, lr=config.lr, betas=ADAM_BETAS)
-    for step in range(n_steps[0]):
+    def autoencoder_phase(phase: int, prefixes: tuple[str, ...], lr: float, loss_of_next_batch) -> bool:
+        """`n_steps[phase]` clipped Adam steps of one autoencoder; False when the time budget ran out."""
+        params = _params(model, prefixes)
+        opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS)
+        for step in range(n_steps[phase]):
+            loss = loss_of_next_batch()
+            clipped_step(opt, loss, params)
+            bar.update()
+            if step % 50 == 0:
+                bar.set_postfix(phase=("atac-ae", "rna-ae")[phase], loss=f"{loss.item():.4f}")
+            if out_of_time(phase):
+                return False
+        return True
+
+    def atac_loss():
         batch = model.sparse_batch(train.atac[next(atac_batches)])
-        loss = atac_reconstruction(model, model.encode_atac(batch), batch, config, gen)
-        clipped_step(opt, loss, params)
-        bar.update()
-        if step % 50 == 0:
-            bar.set_postfix(phase="atac-ae", bce=f"{loss.item():.4f}")
-        if out_of_time(0):
-            stopped = "time_budget"
-            break
-    # phase 2: RNA autoencoder
-    params = _params(model, RNA_AE)
-    opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
-    for step in range(n_steps[1]):
+        return atac_reconstruction(model, model.encode_atac(batch), batch, config, gen)
+
+    def rna_loss():
         y = train.rna[next(rna_batches)]
-        loss = F.mse_loss(model.dec_r(model.enc_r(y)), y)
-        clipped_step(opt, loss, params)
-        bar.update()
-        if step % 50 == 0:
-            bar.set_postfix(phase="rna-ae", mse=f"{loss.item():.4f}")
-        if out_of_time(1):
+        return F.mse_loss(model.dec_r(model.enc_r(y)), y)
+
+    model.train()
+    # phase 1: ATAC autoencoder; phase 2: RNA autoencoder
+    for phase, prefixes, lr, loss in ((0, ATAC_AE, config.lr, atac_loss), (1, RNA_AE, config.cross_lr, rna_loss)):
+        if not autoencoder_phase(phase, prefixes, lr, loss):
             stopped = "time_budget"
-            break
     # phase 3: frozen autoencoders, unpaired cross-maps
     frozen = _params(model, ATAC_AE + RNA_AE)
     for p in frozen:

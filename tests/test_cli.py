@@ -89,10 +89,29 @@ def test_failing_method_is_recorded_not_fatal(tmp_path, monkeypatch):
     assert "failed 2/2" in (out / "leaderboard.md").read_text()
 
 
-def test_fit_prints_fidelity(tmp_path, capsys):
-    assert main(["fit", "--scale", "tiny", "--no-progress", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("style", ["paired", "reference"])
+def test_fit_writes_fidelity_with_the_interventional_panel(tmp_path, capsys, style):
+    assert main(["fit", "--scale", "tiny", "--no-progress", "--surrogate", style, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "R²" in out and (tmp_path / "fidelity.png").exists() and (tmp_path / "fidelity.md").exists()
+    assert "R²" in out and "Interventional fidelity" in out
+    for name in ("fidelity.png", "fidelity.md", "fidelity.csv", "interventional.csv"):
+        assert (tmp_path / name).exists(), name
+    summary = json.loads((tmp_path / "fidelity.json").read_text())
+    assert summary["surrogate"] == style
+    assert {"marker_r2", "interventional_spearman", "group_member_ratio_surrogate",
+            "group_member_ratio_oracle"} <= set(summary)
+    assert summary["group_member_ratio_oracle"] > 1  # the truth is redundant whatever the surrogate learned
+
+
+def test_reference_surrogate_runs_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", "--scale", "tiny", "--no-progress", "--surrogate", "reference", "--out", str(out),
+                 "--methods", "random,oracle,input-x-gradient", "--cell-types", "Oligo", "--L", "3,8"]) == 0
+    md = (out / "leaderboard.md").read_text()
+    assert "reference style" in md and "Discrimination" in md
+    jobs = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
+    oracle = [j for j in jobs if j["method"] == "oracle"]
+    assert oracle and all(j["oracle_rel_delta_pct"] <= 0 for j in oracle)
 
 
 def test_dask_local_cluster_gives_the_same_results(tmp_path, monkeypatch):

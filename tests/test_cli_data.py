@@ -61,6 +61,12 @@ def test_missing_file_and_wrong_format(tmp_path, capsys):
     assert "unknown input format" in _error(["--data", str(bad), "--label-key", "x"], capsys, tmp_path)
 
 
+def test_truth_controls_are_refused_on_real_data(tmp_path, toy, capsys):
+    data, *labels = _inputs("h5mu", tmp_path, toy)
+    err = _error(["--data", data, *labels, "--methods", "random,oracle"], capsys, tmp_path)
+    assert "synthetic data only" in err and "oracle" in err
+
+
 def test_no_peaks_features(tmp_path, toy, capsys):
     path = write_10x_h5(tmp_path / "rna_only.h5", toy, feature_types=("Gene Expression",))
     labels = write_labels_csv(tmp_path / "labels.csv", toy.barcodes, toy.cell_types)

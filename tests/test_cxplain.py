@@ -64,6 +64,14 @@ def test_ranks_the_regulating_window_first():
     assert set(e.peaks) == set(np.flatnonzero(win == win[STRONG]))  # the strong peak's window, all of it
 
 
+def test_max_cells_fits_on_a_subset_and_still_finds_the_window():
+    p = toy_problem()
+    e = CXPlain(max_cells=16, seed=1).explain(p.surrogate, p.train, TARGET, 4)
+    assert e.status == "ok" and e.info["cells_fit"] == 16 < p.train.n_cells
+    win = window_of(p.surrogate.n_peaks, 4)
+    assert set(e.peaks) == set(np.flatnonzero(win == win[STRONG]))
+
+
 def test_ranks_the_regulating_peak_first_with_single_peak_windows():
     p = toy_problem()
     e = CXPlain(window=1, epochs=300).explain(p.surrogate, p.train, TARGET, 3)

@@ -1,0 +1,37 @@
+"""The job runner: ranking methods are computed once per (cell type, gene, seed) and shared across L."""
+
+import numpy as np
+
+from bench.config import Budget
+from bench.harness import Job, ResultCache, run_grid, tasks_of
+from datasets.synthetic import simulate
+from methods.input_x_gradient import InputXGradient
+from surrogates.model import SurrogateConfig
+from surrogates.train import build_surrogate
+
+
+def test_tasks_group_ranking_methods_only():
+    jobs = [Job("input-x-gradient", "Astro", "AQP4", L, 0) for L in (3, 7)] + \
+           [Job("grids", "Astro", "AQP4", L, 0) for L in (3, 7)]
+    assert tasks_of(jobs, list(range(4))) == [[0, 1], [2], [3]]
+
+
+def test_ranking_is_computed_once_and_each_L_gets_its_prefix(tmp_path, monkeypatch):
+    data, truth = simulate("tiny", seed=0)
+    model = build_surrogate(data, SurrogateConfig(hidden=16, latent=4)).eval()
+    calls = []
+    explain = InputXGradient.explain
+
+    def counting(self, surrogate, cells, gene, L):
+        calls.append(L)
+        return explain(self, surrogate, cells, gene, L)
+
+    monkeypatch.setattr(InputXGradient, "explain", counting)
+    jobs = [Job("input-x-gradient", "Astro", "AQP4", L, 0) for L in (3, 7)]
+    records = run_grid(jobs, {}, lambda m: Budget(), model, data, truth, ResultCache(tmp_path), {"t": 1},
+                       progress=False)
+    assert calls == [7]
+    small, large = records
+    assert small["peaks"] == large["peaks"][:3] and len(large["peaks"]) == 7
+    assert small["info"]["ranking_shared_by_L"] == [3, 7]
+    assert np.isfinite(small["rel_delta_pct"]) and small["status"] == "ok"
