@@ -357,10 +357,11 @@ def cmd_list(args) -> int:
     from methods import registry
 
     rows = [[s.name, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
+             "yes" if s.ranking else "", "synthetic only" if s.needs_truth else "",
              "yes" if s.in_default else "opt-in", f"{s.paper}" + (f" ({s.year})" if s.year else ""), s.description]
             for s in registry.specs()]
-    print(tabulate(rows, headers=["name", "kind", "baseline", "gradients", "default", "paper", "description"],
-                   tablefmt="github"))
+    print(tabulate(rows, headers=["name", "kind", "control", "gradients", "one ranking for all L", "truth",
+                                  "default", "paper", "description"], tablefmt="github"))
     return 0
 
 

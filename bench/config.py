@@ -59,12 +59,14 @@ PROFILES: dict[str, Profile] = {
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
         reference_steps=(400, 100, 4000),
         budget=Budget(seconds=60.0, samples=20_000_000),
-        # Sized so the whole quick run fits ~10 min on 2 cores (measured per job at this scale: a GRIDS step
-        # ~35 ms, a FIMAP step ~38 ms, a SAGE chunk of 16 permutations ~1 s, CXPlain's Granger stage ~25 ms per
-        # cell). SAGE and CXPlain get budgets that reach a first real estimate (few permutations / cells: noisy).
-        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 150},
+        # Sized on seed 1 so the whole quick run fits ~10 min on 2 cores (measured at this scale: a GRIDS step
+        # ~35 ms, a FIMAP step ~40 ms, a LIME cell ~0.3 s, CXPlain's Granger stage ~25 ms per cell, a SAGE chunk
+        # of 16 permutations over 512 groups ~3.6 s, over 128 groups ~0.5 s). SAGE and CXPlain get settings that
+        # reach a first real estimate within 4 s (few permutations / cells: noisy, and reported as such).
+        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
-                       "lime": {"n_cells": 8}, "sage": {"batch_size": 16}, "cxplain": {"max_cells": 24}},
+                       "lime": {"n_cells": 6}, "sage": {"batch_size": 8, "max_groups": 128},
+                       "cxplain": {"max_cells": 24}},
         method_budgets={m: Budget(seconds=4.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "default": Profile(
@@ -73,8 +75,8 @@ PROFILES: dict[str, Profile] = {
         reference_steps=(800, 200, 6000),
         budget=Budget(seconds=60.0, samples=100_000_000),
         method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
-                       "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 16}, "sage": {"batch_size": 16},
-                       "cxplain": {"max_cells": 48}},
+                       "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
+                       "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48}},
         method_budgets={m: Budget(seconds=8.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "paper": Profile(

@@ -16,7 +16,9 @@ def _cache(tmp_path, monkeypatch):
 def test_list_shows_registry(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "grids" in out and "random" in out and "baseline" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"grids", "random", "oracle", "input-x-gradient", "saliency"} <= set(rows)
+    assert "synthetic only" in rows["oracle"] and "synthetic only" not in rows["grids"]
 
 
 def test_help_mentions_flags(capsys):
