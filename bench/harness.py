@@ -7,6 +7,7 @@ is recorded as `failed` with the error; the benchmark goes on.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -186,7 +187,8 @@ def _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth,
                            processes=True, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:
-        model, d, t = client.scatter([surrogate.cpu(), data, truth], broadcast=True)
+        # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device
+        model, d, t = client.scatter([copy.deepcopy(surrogate).cpu(), data, truth], broadcast=True)
         futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),
                                  budgets(jobs[task[0]].method), model, d, t, pure=False): k
                    for k, task in enumerate(tasks)}

@@ -102,9 +102,10 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
                    "budget_seconds": budget.seconds, "budget_samples": budget.samples}
         for name in names:
             bar.set_postfix(d=d, method=name)
-            row = {**context, "method": name, **_run_one(specs[name], method_params.get(name, {}), budget, seed,
-                                                         surrogate, train, gene, L)}
-            if row["status"] != "failed":
+            params = {**method_params.get(name, {}), **({"truth": truth} if specs[name].needs_truth else {})}
+            row = {**context, "method": name, **_run_one(specs[name], params, budget, seed, surrogate, train, gene,
+                                                         L)}
+            if row["status"] not in ("failed", "no_estimate"):  # no peaks of its own: no numbers under its name
                 row.update(evaluate_selection(surrogate, test, gene, row.pop("_peaks"), truth))
             row.pop("_peaks", None)
             rows.append(row)

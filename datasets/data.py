@@ -220,11 +220,6 @@ class MultiomeData:
             mask &= (self.obs["split"] == split).to_numpy()
         return self.subset(mask)
 
-    def resplit(self, seed: int, fractions=DEFAULT_SPLIT_FRACTIONS) -> "MultiomeData":
-        obs = self.obs.copy()
-        obs["split"] = assign_split(obs["cell_type"], seed, fractions)
-        return MultiomeData(self.atac, self.rna, obs, self.peaks, self.genes, {**self.uns, "split_seed": seed})
-
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
         """A content hash (matrices, labels, split, feature tables) used to key caches of models and results."""

@@ -88,9 +88,12 @@ class MeanAttribution(Explainer):
             scores, used, out_of_budget = mean_attribution(
                 attribute, data, clock, self.batch_size, times_input=self.times_input,
                 samples_per_cell=self.samples_per_cell, device=surrogate.device)
+        info = {"cells": used, "seconds": clock.seconds, "samples": clock.samples}
+        if used == 0:  # all-zero scores would return peaks 0..L-1 as if they were a ranking
+            return Explanation.no_estimate({**info, "no_estimate_reason": "no cell attributed within the budget"})
         peaks = top_l(scores, L)
         return Explanation(peaks=peaks, scores=scores[peaks], status="budget_exceeded" if out_of_budget else "ok",
-                           info={"cells": used, "seconds": clock.seconds, "samples": clock.samples})
+                           info=info)
 
 
 @contextlib.contextmanager

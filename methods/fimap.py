@@ -25,8 +25,8 @@ perturbation (p = 0), sparse-aware so it runs at 127k peaks:
   λ (`sparsity`, default 0.01) is in units of relative expression per closed peak; being a per-cell count it means
   the same at 1k and 127k peaks. λ_t ramps up linearly from 0 over the first half of training (`warmup`) so that
   peaks whose effect only shows once others are closed (redundant groups) get a chance to rise first.
-  Defaults (τ, λ, warm-up, hinge) were chosen on `simulate("quick", 0)` (AQP4/Astro, GAD1/SST, MOG/Oligo,
-  L = 10): τ ∈ [0.5, 0.9] and λ ∈ [0.003, 0.03] move Rel Δ by a few points there.
+  Defaults (τ, λ, warm-up, hinge) were chosen on `simulate("quick", 0)` of simulator v1, which no longer exists
+  (AQP4/Astro, GAD1/SST, MOG/Oligo, L = 10): τ ∈ [0.5, 0.9] and λ ∈ [0.003, 0.03] moved Rel Δ by a few points.
 * **Global importance.** After training, s_j = mean over all training cells of m_cj·x_cj (the mean perturbation
   magnitude; a peak closed in a cell has magnitude 0 there) → the top L peaks.
 
@@ -163,6 +163,11 @@ class Fimap(Explainer):
                 bar.set_postfix(loss=f"{history[-1]:.4f}", closed=f"{float(closed_per_cell.detach()):.1f}")
         bar.close()
         steps_done = len(history)
+        if not steps_done:  # the untrained network's closing probabilities are its initialisation, not FIMAP's answer
+            surrogate.train(was_training)
+            return Explanation.no_estimate({"seconds": clock.seconds, "samples": clock.samples, "steps": 0,
+                                            "steps_planned": self.steps,
+                                            "no_estimate_reason": "budget ended before the first training step"})
 
         scores, ratio, closed = self._importance(surrogate, net, X, z_all, y0_all, head)
         surrogate.train(was_training)

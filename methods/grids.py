@@ -128,6 +128,10 @@ class Grids(Explainer):
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{history[-1]:.4f}", swaps=swaps)
         bar.close()
+        if not history:  # the random starting subset is not a GRIDS answer
+            return Explanation.no_estimate({"steps": 0, "steps_planned": steps, "seconds": clock.seconds,
+                                            "samples": clock.samples,
+                                            "no_estimate_reason": "budget ended before the first step"})
         scores = self._leave_one_out(surrogate, X, r, y0_all, gi)
         order = np.argsort(-scores, kind="stable")
         return Explanation(

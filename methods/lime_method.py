@@ -113,16 +113,17 @@ class Lime(Explainer):
         bar.close()
         surrogate.train(was_training)
 
+        info = {"seconds": clock.seconds, "samples": clock.samples, "cells_explained": len(rows),
+                "cells_planned": len(cells), "mean_local_r2": float(np.mean(r2)) if r2 else None,
+                "kernel_width": self.kernel_width, "feature_selection": self.feature_selection,
+                "aggregate": self.aggregate, "sign": self.sign,
+                "mean_open_peaks": float(np.mean(np.diff(X.indptr)[cells])) if len(cells) else 0.0}
+        if not rows:  # not one local explanation: an open-frequency ranking would not be LIME's answer
+            return Explanation.no_estimate({**info, "no_estimate_reason": "no cell explained within the budget"})
         freq = np.asarray(X.sum(axis=0)).ravel().astype(np.float64)
-        peaks, scores, picks = self._aggregate(rows, L, n_peaks, freq)
-        return Explanation(
-            peaks=peaks, scores=scores, status=status,
-            info={"seconds": clock.seconds, "samples": clock.samples, "cells_explained": len(rows),
-                  "cells_planned": len(cells), "mean_local_r2": float(np.mean(r2)) if r2 else None,
-                  "kernel_width": self.kernel_width, "feature_selection": self.feature_selection,
-                  "aggregate": self.aggregate, "sign": self.sign, "submodular_picks": picks,
-                  "mean_open_peaks": float(np.mean(np.diff(X.indptr)[cells])) if len(cells) else 0.0},
-        )
+        peaks, scores, picks, filled = self._aggregate(rows, L, n_peaks, freq)
+        return Explanation(peaks=peaks, scores=scores, status=status,
+                           info={**info, "submodular_picks": picks, "peaks_filled_by_open_frequency": filled})
 
     @torch.no_grad()
     def _neighbourhood(self, surrogate, head, x_row, open_peaks, rng, chunk: int = 256):
@@ -172,6 +173,7 @@ class Lime(Explainer):
         taken = np.zeros(n_peaks, dtype=bool)
         taken[ranked] = True
         rest = np.lexsort((np.arange(n_peaks), -freq, -importance))
-        ranked.extend(rest[~taken[rest]][: max(0, L - len(ranked))].tolist())
+        fill = rest[~taken[rest]][: max(0, L - len(ranked))]
+        ranked.extend(fill.tolist())
         peaks = np.asarray(ranked[:L], dtype=np.int64)
-        return peaks, importance[peaks], picks
+        return peaks, importance[peaks], picks, int((importance[fill] == 0).sum())

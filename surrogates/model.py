@@ -2,8 +2,10 @@
 
 Architecture (paper): a categorical embedding per peak (one vector for "closed", one for "open"), summed within
 each chromosome, then an MLP encoder to a 20-d ATAC latent; an RNA autoencoder with its own 20-d latent;
-cross-maps f_AR (ATAC→RNA latent) and f_RA; per-cell-type discriminators on the latents (adversarial weight
-γ = 0.3) and a cycle loss; reconstruction by BCE (ATAC) + MSE (RNA).  F̂(x) = Dec_r(f_AR(Enc_a(W(x)))) ≥ 0.
+cross-maps f_AR (ATAC→RNA latent) and f_RA (an MLP, or the reference's gated per-cell-type affine maps);
+cell-type-conditional discriminators on the latents (one network, one output per type; adversarial weight
+γ = 0.3) and cycle losses; reconstruction by a balanced focal BCE (ATAC) and MSE (RNA).
+F̂(x) = Dec_r(f_AR(Enc_a(W(x)))) ≥ 0.
 
 Sparsity: for binary x the chromosome sums are ``s_k(x) = Σ_{j∈k} W_closed[j] + Σ_{j∈k, x_j=1} Δ[j]`` with
 ``Δ = W_open − W_closed``. The first term is a per-chromosome constant; the second is one
@@ -32,8 +34,8 @@ class SurrogateConfig:
     """Hyper-parameters. Defaults follow the paper (embedding 32, latent 20, γ = 0.3, batch 128, Adam).
 
     `style` picks how the cross-map F̂ = Dec_r ∘ f_AR ∘ Enc_a is trained (surrogates/train.py has the details):
-      * "paired": every loss at once, including the paired cross-prediction MSE(F̂(x), y), with an MLP f_AR;
-        it learns within-type effects of single peaks because it sees each cell's own RNA.
+      * "paired": every loss at once, including the paired cross-prediction MSE(F̂(x), y), with an MLP f_AR
+        (it sees each cell's own RNA; at the simulator's noise it still learns within-type effects only weakly).
       * "reference": the released reference code (jhliu17/nnpert): ATAC autoencoder, then RNA autoencoder, then
         both frozen while a gated per-cell-type affine f_AR/f_RA learns from *unpaired* mini-batches with cycle and
         cell-type-conditional adversarial losses only — aligned at cell-type level, no paired loss.

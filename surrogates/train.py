@@ -123,7 +123,6 @@ class _Split:
 
     def __init__(self, model: Surrogate, data: MultiomeData, dev: torch.device):
         codes = {t: i for i, t in enumerate(model.cell_types)}
-        self.data = data
         self.atac = data.atac
         self.rna = torch.as_tensor(data.rna, device=dev)
         self.types = torch.as_tensor([codes[t] for t in data.obs["cell_type"].astype(str)], device=dev)
@@ -213,6 +212,7 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
     atac_batches = _cycled(rng, train.n, config.batch_size)
     rna_batches = _cycled(np.random.default_rng(rng.integers(2**32)), train.n, config.batch_size)  # unpaired
     history: list[dict] = []
+    done = [0, 0, 0]  # steps run per phase (fewer than planned when a time budget cuts a phase)
     t0, stopped = time.perf_counter(), "max_steps"
     bar = tqdm(total=sum(n_steps), desc="training surrogate (reference)", disable=not progress, unit="step")
 
@@ -226,12 +226,13 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
         opt.step()
 
     def autoencoder_phase(phase: int, prefixes: tuple[str, ...], lr: float, loss_of_next_batch) -> bool:
-        """`n_steps[phase]` clipped Adam steps of one autoencoder; False when the time budget ran out."""
+        """Up to `n_steps[phase]` clipped Adam steps of one autoencoder; False when the time budget ran out."""
         params = _params(model, prefixes)
         opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS)
         for step in range(n_steps[phase]):
             loss = loss_of_next_batch()
             clipped_step(opt, loss, params)
+            done[phase] += 1
             bar.update()
             if step % 50 == 0:
                 bar.set_postfix(phase=("atac-ae", "rna-ae")[phase], loss=f"{loss.item():.4f}")
@@ -274,6 +275,7 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
         adv = _fooled(model.disc_r, a2r, ta) + _fooled(model.disc_a, r2a, tr)
         loss = config.cycle_weight * cycle + config.gamma * adv
         clipped_step(opt, loss, params)
+        done[2] += 1
         if step % config.disc_every == 0:
             d_loss = _disc_loss(model, z_r, a2r, tr, ta, z_a, r2a, ta, tr)
             opt_d.zero_grad(set_to_none=True)
@@ -283,7 +285,7 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
         if step % 200 == 0 or step == n_steps[2] - 1:
             val_mse = validation_mse(model, val)
             model.train()
-            history.append({"step": sum(n_steps[:2]) + step, "val_mse": val_mse, "cycle": cycle.item(),
+            history.append({"step": sum(done), "val_mse": val_mse, "cycle": cycle.item(),
                             "adv": adv.item()})
             bar.set_postfix(phase="cross-maps", cycle=f"{cycle.item():.3f}", val_mse=f"{val_mse:.3f}")
         if out_of_time(2):
@@ -293,15 +295,14 @@ def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config:
     for p in frozen:
         p.requires_grad_(True)
     final = validation_mse(model, val)
-    return {"steps": n_steps, "best_val_mse": final, "stopped": stopped,
-            "history": history}
+    return {"steps": done, "steps_planned": n_steps, "best_val_mse": final, "stopped": stopped, "history": history}
 
 
 def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
                     progress: bool = True) -> Surrogate:
     """Fit on the train split in `config.style`; returns the model in eval mode with `meta`."""
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # nn.Linear initialisation draws from torch's global RNG: seed it here
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = build_surrogate(data, config).to(dev)

@@ -93,6 +93,8 @@ def test_budget_exhaustion_returns_best_so_far():
     m, d = redundant_pair_model(), cells_with_all_open()
     e = Grids(steps=1000, batch_size=8, budget=Budget(seconds=60, samples=100)).explain(m, d, "target", 3)
     assert e.status == "budget_exceeded" and e.info["steps"] < 1000 and len(set(e.peaks.tolist())) == 3
+    none = Grids(steps=1000, budget=Budget(seconds=0)).explain(m, d, "target", 3)
+    assert none.status == "no_estimate" and none.peaks.size == 0  # never the random starting subset
 
 
 def test_objective_and_default_steps():

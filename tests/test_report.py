@@ -86,6 +86,9 @@ def test_kendall_tau_hand_computed():
     k = surrogate_oracle_kendall(long_table(records(rel, oracle=oracle)))
     assert k.loc[0, "tau"] == pytest.approx(2 / 3) and k.loc[0, "p_value"] == pytest.approx(1 / 3)
     assert k.loc[0, "n_methods"] == 4 and k.loc[0, "L"] == 10
+    # controls are left out: with b as a control the other three agree perfectly
+    k = surrogate_oracle_kendall(long_table(records(rel, oracle=oracle)), controls={"b"})
+    assert k.loc[0, "n_methods"] == 3 and k.loc[0, "tau"] == pytest.approx(1.0)
 
 
 def test_kendall_is_skipped_without_an_oracle_column():

@@ -100,3 +100,11 @@ def test_saliency_does_not_depend_on_the_batch_size(batch_size):
     _, grad = autograd_gradients(m, d, "target")
     np.testing.assert_allclose(all_scores(Saliency(batch_size=batch_size), m, d, "target"), np.abs(grad).mean(0),
                                atol=1e-6)
+
+
+def test_no_cell_within_the_budget_is_no_estimate(one_torch_thread):
+    """All-zero scores would return peaks 0..L-1 as if ranked: without one attributed cell there is no answer."""
+    toy = toy_problem()
+    e = Saliency(budget=Budget(seconds=0)).explain(toy.surrogate, toy.train, TARGET, 5)
+    e.check(toy.surrogate.n_peaks, 5)
+    assert e.status == "no_estimate" and e.peaks.size == 0 and e.info["cells"] == 0

@@ -159,6 +159,25 @@ def test_atac_reconstruction_is_the_balanced_focal_bce(X):
     torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_atac_reconstruction_on_sampled_columns(X):
+    """With fewer columns than peaks, the loss is the same balanced focal BCE restricted to the columns drawn from
+    the generator (reproduced here from the same seed)."""
+    from surrogates.train import atac_reconstruction
+
+    torch.manual_seed(0)
+    m = Surrogate(CHROM, ["g0"], ["A"], SurrogateConfig(emb_dim=3, hidden=8, latent=4, recon_peaks=7))
+    batch = m.sparse_batch(X)
+    z = m.encode_atac(batch)
+    loss = atac_reconstruction(m, z, batch, m.config, torch.Generator().manual_seed(5))
+    cols = torch.randperm(len(CHROM), generator=torch.Generator().manual_seed(5))[:7]
+    x = torch.as_tensor(X.toarray(), dtype=torch.float32)[:, cols]
+    p = torch.sigmoid(m.dec_a(z))[:, cols]
+    bce = -(x * torch.log(p) + (1 - x) * torch.log(1 - p))
+    focal = (1 - torch.where(x > 0, p, 1 - p)) ** 2 * bce
+    expected = 0.5 * focal[x > 0].mean() + 0.5 * focal[x == 0].mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="style"):
         SurrogateConfig(style="cyclic")
