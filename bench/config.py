@@ -10,9 +10,9 @@ from surrogates.model import SurrogateConfig
 
 PAPER_LS = (10, 128)
 # The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement (README, "The data
-# and the surrogate"; `bench fit --quick`, seed 0): paired reaches marker R² 0.981 in ~1 min, reference 0.939 in
-# ~5 min, which the quick profile's 12 min cannot afford; their interventional fidelity is alike (Spearman 0.46 vs
-# 0.49, both additive over redundant groups).
+# and the surrogate"; `bench fit --quick`, seed 0): paired reaches marker R² 0.966 in 70 s, reference 0.902 in
+# 297 s, which the quick profile's 12 min cannot afford; their interventional fidelity is alike (Spearman 0.41 vs
+# 0.39, both additive over redundant groups).
 DEFAULT_SURROGATE = "paired"
 
 
