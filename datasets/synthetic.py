@@ -209,27 +209,6 @@ class SyntheticTruth:
         eps = self.floor[gidx]
         return (left + (1 - left) * prom) * (eps + (1 - eps) * s / np.maximum(z, 1e-12))
 
-    def gene_response(self, cells: MultiomeData, gene: str):
-        """(planted peaks, f) where f(closed_mask over those peaks) → mean oracle expression over `cells`.
-
-        Only the gene's own planted columns are read, so one evaluation costs O(cells × planted peaks): what the
-        closure search below needs."""
-        g = self.gene_index(gene)
-        peaks = self.planted_peaks(gene)
-        x0 = np.concatenate([cells.atac[:, peaks].toarray().astype(np.float64),
-                             np.zeros((cells.atac.shape[0], 1))], axis=1)
-        col_of = np.full(int(peaks.max()) + 1 if len(peaks) else 1, -1, dtype=np.int64)
-        col_of[peaks] = np.arange(len(peaks))
-        trans = self.trans[self.type_codes(cells), g]
-        gidx = np.array([g])
-
-        def mean_expression(closed_mask: np.ndarray) -> float:
-            x = x0.copy()
-            x[:, :-1][:, closed_mask] = 0.0
-            return float(np.mean(self.activity(x, col_of, gidx)[:, 0] * trans) * self.magnitude[g])
-
-        return peaks, mean_expression
-
     def best_closure(self, cells: MultiomeData, gene: str, L: int) -> tuple[np.ndarray, float]:
         """The closure of at most L of the gene's planted peaks that lowers its mean oracle expression most —
         exactly, not by a search heuristic.
