@@ -52,8 +52,11 @@ PROFILES: dict[str, Profile] = {
         surrogate=SurrogateConfig(hidden=64, max_epochs=5, min_epochs=1, patience=2),
         reference_steps=(20, 10, 40),
         budget=Budget(seconds=20.0, samples=200_000),
+        # every method finishes a first estimate in a second or two, so a run of the whole registry is a unit test
         method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4},
-                       "smoothgrad-x-input": {"n_samples": 4}},
+                       "smoothgrad-x-input": {"n_samples": 4}, "fimap": {"steps": 40},
+                       "lime": {"n_cells": 6, "n_samples": 256}, "cxplain": {"max_cells": 16, "epochs": 10},
+                       "sage": {"batch_size": 8, "max_groups": 32, "n_permutations": 64}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
