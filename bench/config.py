@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from methods.base import Budget
 from surrogates.model import SurrogateConfig
 
 PAPER_LS = (10, 128)
@@ -14,14 +15,6 @@ PAPER_LS = (10, 128)
 # 297 s, which the quick profile's 12 min cannot afford; their interventional fidelity is alike (Spearman 0.41 vs
 # 0.39, both additive over redundant groups).
 DEFAULT_SURROGATE = "paired"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Per-job limits. A method that hits one returns its best answer so far with status `budget_exceeded`."""
-
-    seconds: float = 900.0
-    samples: int = 5_000_000  # surrogate evaluations (cells × forward passes), counted by each method
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.config import Budget
+from methods.base import Budget
 from bench.evaluate import evaluate_selection
 from bench.memory import PeakRSS
 from methods import registry

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.config import Budget
+from methods.base import Budget
 from bench.memory import PeakRSS
 from surrogates.model import SurrogateConfig
 

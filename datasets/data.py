@@ -45,6 +45,19 @@ def assign_split(cell_types: pd.Series, seed: int, fractions=DEFAULT_SPLIT_FRACT
     return pd.Categorical(labels, categories=list(SPLITS))
 
 
+def gene_position(names, gene: str, owner: str) -> int:
+    """Position of `gene` in `names` (an Index or list). The one gene lookup of the data, the surrogate and the
+    simulator's truth: a missing gene raises KeyError naming `owner`, its gene count and up to 5 similar names."""
+    index = names if isinstance(names, pd.Index) else pd.Index(names)
+    try:
+        return int(index.get_loc(gene))
+    except KeyError:
+        prefix = str(gene).upper()[:3]
+        close = [str(g) for g in index if str(g).upper().startswith(prefix)][:5]
+        hint = f" Similar: {close}." if close else ""
+        raise KeyError(f"gene {gene!r} is not in {owner} ({len(index)} genes).{hint}") from None
+
+
 def _as_binary_csr(atac) -> sp.csr_matrix:
     if not sp.issparse(atac):
         atac = sp.csr_matrix(np.asarray(atac))
@@ -173,13 +186,8 @@ class MultiomeData:
         return [str(g) for g in self.genes.index]
 
     def gene_index(self, gene: str) -> int:
-        """Column of `gene` in `rna`; a clear error lists near names if it is absent."""
-        try:
-            return int(self.genes.index.get_loc(gene))
-        except KeyError:
-            close = [g for g in self.gene_names if g.upper().startswith(str(gene).upper()[:3])][:5]
-            hint = f" Similar: {close}." if close else ""
-            raise KeyError(f"gene {gene!r} is not in the data ({self.n_genes} genes).{hint}") from None
+        """Column of `gene` in `rna` (`gene_position`'s error if it is absent)."""
+        return gene_position(self.genes.index, gene, "the data")
 
     def chrom_codes(self) -> tuple[np.ndarray, list[str]]:
         """Per-peak chromosome index (0..n_chrom-1, in genome order) and the chromosome names."""
@@ -230,15 +238,3 @@ class MultiomeData:
             h.update(pd.util.hash_pandas_object(frame.astype(str), index=True).to_numpy().tobytes())
         h.update("\0".join(self.gene_names).encode())
         return h.hexdigest()[:16]
-
-    # ------------------------------------------------------------------ I/O (h5mu, readable by mudata/muon)
-    def save(self, path) -> None:
-        from datasets.io import save_h5mu
-
-        save_h5mu(self, path)
-
-    @classmethod
-    def load(cls, path) -> "MultiomeData":
-        from datasets.io import load_h5mu
-
-        return load_h5mu(path)

@@ -7,8 +7,6 @@ Split, cell type and provenance live in the global `obs`/`uns`, so another tool 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import anndata as ad
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from datasets.data import MultiomeData
+from datasets.files import atomic_path
 
 md.set_options(pull_on_update=False)
 
@@ -24,7 +23,6 @@ md.set_options(pull_on_update=False)
 def save_h5mu(data: MultiomeData, path) -> Path:
     """Write atomically: a crash mid-write never leaves a truncated file under `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     genes = data.genes.copy()
     genes["chrom"] = genes["chrom"].astype(str)
     rna = ad.AnnData(X=data.rna, var=genes)
@@ -33,14 +31,8 @@ def save_h5mu(data: MultiomeData, path) -> Path:
     mdata = md.MuData({"rna": rna, "atac": atac})
     mdata.obs = data.obs.copy()
     mdata.uns["grids_bench"] = json.dumps(data.uns, default=str)
-    fd, tmp = tempfile.mkstemp(suffix=".h5mu", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         mdata.write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

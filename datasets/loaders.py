@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from datasets.data import DataValidationError, MultiomeData, assign_split
+from datasets.files import read_table
 from datasets.markers import CELL_TYPES, PAPER_MARKERS
 
 log = logging.getLogger(__name__)
@@ -372,9 +373,8 @@ def _labels(obs: pd.DataFrame, label_key, labels_csv, step) -> pd.Series:
 
 
 def _read_labels_csv(path: Path) -> pd.Series:
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
     try:
-        table = pd.read_csv(path, sep=sep, dtype=str)
+        table = read_table(path, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read labels file {path} ({e}); it must be a CSV with columns barcode,cell_type")
     missing = [c for c in ("barcode", "cell_type") if c not in table.columns]

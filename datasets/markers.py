@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
+from datasets.files import read_table
 
 CELL_TYPES = ("Exc", "SST", "VIP", "Astro", "Endo", "Micro", "OPC", "Oligo")
 
@@ -19,18 +19,9 @@ PAPER_MARKERS: dict[str, tuple[str, ...]] = {
     "VIP": ("GAD1", "GAD2"),
 }
 
-EVALUATED_CELL_TYPES = tuple(PAPER_MARKERS)
-
-
 def marker_genes() -> list[str]:
     """Unique marker gene names in a stable order."""
     return list(dict.fromkeys(g for genes in PAPER_MARKERS.values() for g in genes))
-
-
-def marker_pairs(markers: dict[str, tuple[str, ...]] | None = None) -> list[tuple[str, str]]:
-    """(cell_type, gene) pairs to evaluate."""
-    markers = PAPER_MARKERS if markers is None else markers
-    return [(ct, g) for ct, genes in markers.items() for g in genes]
 
 
 def read_marker_table(path) -> dict[str, tuple[str, ...]]:
@@ -38,8 +29,7 @@ def read_marker_table(path) -> dict[str, tuple[str, ...]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"marker file {path} does not exist")
-    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-    table = pd.read_csv(path, sep=sep)
+    table = read_table(path)
     missing = {"cell_type", "gene"} - set(table.columns)
     if missing:
         raise ValueError(f"marker file {path} needs columns cell_type,gene; missing {sorted(missing)}")

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.config import Budget
-
 if TYPE_CHECKING:
     from datasets.data import MultiomeData
     from methods.registry import MethodSpec
@@ -59,6 +57,14 @@ class Explanation:
             raise ValueError(f"peak indices must lie in [0, {n_peaks})")
 
 
+@dataclass(frozen=True)
+class Budget:
+    """Per-job limits. A method that hits one returns its best answer so far with status `budget_exceeded`."""
+
+    seconds: float = 900.0
+    samples: int = 5_000_000  # surrogate evaluations (cells × forward passes), counted by each method
+
+
 class BudgetClock:
     """Tracks wall time and surrogate evaluations against a `Budget`."""
 
@@ -93,10 +99,3 @@ class Explainer(abc.ABC):
     def explain(self, surrogate: "Surrogate", data: "MultiomeData", gene: str, L: int) -> Explanation:
         """Select L peaks whose joint closure should most suppress `gene`, from `data` (the training cells of the
         gene's cell type)."""
-
-
-def top_l(scores: np.ndarray, L: int) -> np.ndarray:
-    """Indices of the L largest scores, best first (ties broken by index for determinism)."""
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.lexsort((np.arange(scores.size), -scores))
-    return order[:L]

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from methods._shared import open_frequency, target_head, top_l
 from methods.base import BudgetClock, Explainer, Explanation
-from methods.fimap import target_head
 from methods.registry import register
 
 _MASKED = -1e4  # logit of a window with no open peak (finite, so the KL's gradient stays finite)
@@ -168,26 +168,38 @@ class CXPlain(Explainer):
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
         X = sp.csr_matrix(data.atac)
         n_cells, n_peaks = X.shape
         win = window_of(n_peaks, self.window)
         n_win = int(win.max()) + 1 if n_peaks else 0
-        freq = np.asarray(X.sum(axis=0)).ravel().astype(np.float64)
-        was_training = surrogate.training
-        surrogate.eval()
         fit_cells = np.arange(n_cells)
         if self.max_cells is not None and n_cells > self.max_cells:
             fit_cells = np.sort(rng.choice(n_cells, size=self.max_cells, replace=False))
-        omega, _, n_done = granger_targets(surrogate, X[fit_cells], gene, self.window, self.granger, clock)
-        surrogate.train(was_training)
+        with surrogate.evaluating():
+            omega, _, n_done = granger_targets(surrogate, X[fit_cells], gene, self.window, self.granger, clock)
         status = "budget_exceeded" if n_done < len(fit_cells) else "ok"
         # per-window open fraction of every cell: X @ (peaks × windows indicator) / w
         M = sp.csr_matrix((np.full(n_peaks, 1.0 / self.window), (np.arange(n_peaks), win)), shape=(n_peaks, n_win))
         counts = sp.csr_matrix(X.astype(np.float32) @ M.astype(np.float32))
         has_target = np.flatnonzero(np.diff(omega.indptr) > 0)
+        bs = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, n_win * self.channels))))
+        model, trace, stopped = self._fit(counts[fit_cells], omega, has_target, bs, rng, clock, surrogate.device, gene)
+        info = {"seconds": clock.seconds, "samples": clock.samples, "granger": self.granger, "window": self.window,
+                "n_windows": n_win, "cells_fit": int(len(fit_cells)), "cells_with_targets": int(len(has_target)),
+                "cells_granger_done": int(n_done), "epochs": len(trace), "epochs_planned": self.epochs,
+                "batch_size": bs}
+        if not trace:
+            return Explanation.no_estimate(
+                {**info, "no_estimate_reason": self._no_estimate_reason(n_done, len(fit_cells), len(has_target))})
+        peak_score = self._mean_attribution(model, counts, bs, surrogate.device)[win]
+        peaks = top_l(peak_score, L, tiebreak=open_frequency(X))
+        return Explanation(peaks=peaks, scores=peak_score[peaks], status="budget_exceeded" if stopped else status,
+                           info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})
 
-        dev = surrogate.device
+    def _fit(self, counts, omega, has_target, bs: int, rng, clock: BudgetClock, dev, gene: str):
+        """Train the U-net on the cells with a Granger target (KL objective, Adam) → (model, mean KL per finished
+        epoch, whether the budget stopped it)."""
+        gen = torch.Generator().manual_seed(self.seed)
         model = UNet1d(self.channels)
         with torch.no_grad():  # seeded initialisation, no global RNG
             for p in model.parameters():
@@ -195,19 +207,18 @@ class CXPlain(Explainer):
                 p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound if bound else torch.zeros_like(p))
         model.to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        bs = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, n_win * self.channels))))
-        trace, epochs_done = [], 0
-        bar = tqdm(range(self.epochs), desc=f"CXPlain {gene}", disable=not self.progress or not len(has_target),
+        trace = []
+        bar = tqdm(range(self.epochs if len(has_target) else 0), desc=f"CXPlain {gene}", disable=not self.progress,
                    leave=False)
-        for _ in bar if len(has_target) else []:
+        for _ in bar:
             order = has_target[rng.permutation(len(has_target))]
-            total, stopped = 0.0, False
+            total = 0.0
             for s in range(0, len(order), bs):
                 if clock.exhausted():
-                    stopped = True
-                    break
+                    bar.close()
+                    return model, trace, True
                 cells = np.sort(order[s:s + bs])
-                x = torch.as_tensor(counts[fit_cells[cells]].toarray(), device=dev)
+                x = torch.as_tensor(counts[cells].toarray(), device=dev)
                 target = torch.as_tensor(omega[cells].toarray(), dtype=torch.float32, device=dev)
                 logp = F.log_softmax(model(x).masked_fill(x == 0, _MASKED), dim=1)
                 kl = torch.where(target > 0, target * (torch.log(target.clamp_min(1e-30)) - logp), 0.0)
@@ -216,27 +227,10 @@ class CXPlain(Explainer):
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(cells)
-            if stopped:
-                status = "budget_exceeded"
-                break
-            epochs_done += 1
             trace.append(total / len(has_target))
             bar.set_postfix(kl=f"{trace[-1]:.4f}")
         bar.close()
-
-        info = {"seconds": clock.seconds, "samples": clock.samples, "granger": self.granger, "window": self.window,
-                "n_windows": n_win, "cells_fit": int(len(fit_cells)), "cells_with_targets": int(len(has_target)),
-                "cells_granger_done": int(n_done),
-                "epochs": epochs_done, "epochs_planned": self.epochs, "batch_size": bs}
-        if not epochs_done:
-            return Explanation.no_estimate({**info, "no_estimate_reason": self._no_estimate_reason(n_done, len(fit_cells),
-                                                                                                  len(has_target))})
-        window_score = self._mean_attribution(model, counts, bs, dev)
-        peak_score = window_score[win]
-        order = np.lexsort((np.arange(n_peaks), -freq, -peak_score))
-        peaks = order[:L]
-        return Explanation(peaks=peaks, scores=peak_score[peaks], status=status,
-                           info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})
+        return model, trace, False
 
     def _no_estimate_reason(self, n_done: int, n_cells: int, n_with_target: int) -> str:
         """Why no epoch of the explanation model finished."""

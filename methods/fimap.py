@@ -45,26 +45,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods.base import BudgetClock, Explainer, Explanation, top_l
+from methods._shared import target_head, top_l
+from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 
 _EPS = 1e-2  # keeps the ratio finite for cells whose predicted log-expression is ~0
-
-
-def target_head(surrogate, gene: int):
-    """a (first pre-activation, any leading shape) → predicted log-expression of one gene, computing only that
-    gene's row of the decoder's last layer (the full 3,000-gene output is ~20× the cost when scoring many
-    perturbations). Falls back to the full head when the decoder is not a Sequential ending in a Linear."""
-    dec = surrogate.dec_r
-    if isinstance(dec, nn.Sequential) and isinstance(dec[-1], nn.Linear):
-        w, b, body = dec[-1].weight[gene], dec[-1].bias[gene], dec[:-1]
-
-        def head(a: torch.Tensor) -> torch.Tensor:
-            return (body(surrogate.f_ar(surrogate.enc_a_rest(a))) @ w + b).clamp_min(0.0)
-    else:  # pragma: no cover - other surrogate layouts
-        def head(a: torch.Tensor) -> torch.Tensor:
-            return surrogate.head_from_hidden(a)[..., gene]
-    return head
 
 
 class _PerturbationNet(nn.Module):
@@ -121,21 +106,38 @@ class Fimap(Explainer):
 
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
+        head = target_head(surrogate, surrogate.gene_index(gene))
+        X = data.atac
+        if X.shape[0] == 0:
+            raise ValueError("FIMAP needs at least one training cell of the gene's cell type")
+        with surrogate.evaluating():
+            z_all, y0_all = self._unperturbed(surrogate, X, head)
+            clock.spend(X.shape[0])
+            net, history, status = self._train(surrogate, X, z_all, y0_all, head, clock, gene)
+            if not history:  # the untrained network's closing probabilities are its initialisation, not an answer
+                return Explanation.no_estimate({"seconds": clock.seconds, "samples": clock.samples, "steps": 0,
+                                                "steps_planned": self.steps,
+                                                "no_estimate_reason": "budget ended before the first training step"})
+            scores, ratio, closed = self._importance(surrogate, net, X, z_all, y0_all, head)
+        steps_done = len(history)
+        peaks = top_l(scores, L)
+        return Explanation(
+            peaks=peaks, scores=scores[peaks], status=status,
+            info={"seconds": clock.seconds, "samples": clock.samples, "steps": steps_done,
+                  "steps_planned": self.steps, "final_loss": history[-1] if history else None,
+                  "loss_trace": history[:: max(1, len(history) // 50)], "objective": self.objective,
+                  "target_ratio": self.target_ratio, "hinge": self.hinge, "sparsity": self.sparsity,
+                  "final_target_ratio": ratio, "expected_closed_per_cell": closed,
+                  "n_peaks_with_score": int((scores > 0).sum()),
+                  "notes": "importance = mean closing probability m_cj·x_cj over training cells"},
+        )
+
+    def _train(self, surrogate, X, z_all, y0_all, head, clock: BudgetClock, gene: str):
+        """Adam on the perturbation network against the frozen surrogate → (net, loss per step, status)."""
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
-        dev = surrogate.device
-        gi = surrogate.gene_index(gene)
-        head = target_head(surrogate, gi)
-        X = data.atac
         n_cells, n_peaks = X.shape
-        if n_cells == 0:
-            raise ValueError("FIMAP needs at least one training cell of the gene's cell type")
-
-        was_training = surrogate.training
-        surrogate.eval()
-        z_all, y0_all = self._unperturbed(surrogate, X, head)
-        clock.spend(n_cells)
-        net = _PerturbationNet(n_peaks, z_all.shape[1], self.rank, self.init_logit, gen).to(dev)
+        net = _PerturbationNet(n_peaks, z_all.shape[1], self.rank, self.init_logit, gen).to(surrogate.device)
         opt = torch.optim.Adam([{"params": [net.theta, net.P], "lr": self.lr},
                                 {"params": list(net.q.parameters()), "lr": self.net_lr}])
         params = list(net.parameters())
@@ -149,10 +151,9 @@ class Fimap(Explainer):
             batch = surrogate.sparse_batch(X[cells])
             m = net(z_all[cells], batch.idx, batch.row)
             y = head(surrogate.first_hidden(batch, 1.0 - m))
-            target = self._target(y, y0_all[cells])
             closed_per_cell = m.sum() / len(cells)
             lam = self.sparsity * min(1.0, (step + 1) / max(1.0, self.warmup * self.steps))
-            loss = target + lam * closed_per_cell
+            loss = self._target(y, y0_all[cells]) + lam * closed_per_cell
             grads = torch.autograd.grad(loss, params)  # the surrogate stays frozen: no grads into it
             for p, g in zip(params, grads):
                 p.grad = g
@@ -162,26 +163,7 @@ class Fimap(Explainer):
             if step % 25 == 0:
                 bar.set_postfix(loss=f"{history[-1]:.4f}", closed=f"{float(closed_per_cell.detach()):.1f}")
         bar.close()
-        steps_done = len(history)
-        if not steps_done:  # the untrained network's closing probabilities are its initialisation, not FIMAP's answer
-            surrogate.train(was_training)
-            return Explanation.no_estimate({"seconds": clock.seconds, "samples": clock.samples, "steps": 0,
-                                            "steps_planned": self.steps,
-                                            "no_estimate_reason": "budget ended before the first training step"})
-
-        scores, ratio, closed = self._importance(surrogate, net, X, z_all, y0_all, head)
-        surrogate.train(was_training)
-        peaks = top_l(scores, L)
-        return Explanation(
-            peaks=peaks, scores=scores[peaks], status=status,
-            info={"seconds": clock.seconds, "samples": clock.samples, "steps": steps_done,
-                  "steps_planned": self.steps, "final_loss": history[-1] if history else None,
-                  "loss_trace": history[:: max(1, len(history) // 50)], "objective": self.objective,
-                  "target_ratio": self.target_ratio, "hinge": self.hinge, "sparsity": self.sparsity,
-                  "final_target_ratio": ratio, "expected_closed_per_cell": closed,
-                  "n_peaks_with_score": int((scores > 0).sum()),
-                  "notes": "importance = mean closing probability m_cj·x_cj over training cells"},
-        )
+        return net, history, status
 
     def _target(self, y: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
         if self.objective == "mean":

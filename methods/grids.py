@@ -101,30 +101,23 @@ class Grids(Explainer):
             a_r = surrogate.first_hidden(batch, w)
             loss = subset_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
             (g_entry,) = torch.autograd.grad(loss, w)
+            loss = float(loss.detach())
             gain = torch.zeros(n_peaks, device=dev).index_add_(0, batch.idx, g_entry)
             slot = step % L
-            gain_free = gain.masked_fill(in_r, -torch.inf)
             k = min(self.top_k, int((~in_r).sum()))
-            cand = torch.topk(gain_free, k).indices
-            with torch.no_grad():
-                a_r = a_r.detach()
-                old = int(r[slot])
-                cols = np.concatenate([[old], cand.cpu().numpy()])
-                x_cols = torch.as_tensor(Xb[:, cols].toarray(), dtype=torch.float32, device=dev)  # B × (1+k)
-                U = surrogate.peak_hidden(torch.as_tensor(cols, device=dev))  # (1+k) × hidden
-                reopen = x_cols[:, :1] * U[0]  # B × hidden
-                a_swap = a_r.unsqueeze(0) + reopen.unsqueeze(0) - x_cols[:, 1:].T.unsqueeze(-1) * U[1:].unsqueeze(1)
-                cand_loss = subset_objective(surrogate.head_from_hidden(a_swap), y0, gi, self.beta, self.objective)
-                clock.spend(len(cells) * (k + 1))
-                best = int(torch.argmin(cand_loss))
-                if float(cand_loss[best]) < float(loss) - 1e-12:
-                    new = int(cand[best])
-                    in_r[old], in_r[new] = False, True
-                    r[slot] = new
-                    swaps += 1
-                    history.append(float(cand_loss[best]))
-                else:
-                    history.append(float(loss))
+            cand = torch.topk(gain.masked_fill(in_r, -torch.inf), k).indices
+            old = int(r[slot])
+            cand_loss = self._swap_losses(surrogate, Xb, a_r.detach(), old, cand, y0, gi)
+            clock.spend(len(cells) * (k + 1))
+            best = int(torch.argmin(cand_loss))
+            if float(cand_loss[best]) < loss - 1e-12:
+                new = int(cand[best])
+                in_r[old], in_r[new] = False, True
+                r[slot] = new
+                swaps += 1
+                history.append(float(cand_loss[best]))
+            else:
+                history.append(loss)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{history[-1]:.4f}", swaps=swaps)
         bar.close()
@@ -140,6 +133,18 @@ class Grids(Explainer):
                   if history else None, "loss_trace": history[:: max(1, len(history) // 50)],
                   "seconds": clock.seconds, "samples": clock.samples, "objective": self.objective},
         )
+
+    @torch.no_grad()
+    def _swap_losses(self, surrogate, Xb, a_r, old: int, cand, y0, gi: int) -> torch.Tensor:
+        """The true objective of each subset with slot peak `old` swapped for one candidate, incrementally: the
+        swap changes the first pre-activation a_r by +x_old U_old − x_j U_j, so only the later layers are re-run."""
+        dev = a_r.device
+        cols = np.concatenate([[old], cand.cpu().numpy()])
+        x_cols = torch.as_tensor(Xb[:, cols].toarray(), dtype=torch.float32, device=dev)  # B × (1+k)
+        U = surrogate.peak_hidden(torch.as_tensor(cols, device=dev))  # (1+k) × hidden
+        reopen = x_cols[:, :1] * U[0]  # B × hidden
+        a_swap = a_r.unsqueeze(0) + reopen.unsqueeze(0) - x_cols[:, 1:].T.unsqueeze(-1) * U[1:].unsqueeze(1)
+        return subset_objective(surrogate.head_from_hidden(a_swap), y0, gi, self.beta, self.objective)
 
     @torch.no_grad()
     def _leave_one_out(self, surrogate, X, r, y0_all, gi) -> np.ndarray:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from captum.attr import InputXGradient as CaptumInputXGradient
 
-from methods.aggregate import MeanAttribution
+from methods._aggregate import MeanAttribution
 from methods.registry import register
 
 

@@ -38,8 +38,8 @@ import torch
 from lime.lime_base import LimeBase
 from tqdm.auto import tqdm
 
+from methods._shared import open_frequency, rank_peaks, target_head
 from methods.base import BudgetClock, Explainer, Explanation
-from methods.fimap import target_head
 from methods.registry import register
 
 
@@ -90,28 +90,26 @@ class Lime(Explainer):
         n_cells, n_peaks = X.shape
         cells = np.sort(rng.choice(n_cells, size=min(self.n_cells, n_cells), replace=False))
         lime = LimeBase(exponential_kernel(self.kernel_width), random_state=int(rng.integers(2 ** 31 - 1)))
-        was_training = surrogate.training
-        surrogate.eval()
         rows: list[dict[int, float]] = []
         r2: list[float] = []
         status = "ok"
         bar = tqdm(cells, desc=f"LIME {gene}", disable=not self.progress, leave=False)
-        for c in bar:
-            if clock.exhausted():
-                status = "budget_exceeded"
-                break
-            open_peaks = X.indices[X.indptr[c]:X.indptr[c + 1]].astype(np.int64)
-            if open_peaks.size == 0:
-                continue
-            Z, dist, y = self._neighbourhood(surrogate, head, X[c], open_peaks, rng)
-            clock.spend(len(y))
-            _, exp, score, _ = lime.explain_instance_with_data(
-                Z, y[:, None], dist, label=0, num_features=min(L, open_peaks.size),
-                feature_selection=self.feature_selection)
-            rows.append({int(open_peaks[f]): float(w) for f, w in exp})
-            r2.append(float(score))
+        with surrogate.evaluating():
+            for c in bar:
+                if clock.exhausted():
+                    status = "budget_exceeded"
+                    break
+                open_peaks = X.indices[X.indptr[c]:X.indptr[c + 1]].astype(np.int64)
+                if open_peaks.size == 0:
+                    continue
+                Z, dist, y = self._neighbourhood(surrogate, head, X[c], open_peaks, rng)
+                clock.spend(len(y))
+                _, exp, score, _ = lime.explain_instance_with_data(
+                    Z, y[:, None], dist, label=0, num_features=min(L, open_peaks.size),
+                    feature_selection=self.feature_selection)
+                rows.append({int(open_peaks[f]): float(w) for f, w in exp})
+                r2.append(float(score))
         bar.close()
-        surrogate.train(was_training)
 
         info = {"seconds": clock.seconds, "samples": clock.samples, "cells_explained": len(rows),
                 "cells_planned": len(cells), "mean_local_r2": float(np.mean(r2)) if r2 else None,
@@ -120,8 +118,7 @@ class Lime(Explainer):
                 "mean_open_peaks": float(np.mean(np.diff(X.indptr)[cells])) if len(cells) else 0.0}
         if not rows:  # not one local explanation: an open-frequency ranking would not be LIME's answer
             return Explanation.no_estimate({**info, "no_estimate_reason": "no cell explained within the budget"})
-        freq = np.asarray(X.sum(axis=0)).ravel().astype(np.float64)
-        peaks, scores, picks, filled = self._aggregate(rows, L, n_peaks, freq)
+        peaks, scores, picks, filled = self._aggregate(rows, L, n_peaks, open_frequency(X))
         return Explanation(peaks=peaks, scores=scores, status=status,
                            info={**info, "submodular_picks": picks, "peaks_filled_by_open_frequency": filled})
 
@@ -172,7 +169,7 @@ class Lime(Explainer):
         # fill: remaining peaks by global importance, then by open frequency, then by index
         taken = np.zeros(n_peaks, dtype=bool)
         taken[ranked] = True
-        rest = np.lexsort((np.arange(n_peaks), -freq, -importance))
+        rest = rank_peaks(importance, tiebreak=freq)
         fill = rest[~taken[rest]][: max(0, L - len(ranked))]
         ranked.extend(fill.tolist())
         peaks = np.asarray(ranked[:L], dtype=np.int64)

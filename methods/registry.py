@@ -70,12 +70,13 @@ def specs() -> list[MethodSpec]:
 
 
 def _load_all() -> None:
-    """Import every module in `methods/` once so their decorators run."""
+    """Import every module in `methods/` once so their decorators run. Helper modules are named with a leading
+    underscore and skipped; `base` and `registry` hold no method, so importing them registers nothing."""
     import importlib
     import pkgutil
 
     import methods
 
     for mod in sorted(pkgutil.iter_modules(methods.__path__), key=lambda m: m.name):
-        if mod.name not in ("base", "registry", "aggregate"):
+        if not mod.name.startswith("_"):
             importlib.import_module(f"methods.{mod.name}")

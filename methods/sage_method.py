@@ -45,8 +45,8 @@ import sage
 import torch
 from tqdm.auto import tqdm
 
+from methods._shared import open_frequency, target_head, top_l
 from methods.base import BudgetClock, Explainer, Explanation
-from methods.fimap import target_head
 from methods.registry import register
 
 
@@ -141,19 +141,38 @@ class Sage(Explainer):
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
-        gi = surrogate.gene_index(gene)
-        head = target_head(surrogate, gi)
+        head = target_head(surrogate, surrogate.gene_index(gene))
         X_sp = data.atac
-        n_cells, d = X_sp.shape
-        freq = np.asarray(X_sp.sum(axis=0)).ravel().astype(np.float64)
+        d = X_sp.shape[1]
         chrom = data.chrom_codes()[0] if self.groups == "chromosome" else None
         groups, group_of = peak_groups(d, self.groups, self.max_groups, self.window, chrom)
-        n_groups = len(groups)
+        with surrogate.evaluating():
+            X = X_sp.toarray()  # uint8, cells × peaks: sage's imputers work on dense rows
+            Y = surrogate.predict(X_sp, genes=[gene])[:, 0].double().cpu().numpy()
+            clock.spend(X_sp.shape[0])
+            imputer, background = self._imputer(self._model(surrogate, head, d, clock), X, groups, group_of, rng)
+            chunk = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, d * background))))
+            acc, run = self._estimate(sage.PermutationEstimator(imputer, "mse"), X, Y, chunk, rng, clock, gene,
+                                      (len(groups) + 1) * background)
+        info = {"seconds": clock.seconds, "samples": clock.samples, **run, "permutations_per_chunk": chunk,
+                "thresh": self.thresh, "n_groups": len(groups), "groups": self.groups, "imputer": self.imputer}
+        if acc is None:
+            return Explanation.no_estimate(
+                {**info, "no_estimate_reason": f"not one chunk of {chunk} permutations finished ({run['stopped_by']})"})
+        values, std = acc[1], np.sqrt(acc[2]) / acc[0]
+        peak_value = values[group_of]
+        peaks = top_l(peak_value, L, tiebreak=open_frequency(X_sp))
+        top_groups = np.unique(group_of[peaks])
+        return Explanation(
+            peaks=peaks, scores=peak_value[peaks], status="ok" if run["converged"] else "not_converged",
+            info={**info, "max_std": float(np.max(std)), "top_group_values": values[top_groups].tolist(),
+                  "top_group_std": std[top_groups].tolist()},
+        )
 
-        was_training = surrogate.training
-        surrogate.eval()
+    def _model(self, surrogate, head, d: int, clock: BudgetClock):
+        """numpy rows (0/1 over all peaks) → the target's prediction, in row chunks of ≤ max_batch_elements; raises
+        `_OutOfTime` between chunks once the wall-time budget is spent."""
         rows = max(1, self.max_batch_elements // max(1, d))
-        dev = surrogate.device
 
         @torch.no_grad()
         def model(x: np.ndarray) -> np.ndarray:
@@ -161,28 +180,26 @@ class Sage(Explainer):
             for start in range(0, len(x), rows):
                 if clock.seconds > self.budget.seconds:
                     raise _OutOfTime
-                xt = torch.as_tensor(np.ascontiguousarray(x[start:start + rows]), device=dev).float()
+                xt = torch.as_tensor(np.ascontiguousarray(x[start:start + rows]), device=surrogate.device).float()
                 out[start:start + rows] = head(surrogate.first(surrogate.embed_dense(xt))).double().cpu().numpy()
             return out
 
-        X = X_sp.toarray()  # uint8, cells × peaks: sage's imputers work on dense rows
-        Y = surrogate.predict(X_sp, genes=[gene])[:, 0].double().cpu().numpy()
-        clock.spend(n_cells)
-        background = 1
-        if self.imputer == "marginal":
-            bg = X[np.sort(rng.choice(n_cells, size=min(self.n_background, n_cells), replace=False))]
-            background = len(bg)
-            imp = (sage.MarginalImputer(model, bg) if self.groups is None
-                   else FastGroupedMarginalImputer(model, bg, groups, group_of))
-        else:
-            zeros = np.zeros(d, dtype=X.dtype)
-            imp = (sage.DefaultImputer(model, zeros) if self.groups is None
-                   else FastGroupedDefaultImputer(model, zeros, groups, group_of))
-        chunk = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, d * background))))
-        estimator = sage.PermutationEstimator(imp, "mse")
+        return model
 
-        acc, converged, stopped, chunks = None, False, "n_permutations", 0
-        done = 0
+    def _imputer(self, model, X: np.ndarray, groups, group_of, rng):
+        """(sage imputer for the configured removal and grouping, model calls per imputed row)."""
+        if self.imputer == "marginal":
+            bg = X[np.sort(rng.choice(len(X), size=min(self.n_background, len(X)), replace=False))]
+            return (sage.MarginalImputer(model, bg) if self.groups is None
+                    else FastGroupedMarginalImputer(model, bg, groups, group_of)), len(bg)
+        zeros = np.zeros(X.shape[1], dtype=X.dtype)
+        return (sage.DefaultImputer(model, zeros) if self.groups is None
+                else FastGroupedDefaultImputer(model, zeros, groups, group_of)), 1
+
+    def _estimate(self, estimator, X, Y, chunk: int, rng, clock: BudgetClock, gene: str, cost_per_permutation: int):
+        """Chunks of `chunk` permutations until sage's convergence criterion, the permutation cap or the budget;
+        returns (merged (n, mean, SS) or None, run info)."""
+        acc, converged, stopped, chunks, done, ratio = None, False, "n_permutations", 0, 0, None
         bar = tqdm(total=self.n_permutations, desc=f"SAGE {gene}", disable=not self.progress, leave=False)
         while done < self.n_permutations:
             if clock.exhausted():
@@ -198,31 +215,14 @@ class Sage(Explainer):
             acc = _merge(acc, res.values, res.std, k)
             done += k
             chunks += 1
-            clock.spend(k * (n_groups + 1) * background)
+            clock.spend(k * cost_per_permutation)
             n, mean, ss = acc
-            std = np.sqrt(ss) / n
-            ratio = float(std.max() / max(mean.max() - mean.min(), 1e-12))
+            ratio = float((np.sqrt(ss) / n).max() / max(mean.max() - mean.min(), 1e-12))
             bar.update(k)
             bar.set_postfix(ratio=f"{ratio:.3f}")
             if chunks >= 2 and ratio < self.thresh:
                 converged, stopped = True, "converged"
                 break
         bar.close()
-        surrogate.train(was_training)
-
-        info = {"seconds": clock.seconds, "samples": clock.samples, "permutations": done, "chunks": chunks,
-                "permutations_per_chunk": chunk, "converged": converged, "stopped_by": stopped,
-                "thresh": self.thresh, "n_groups": n_groups, "groups": self.groups, "imputer": self.imputer}
-        if acc is None:
-            return Explanation.no_estimate(
-                {**info, "no_estimate_reason": f"not one chunk of {chunk} permutations finished ({stopped})"})
-        values, std = acc[1], np.sqrt(acc[2]) / acc[0]
-        peak_value = values[group_of]
-        order = np.lexsort((np.arange(d), -freq, -peak_value))
-        peaks = order[:L]
-        top_groups = np.unique(group_of[peaks])
-        return Explanation(
-            peaks=peaks, scores=peak_value[peaks], status="ok" if converged else "not_converged",
-            info={**info, "std_ratio": ratio, "max_std": float(np.max(std)),
-                  "top_group_values": values[top_groups].tolist(), "top_group_std": std[top_groups].tolist()},
-        )
+        return acc, {"permutations": done, "chunks": chunks, "converged": converged, "stopped_by": stopped,
+                     "std_ratio": ratio}

@@ -18,7 +18,7 @@ from functools import partial
 
 from captum.attr import Saliency as CaptumSaliency
 
-from methods.aggregate import MeanAttribution
+from methods._aggregate import MeanAttribution
 from methods.registry import register
 
 

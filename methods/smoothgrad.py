@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from captum.attr import NoiseTunnel, Saliency as CaptumSaliency
 
-from methods.aggregate import MeanAttribution, seeded_torch_rng
+from methods._aggregate import MeanAttribution
+from methods._shared import seeded_torch_rng
 from methods.registry import register
 
 

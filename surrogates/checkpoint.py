@@ -9,12 +9,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from datasets.data import MultiomeData
+from datasets.files import atomic_path
 from surrogates.model import MODEL_VERSION, Surrogate, SurrogateConfig
 from surrogates.train import build_surrogate, resolve_device, train_surrogate
 
@@ -38,19 +38,11 @@ def checkpoint_path(data: MultiomeData, config: SurrogateConfig, cache_dir=None)
 
 
 def save_surrogate(model: Surrogate, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                "config": model.config.to_dict(), "gene_names": model.gene_names,
                "cell_types": model.cell_types, "meta": model.meta, "model_version": MODEL_VERSION}
-    fd, tmp = tempfile.mkstemp(suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # readers never see a half-written checkpoint
         torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: readers never see a half-written checkpoint
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

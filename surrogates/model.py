@@ -17,13 +17,17 @@ open entry (eq. 4 of the paper), so GRIDS gets all gains from one backward pass.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from datasets.data import gene_position
 
 MODEL_VERSION = 3  # 3: training styles (paired / reference), gated affine f_AR, column-sampled ATAC reconstruction
 STYLES = ("paired", "reference")
@@ -137,6 +141,7 @@ class Surrogate(nn.Module):
         super().__init__()
         self.config = config
         self.gene_names = list(gene_names)
+        self._gene_index = pd.Index(self.gene_names)
         self.cell_types = list(cell_types)
         chrom = torch.as_tensor(np.asarray(peak_chrom), dtype=torch.long)
         if chrom.numel() and torch.any(chrom[1:] < chrom[:-1]):
@@ -242,23 +247,29 @@ class Surrogate(nn.Module):
         return self.peak_chrom.device
 
     def gene_index(self, gene: str) -> int:
+        return gene_position(self._gene_index, gene, "the surrogate's outputs")
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """`with surrogate.evaluating(): ...` — eval mode inside, the previous mode restored after, even when the
+        block raises (an explainer that fails must not leave a surrogate in training mode for the next job)."""
+        was_training = self.training
+        self.eval()
         try:
-            return self.gene_names.index(gene)
-        except ValueError:
-            raise KeyError(f"gene {gene!r} is not an output of this surrogate") from None
+            yield self
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def predict(self, X: sp.csr_matrix, closed=None, genes=None, batch_size: int = 1024) -> torch.Tensor:
         """log-expression ŷ (cells × genes, or the selected `genes`) with the peaks in `closed` set to 0."""
-        was_training = self.training
-        self.eval()
         cols = None if genes is None else [self.gene_index(g) for g in genes]
         out = []
-        for start in range(0, X.shape[0], batch_size):
-            batch = self.sparse_batch(X[start:start + batch_size])
-            y = self.head_from_hidden(self.first_hidden(batch, self.closed_weights(batch, closed)))
-            out.append(y if cols is None else y[:, cols])
-        self.train(was_training)
+        with self.evaluating():
+            for start in range(0, X.shape[0], batch_size):
+                batch = self.sparse_batch(X[start:start + batch_size])
+                y = self.head_from_hidden(self.first_hidden(batch, self.closed_weights(batch, closed)))
+                out.append(y if cols is None else y[:, cols])
         if not out:
             return torch.empty(0, self.n_genes if cols is None else len(cols), device=self.device)
         return torch.cat(out)

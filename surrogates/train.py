@@ -44,12 +44,17 @@ ADAM_BETAS = (0.9, 0.99)  # the reference's Adam betas
 RNA_CYCLE_DIVISOR = 5.0  # the reference divides its RNA cycle terms by λ2 = 5
 
 
+class DeviceUnavailableError(ValueError):
+    """The requested torch device does not exist on this machine (a user error, not a bug)."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' → CUDA when available, else CPU."""
+    """'auto' → CUDA when available, else CPU; DeviceUnavailableError for 'cuda' without a GPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA GPU is available; use --device auto or cpu")
+        raise DeviceUnavailableError("--device cuda was requested but no CUDA GPU is available; use --device auto "
+                                     "or cpu")
     return torch.device(device)
 
 

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from bench.config import Budget
+from methods.base import Budget
 from methods.base import BudgetClock
 from methods import registry
 from methods.cxplain import CXPlain, UNet1d, granger_targets, window_of

@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from datasets.data import DataValidationError, MultiomeData, assign_split
+from datasets.io import load_h5mu, save_h5mu
 
 
 def tiny(n_cells=30, n_peaks=12, n_genes=5, seed=0, **override):
@@ -71,8 +72,8 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     d = tiny()
     d.uns["source"] = "unit test"
     path = tmp_path / "d.h5mu"
-    d.save(path)
-    e = MultiomeData.load(path)
+    save_h5mu(d, path)
+    e = load_h5mu(path)
     assert (d.atac != e.atac).nnz == 0 and e.atac.dtype == d.atac.dtype
     np.testing.assert_array_equal(d.rna, e.rna)
     assert e.rna.dtype == np.float32

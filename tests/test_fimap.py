@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.config import Budget
+from methods.base import Budget
 from methods import registry
 from methods.fimap import Fimap
 from tests.toy_models import STRONG, TARGET, toy_problem

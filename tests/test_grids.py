@@ -88,7 +88,7 @@ def test_grids_is_seeded_and_never_duplicates(seed):
 
 
 def test_budget_exhaustion_returns_best_so_far():
-    from bench.config import Budget
+    from methods.base import Budget
 
     m, d = redundant_pair_model(), cells_with_all_open()
     e = Grids(steps=1000, batch_size=8, budget=Budget(seconds=60, samples=100)).explain(m, d, "target", 3)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bench.config import Budget
+from methods.base import Budget
 from bench.harness import Job, ResultCache, run_grid, tasks_of
 from datasets.synthetic import simulate
 from methods.input_x_gradient import InputXGradient

@@ -3,7 +3,7 @@ peak, checked against hand-known and directly computed (torch.autograd) gradient
 
 import numpy as np
 
-from bench.config import Budget
+from methods.base import Budget
 from methods.input_x_gradient import InputXGradient
 from methods.saliency import Saliency
 from tests.test_saliency import CLOSED, LINEAR_W, all_scores, autograd_gradients, hand_model, linear_cells

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.config import Budget
+from methods.base import Budget
 from methods import registry
 from methods.lime_method import Lime, exponential_kernel
 from tests.toy_models import STRONG, TARGET, toy_problem
@@ -42,7 +42,7 @@ def test_neighbourhood_labels_match_sparse_predictions():
     p = toy_problem()
     s, X = p.surrogate, p.train.atac
     lime = Lime(n_samples=8)
-    from methods.fimap import target_head
+    from methods._shared import target_head
 
     open_peaks = X.indices[X.indptr[0]:X.indptr[1]].astype(np.int64)
     Z, dist, y = lime._neighbourhood(s, target_head(s, s.gene_index(TARGET)), X[0], open_peaks,

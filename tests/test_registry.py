@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.config import Budget
+from methods.base import Budget
 from methods import Explainer, registry
 from tests.test_grids import cells_with_all_open, redundant_pair_model
 

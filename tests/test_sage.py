@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sage
 
-from bench.config import Budget
+from methods.base import Budget
 from bench.harness import Job, run_job
 from methods import registry
 from methods.base import Explanation

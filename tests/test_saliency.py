@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from bench.config import Budget
+from methods.base import Budget
 from methods.saliency import Saliency
 from surrogates.model import Surrogate, SurrogateConfig
 from tests.test_grids import CHROM, cells_with_all_open

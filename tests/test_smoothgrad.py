@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from bench.config import Budget
+from methods.base import Budget
 from methods.saliency import Saliency
 from methods.smoothgrad import SmoothGrad
 from tests.test_saliency import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.config import Budget
+from methods.base import Budget
 from bench.sweep import run_sweep
 from methods.fimap import Fimap
 from surrogates.model import SurrogateConfig

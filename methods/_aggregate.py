@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from methods.base import BudgetClock, Explainer, Explanation, top_l
+from methods._shared import top_l
+from methods.base import BudgetClock, Explainer, Explanation
 
 Attribution = Callable[[torch.Tensor], torch.Tensor]
 
@@ -94,13 +95,3 @@ class MeanAttribution(Explainer):
         peaks = top_l(scores, L)
         return Explanation(peaks=peaks, scores=scores[peaks], status="budget_exceeded" if out_of_budget else "ok",
                            info=info)
-
-
-@contextlib.contextmanager
-def seeded_torch_rng(seed: int, device: torch.device):
-    """Seed torch's global generator (captum's noise comes from it) inside `fork_rng`: reproducible, and the
-    generator state outside is left as it was."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

@@ -1,0 +1,45 @@
+"""File helpers shared by every layer (the lowest floor, so data, checkpoints, job results and reports use one):
+atomic writes and reading a user's CSV/TSV table."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+
+@contextlib.contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a writer that wants a file name (torch.save, MuData.write); on
+    success it is renamed onto `path` in one step, on error removed, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write(path, content: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to `path` atomically; returns `path`."""
+    with atomic_path(path) as tmp:
+        if isinstance(content, bytes):
+            tmp.write_bytes(content)
+        else:
+            tmp.write_text(content, encoding="utf-8")
+    return Path(path)
+
+
+def read_table(path, **kwargs) -> pd.DataFrame:
+    """A user's small table: tab-separated for `.tsv`/`.txt`, comma-separated otherwise."""
+    path = Path(path)
+    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    return pd.read_csv(path, sep=sep, **kwargs)
