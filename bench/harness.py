@@ -1,93 +1,31 @@
-"""Runs the grid of jobs (method × cell type × gene × L × seed) and caches each result.
+"""Runs the grid of jobs (method × cell type × gene × L × seed) through the one job runner (bench/runner.py),
+in-process or on dask.distributed, and caches each result.
 
 A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the surrogate
-checkpoint), so its result is stored under a hash of those and a rerun skips finished jobs. A method that raises
+checkpoint), so its record is stored under a hash of those and a rerun skips finished jobs. A method that raises
 is recorded as `failed` with the error; the benchmark goes on.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
-import tempfile
-import time
-import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from methods.base import Budget
-from bench.evaluate import evaluate_selection
-from bench.memory import PeakRSS
+from bench.runner import Job, run_task
+from datasets.files import atomic_write
 from methods import registry
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Job:
-    method: str
-    cell_type: str
-    gene: str
-    L: int
-    seed: int
-
-    def key(self, context: dict) -> str:
-        payload = json.dumps({"job": asdict(self), **context}, sort_keys=True, default=str)
-        return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
 def make_jobs(methods, pairs, Ls, seeds) -> list[Job]:
     return [Job(m, ct, g, int(L), int(s)) for m in methods for ct, g in pairs for L in Ls for s in seeds]
-
-
-def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None) -> list[dict]:
-    """Explain, validate and evaluate jobs that share one explanation; never raises for a method's failure.
-
-    A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
-    does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
-    and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
-    run's). A `no_estimate` job is recorded, not evaluated."""
-    first = jobs[0]
-    L_max = max(job.L for job in jobs)
-    base = {"status": "failed", "peaks": [], "error": None, "info": {}}
-    records = [{**asdict(job), **base} for job in jobs]
-    t0 = time.perf_counter()
-    try:
-        spec = registry.get(first.method)
-        extra = {"truth": truth} if spec.needs_truth else {}
-        explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
-        with PeakRSS() as mem:
-            expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
-        expl.check(data.n_peaks, L_max)
-        info = _jsonable(expl.info)
-        if len(jobs) > 1:
-            info["ranking_shared_by_L"] = sorted(job.L for job in jobs)
-        seconds = time.perf_counter() - t0
-        test = data.cells(first.cell_type, "test")
-        for job, record in zip(jobs, records):
-            peaks = expl.peaks[:job.L]
-            record.update(status=expl.status, peaks=[int(p) for p in peaks], info=info, explain_seconds=seconds,
-                          peak_rss_mb=mem.peak_mb)
-            if expl.status != "no_estimate":  # no peaks of the method's own: its metric fields stay absent (NaN)
-                record.update(evaluate_selection(surrogate, test, job.gene, peaks, truth))
-    except Exception as exc:  # a broken method is a result, not a crash
-        log.warning("job %s failed: %s: %s", first, type(exc).__name__, exc)
-        for record in records:
-            record.update(base, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=5))
-    for record in records:
-        record["seconds"] = time.perf_counter() - t0
-    return records
-
-
-def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None) -> dict:
-    """One job on its own (`run_task` with a single job)."""
-    return run_task([job], params, budget, surrogate, data, truth)[0]
 
 
 def tasks_of(jobs: list[Job], indices: list[int]) -> list[list[int]]:
@@ -100,18 +38,6 @@ def tasks_of(jobs: list[Job], indices: list[int]) -> list[list[int]]:
         key = (job.method, job.cell_type, job.gene, job.seed) if shared else ("job", i)
         tasks.setdefault(key, []).append(i)
     return list(tasks.values())
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
 
 
 class ResultCache:
@@ -133,11 +59,7 @@ class ResultCache:
             return None
 
     def put(self, key: str, record: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".json", dir=self.root)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh)
-        os.replace(tmp, self.path(key))
+        atomic_write(self.path(key), json.dumps(record))
 
 
 def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, truth, cache: ResultCache,
@@ -172,10 +94,10 @@ def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, tru
     return [records[i] for i in range(len(jobs))]
 
 
-def _store(task, recs, keys, cache, records, bar) -> None:
-    for i, rec in zip(task, recs):
-        cache.put(keys[i], rec)
-        records[i] = rec
+def _store(task, results, keys, cache, records, bar) -> None:
+    for i, result in zip(task, results):
+        records[i] = result.record()
+        cache.put(keys[i], records[i])
     bar.update(len(task))
 
 

@@ -2,18 +2,13 @@
 
 For each d, `run_sweep` simulates a multiome data set with d peaks (`datasets.synthetic.SimulationScale`), trains a
 small surrogate on it, and runs every requested method on one (cell type, gene) under the same per-job `Budget`.
-Each job records:
+Each job goes through the benchmark's one job runner (`bench.runner.run_job`) and records its fields:
 
-* `rel_delta_pct`, `avg_delta` — closing the L chosen peaks in the *test* cells of the type, surrogate-based
-  (Rel Δ % = 100 · mean_c (exp ŷ_closed − exp ŷ) / exp ŷ, `bench.metrics`); plus the simulator's oracle Rel Δ
-  and the recall of the gene's planted regulatory peaks;
-* `seconds` — wall time of `explain` (the method's own `info["seconds"]` is kept as `method_seconds`);
-* `peak_mem_mb` — peak resident memory (RSS) during `explain` minus the RSS just before it, sampled every 20 ms
-  in a background thread (`bench.memory.PeakRSS`). RSS sees torch's and numpy's C allocations, which
-  `tracemalloc` does not. Before each job the process runs `gc.collect()` and glibc's `malloc_trim(0)` so that
-  memory freed by earlier jobs (and by surrogate training) goes back to the OS instead of being silently re-used;
-  the figure is still a lower bound where the allocator keeps pages cached, and it includes anything else the
-  process allocates meanwhile;
+* `rel_delta_pct`, `avg_delta`, ... — closing the L chosen peaks in the *test* cells of the type, surrogate-based
+  (`bench.metrics`); plus the simulator's oracle Rel Δ and the recall of the gene's planted regulatory peaks;
+* `explain_seconds` — wall time of `explain`; `samples` — the surrogate evaluations the method counted;
+* `rss_increase_mb` — peak resident memory during `explain` minus the RSS just before it (`peak_rss_mb` is the
+  absolute peak); see bench/runner.py for how it is measured and why it is a lower bound;
 * `status` — the method's status, or `failed` with the exception in `error` when `explain` raised or returned an
   invalid explanation (a failure never stops the sweep).
 
@@ -25,18 +20,14 @@ at 0 on that panel).
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from methods.base import Budget
-from bench.memory import PeakRSS
 from surrogates.model import SurrogateConfig
 
 log = logging.getLogger(__name__)
@@ -73,47 +64,37 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
     """
     from tqdm.auto import tqdm
 
-    from bench.evaluate import evaluate_selection
-    from datasets.synthetic import SimulationScale, simulate
+    from bench.runner import Job, run_job
+    from datasets.synthetic import SimulationScale
     from methods import registry
-    from surrogates.train import train_surrogate
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     names = list(methods) if methods is not None else registry.available()
-    specs = {name: registry.get(name) for name in names}  # fails early, listing what is available
+    for name in names:
+        registry.get(name)  # fails early, listing what is available
     method_params = method_params or {}
     config = surrogate_config or default_surrogate_config(seed)
     rows: list[dict] = []
     bar = tqdm(total=len(dims) * len(names), desc="sweep", disable=not progress, unit="job")
     for d in dims:
-        t0 = time.perf_counter()
-        data, truth = simulate(SimulationScale(n_cells=n_cells, n_peaks=int(d), n_genes=n_genes, n_chrom=n_chrom),
-                               seed)
-        sim_seconds = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        surrogate = train_surrogate(data, config, progress=False)
-        fit_seconds = time.perf_counter() - t0
-        train, test = data.cells(cell_type, "train"), data.cells(cell_type, "test")
-        context = {"d": int(d), "gene": gene, "cell_type": cell_type, "L": L, "seed": seed,
-                   "n_train_cells": train.n_cells, "n_test_cells": test.n_cells,
-                   "mean_open_peaks": float(train.atac.nnz / max(1, train.n_cells)),
-                   "simulate_seconds": sim_seconds, "surrogate_seconds": fit_seconds,
-                   "budget_seconds": budget.seconds, "budget_samples": budget.samples}
+        scale = SimulationScale(n_cells=n_cells, n_peaks=int(d), n_genes=n_genes, n_chrom=n_chrom)
+        data, truth, surrogate, context = _prepare(scale, seed, config, cell_type)
+        context.update({"gene": gene, "cell_type": cell_type, "L": L, "seed": seed, "budget_seconds": budget.seconds,
+                        "budget_samples": budget.samples})
         for name in names:
             bar.set_postfix(d=d, method=name)
-            params = {**method_params.get(name, {}), **({"truth": truth} if specs[name].needs_truth else {})}
-            row = {**context, "method": name, **_run_one(specs[name], params, budget, seed, surrogate, train, gene,
-                                                         L)}
-            if row["status"] not in ("failed", "no_estimate"):  # no peaks of its own: no numbers under its name
-                row.update(evaluate_selection(surrogate, test, gene, row.pop("_peaks"), truth))
-            row.pop("_peaks", None)
+            result = run_job(Job(name, cell_type, gene, L, seed), method_params.get(name, {}), budget, surrogate, data,
+                             truth)
+            row = {**context, **result.record(), "samples": result.info.get("samples", np.nan)}
+            for key in ("peaks", "info", "traceback"):  # jobs.jsonl material, not table columns
+                row.pop(key, None)
             rows.append(row)
             _frame(rows).to_csv(out / "sweep.csv", index=False)
-            log.info("sweep d=%d %s: %s, %.1fs, Rel Δ %s", d, name, row["status"], row["seconds"],
+            log.info("sweep d=%d %s: %s, %.1fs, Rel Δ %s", d, name, row["status"], row["explain_seconds"],
                      row.get("rel_delta_pct"))
             bar.update(1)
-        del surrogate, data, truth, train, test
+        del surrogate, data, truth
     bar.close()
     df = _frame(rows)
     df.to_csv(out / "sweep.csv", index=False)
@@ -122,39 +103,26 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
     return df
 
 
-def _release_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc only), so RSS deltas see new allocations."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: deltas are only a looser lower bound
-        pass
+def _prepare(scale, seed: int, config: SurrogateConfig, cell_type: str):
+    """Simulate one scale and train the sweep's surrogate on it → (data, truth, surrogate, context columns)."""
+    from datasets.synthetic import simulate
+    from surrogates.train import train_surrogate
 
-
-def _run_one(spec, params: dict, budget: Budget, seed: int, surrogate, train, gene: str, L: int) -> dict:
-    """One explain call with wall time and peak RSS; an exception or invalid explanation → status failed."""
-    _release_freed_memory()
-    row: dict = {"status": "failed", "error": None, "seconds": np.nan, "method_seconds": np.nan,
-                 "samples": np.nan, "peak_mem_mb": np.nan, "_peaks": None}
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        try:
-            explainer = spec.cls(seed=seed, budget=budget, progress=False, **params)
-            expl = explainer.explain(surrogate, train, gene, L)
-            expl.check(surrogate.n_peaks, L)
-            row.update(status=expl.status, method_seconds=expl.info.get("seconds", np.nan),
-                       samples=expl.info.get("samples", np.nan), _peaks=np.asarray(expl.peaks))
-        except Exception as exc:  # noqa: BLE001 - any method failure is a result, recorded with its message
-            row["error"] = f"{type(exc).__name__}: {exc}"
-            log.warning("method %s failed: %s", spec.name, "".join(traceback.format_exception_only(exc)).strip())
-        row["seconds"] = time.perf_counter() - t0
-    row["peak_mem_mb"] = mem.delta_mb
-    return row
+    t0 = time.perf_counter()
+    data, truth = simulate(scale, seed)
+    sim_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    surrogate = train_surrogate(data, config, progress=False)
+    train, test = data.cells(cell_type, "train"), data.cells(cell_type, "test")
+    return data, truth, surrogate, {
+        "d": scale.n_peaks, "n_train_cells": train.n_cells, "n_test_cells": test.n_cells,
+        "mean_open_peaks": float(train.atac.nnz / max(1, train.n_cells)), "simulate_seconds": sim_seconds,
+        "surrogate_seconds": time.perf_counter() - t0}
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
-    first = ["d", "method", "status", "rel_delta_pct", "avg_delta", "seconds", "peak_mem_mb", "samples"]
+    first = ["d", "method", "status", "rel_delta_pct", "avg_delta", "explain_seconds", "rss_increase_mb", "samples"]
     return df[[c for c in first if c in df] + [c for c in df if c not in first]]
 
 
@@ -166,8 +134,8 @@ def write_markdown(df: pd.DataFrame, path: Path) -> None:
         parts += [f"gene {r['gene']} ({r['cell_type']}), L = {r['L']}, per-job budget {r['budget_seconds']:g} s / "
                   f"{int(r['budget_samples']):,} samples, seed {r['seed']}. Rel Δ on test cells (↓ better); "
                   "seconds = wall time of `explain`; memory = peak RSS over the start of the job.", ""]
-    for col, label, fmt in (("rel_delta_pct", "Rel Δ (%) ↓", "{:.2f}"), ("seconds", "Seconds", "{:.1f}"),
-                            ("peak_mem_mb", "Peak memory (MiB)", "{:.0f}")):
+    for col, label, fmt in (("rel_delta_pct", "Rel Δ (%) ↓", "{:.2f}"), ("explain_seconds", "Seconds", "{:.1f}"),
+                            ("rss_increase_mb", "Peak memory increase (MiB)", "{:.0f}")):
         if col not in df:
             continue
         table = {}
@@ -193,7 +161,8 @@ def plot_sweep(df: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    panels = (("rel_delta_pct", "Rel Δ (%) ↓"), ("seconds", "seconds"), ("peak_mem_mb", "peak memory (MiB)"))
+    panels = (("rel_delta_pct", "Rel Δ (%) ↓"), ("explain_seconds", "seconds"),
+              ("rss_increase_mb", "peak memory increase (MiB)"))
     for ax, (col, label) in zip(axes, panels):
         for k, (method, g) in enumerate(df.sort_values("d").groupby("method", sort=True)):
             color = f"C{k % 10}"
@@ -205,9 +174,9 @@ def plot_sweep(df: pd.DataFrame, path: Path) -> None:
             if bad.any():
                 ax.plot(g["d"][bad], y[bad], "x", color=color, markersize=11, markeredgewidth=2.5)
         ax.set_xscale("log")
-        if col == "seconds" and (df[col].astype(float) > 0).all():
+        if col == "explain_seconds" and (df[col].astype(float) > 0).all():
             ax.set_yscale("log")
-        elif col == "peak_mem_mb":
+        elif col == "rss_increase_mb":
             ax.set_yscale("symlog", linthresh=10.0)
             ax.set_ylim(bottom=0)
         ax.set_xlabel("number of peaks d")

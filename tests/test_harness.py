@@ -3,7 +3,8 @@
 import numpy as np
 
 from methods.base import Budget
-from bench.harness import Job, ResultCache, run_grid, tasks_of
+from bench.harness import ResultCache, run_grid, tasks_of
+from bench.runner import Job, JobResult, run_job
 from datasets.synthetic import simulate
 from methods.input_x_gradient import InputXGradient
 from surrogates.model import SurrogateConfig
@@ -35,3 +36,24 @@ def test_ranking_is_computed_once_and_each_L_gets_its_prefix(tmp_path, monkeypat
     assert small["peaks"] == large["peaks"][:3] and len(large["peaks"]) == 7
     assert small["info"]["ranking_shared_by_L"] == [3, 7]
     assert np.isfinite(small["rel_delta_pct"]) and small["status"] == "ok"
+
+
+def test_one_runner_one_set_of_fields_for_ok_and_failed_jobs(monkeypatch):
+    data, truth = simulate("tiny", seed=0)
+    model = build_surrogate(data, SurrogateConfig(hidden=16, latent=4)).eval()
+    ok = run_job(Job("input-x-gradient", "Oligo", "MOG", 4, 0), {}, Budget(), model, data, truth)
+    assert isinstance(ok, JobResult) and ok.status == "ok" and ok.error is None
+    assert ok.explain_seconds <= ok.seconds and ok.peak_rss_mb > 0 and ok.rss_increase_mb >= 0
+    assert "rel_delta_pct" in ok.metrics
+
+    def boom(self, *a, **k):
+        raise RuntimeError("broken method")
+
+    monkeypatch.setattr(InputXGradient, "explain", boom)
+    model.train()
+    bad = run_job(Job("input-x-gradient", "Oligo", "MOG", 4, 0), {}, Budget(), model, data, truth)
+    assert bad.status == "failed" and "broken method" in bad.error and bad.metrics == {} and bad.peaks == []
+    assert model.training  # the runner leaves the surrogate's mode alone
+    measured = {"explain_seconds", "seconds", "peak_rss_mb", "rss_increase_mb"}
+    assert measured <= set(ok.record()) and measured <= set(bad.record())
+    assert set(bad.record()) - {"traceback"} <= set(ok.record())

@@ -34,8 +34,8 @@ def test_tiny_sweep_writes_outputs_and_records_failures(tmp_path, monkeypatch):
     assert len(df) == 4 and set(df["d"]) == {1200, 1600}
     lime = df[df["method"] == "lime"]
     assert (lime["status"] == "ok").all()
-    assert lime["rel_delta_pct"].notna().all() and (lime["seconds"] > 0).all()
-    assert lime["peak_mem_mb"].notna().all()
+    assert lime["rel_delta_pct"].notna().all() and (lime["explain_seconds"] > 0).all()
+    assert lime["rss_increase_mb"].notna().all() and (lime["peak_rss_mb"] > 0).all()
     fimap = df[df["method"] == "fimap"]
     assert (fimap["status"] == "failed").all()
     assert fimap["error"].str.contains("boom mid-run").all() and fimap["rel_delta_pct"].isna().all()

@@ -1,0 +1,141 @@
+"""The one job runner: explain, validate, time, measure and score an explainer on one (cell type, gene, L, seed).
+
+`run_task` is used by the benchmark grid (bench/harness.py, in-process or on dask workers) and by the dimension
+sweep (bench/sweep.py). It never raises for a method's failure: an exception or an invalid explanation becomes
+status `failed` with the error. Every result carries the same measured fields (`JobResult`):
+
+* `explain_seconds` — wall time of the method's `explain` call;
+* `seconds` — wall time of the whole task: explain, validation and the evaluation of every L it serves;
+* `peak_rss_mb` — peak resident memory (RSS) of the process during `explain`, in MiB, absolute;
+* `rss_increase_mb` — that peak minus the RSS just before `explain`. Before each task the process runs
+  `gc.collect()` and glibc's `malloc_trim(0)` so memory freed by earlier work goes back to the OS instead of being
+  silently re-used; it is still a lower bound where the allocator keeps pages cached, and it includes anything
+  else the process allocates meanwhile (bench/memory.py samples RSS every 20 ms in a thread, which sees torch's
+  and numpy's C allocations that tracemalloc does not).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import json
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from bench.evaluate import evaluate_selection
+from bench.memory import PeakRSS
+from methods import registry
+from methods.base import Budget
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    cell_type: str
+    gene: str
+    L: int
+    seed: int
+
+    def key(self, context: dict) -> str:
+        payload = json.dumps({"job": asdict(self), **context}, sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@dataclass
+class JobResult:
+    """What one job produced; `record()` is its flat, JSON-ready form (jobs.jsonl, the cache, the tables)."""
+
+    job: Job
+    status: str = "failed"
+    peaks: list[int] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    explain_seconds: float = float("nan")
+    seconds: float = float("nan")
+    peak_rss_mb: float = float("nan")
+    rss_increase_mb: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)  # absent for no_estimate and failed jobs
+
+    def record(self) -> dict:
+        out = {**asdict(self.job), "status": self.status, "peaks": self.peaks, "error": self.error,
+               "info": self.info, "explain_seconds": self.explain_seconds, "seconds": self.seconds,
+               "peak_rss_mb": self.peak_rss_mb, "rss_increase_mb": self.rss_increase_mb, **self.metrics}
+        if self.traceback:
+            out["traceback"] = self.traceback
+        return out
+
+
+def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None) -> list[JobResult]:
+    """Explain once, validate and evaluate jobs that share one explanation; never raises for a method's failure.
+
+    A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
+    does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
+    and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
+    run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells."""
+    first = jobs[0]
+    L_max = max(job.L for job in jobs)
+    results = [JobResult(job) for job in jobs]
+    _release_freed_memory()
+    t0 = time.perf_counter()
+    try:
+        spec = registry.get(first.method)
+        extra = {"truth": truth} if spec.needs_truth else {}
+        explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
+        with PeakRSS() as mem:
+            expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
+        explain_seconds = time.perf_counter() - t0
+        expl.check(data.n_peaks, L_max)
+        info = _jsonable(expl.info)
+        if len(jobs) > 1:
+            info["ranking_shared_by_L"] = sorted(job.L for job in jobs)
+        test = data.cells(first.cell_type, "test")
+        for result in results:
+            peaks = expl.peaks[:result.job.L]
+            result.status, result.peaks, result.info = expl.status, [int(p) for p in peaks], info
+            result.explain_seconds, result.peak_rss_mb, result.rss_increase_mb = (explain_seconds, mem.peak_mb,
+                                                                                  mem.delta_mb)
+            if expl.status != "no_estimate":  # no peaks of the method's own: no numbers under its name
+                result.metrics = evaluate_selection(surrogate, test, result.job.gene, peaks, truth)
+    except Exception as exc:  # noqa: BLE001 - a broken method is a result, not a crash
+        log.warning("job %s failed: %s: %s", first, type(exc).__name__, exc)
+        for i, result in enumerate(results):
+            results[i] = JobResult(result.job, error=f"{type(exc).__name__}: {exc}",
+                                   traceback=traceback.format_exc(limit=5))
+    for result in results:
+        result.seconds = time.perf_counter() - t0
+    return results
+
+
+def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None) -> JobResult:
+    """One job on its own (`run_task` with a single job)."""
+    return run_task([job], params, budget, surrogate, data, truth)[0]
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc only), so RSS increases see new
+    allocations rather than pages freed by earlier jobs."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
+        pass
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
