@@ -4,7 +4,6 @@ settings together, so `--quick` shrinks every stage at once (the openproblems `t
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from methods.base import Budget
 from surrogates.model import SurrogateConfig
@@ -83,23 +82,3 @@ PROFILES: dict[str, Profile] = {
         budget=Budget(seconds=3600.0, samples=256_000 * 512),
     ),
 }
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything a `python -m bench run` needs; built from CLI flags by `bench.cli`."""
-
-    profile: Profile
-    methods: tuple[str, ...]
-    pairs: tuple[tuple[str, str], ...]  # (cell_type, gene)
-    Ls: tuple[int, ...] = PAPER_LS
-    seeds: tuple[int, ...] = (0,)
-    out: Path = Path("results")
-    device: str = "auto"
-    scheduler: str | None = None
-    data: str | None = None
-    cache_dir: Path | None = None
-    progress: bool = True
-
-    def with_(self, **kw) -> "RunConfig":
-        return replace(self, **kw)

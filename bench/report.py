@@ -20,8 +20,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Collection
 
@@ -31,6 +29,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from bench.metrics import METRICS
+from datasets.files import atomic_write
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
@@ -46,6 +45,27 @@ NO_NUMBERS = ("no_estimate", "failed")  # statuses whose jobs never show metric 
 TIE_TOL = 1e-4
 DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_high", "n_jobs", "n_better",
                        "n_tied", "n_worse"]
+
+
+def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float) -> str:
+    """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, how to read the tables."""
+    budgets = "".join(f", {m} {b.seconds:g} s" for m, b in profile.method_budgets.items())
+    return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
+            f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
+            f"`{profile.name}`, per-job budget {profile.budget.seconds:g} s{budgets}. Metrics on held-out test cells "
+            f"of each gene's cell type; ↓ = lower is better; best per row in bold. Total wall time {seconds:.0f} s.")
+
+
+def summary_lines(records: list[dict], methods) -> list[str]:
+    """One line per L with every method's Avg Rel Δ (— where it has no numbers), for the terminal."""
+    long = long_table(records)
+    avg = long[long["cell_type"] == "Avg"].set_index(["L", "method"])
+    lines = []
+    for L in sorted(long["L"].unique()):
+        values = {m: avg.loc[(L, m), "rel_delta_pct"] for m in methods if (L, m) in avg.index}
+        parts = [f"{m} {v:+.2f}%" if v == v else f"{m} —" for m, v in values.items()]  # NaN: no estimate
+        lines.append(f"L={L}: Avg Rel Δ  " + "  ".join(parts))
+    return lines
 
 
 def long_table(records: list[dict]) -> pd.DataFrame:
@@ -289,15 +309,14 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
     if len(failed):
         md += ["## Failed jobs", ""] + [f"- {r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
                                          for r in failed.itertuples()] + [""]
-    written = [_atomic_write(out / "leaderboard.md", "\n".join(md)),
-               _atomic_write(out / "leaderboard.csv", long.to_csv(index=False)),
-               _atomic_write(out / "discrimination.csv", disc.to_csv(index=False)),
-               _atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
+    written = [atomic_write(out / "leaderboard.md", "\n".join(md)),
+               atomic_write(out / "leaderboard.csv", long.to_csv(index=False)),
+               atomic_write(out / "discrimination.csv", disc.to_csv(index=False)),
+               atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
     if figure:
         png = rel_delta_figure(agg, Ls, methods)
-        written.append(_atomic_write(out / "rel_delta.png", png))
-        html = _html(md, png)
-        written.append(_atomic_write(out / "report.html", html))
+        written.append(atomic_write(out / "rel_delta.png", png))
+        written.append(atomic_write(out / "report.html", _html(md, png)))
     return written
 
 
@@ -335,12 +354,3 @@ def _html(md_lines: list[str], png: bytes) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>GRIDS-Bench report</title></head><body>"
             f"<h1>GRIDS-Bench report</h1><img alt='Rel Δ per method' src='data:image/png;base64,{img}'/>"
             f"<pre style='font-size:12px'>{text}</pre></body></html>")
-
-
-def _atomic_write(path: Path, content) -> Path:
-    mode = "wb" if isinstance(content, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as fh:
-        fh.write(content)
-    os.replace(tmp, path)
-    return path

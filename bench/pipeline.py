@@ -1,0 +1,97 @@
+"""Orchestration of the commands, without argparse: load the inputs, fit or reuse the surrogate, run a plan's
+grid of jobs, and score the surrogate's fidelity. `bench.cli` parses flags and calls these; user-facing input
+errors come back as `UserError`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from bench.config import Profile
+from bench.errors import UserError
+from bench.plan import RunPlan
+
+log = logging.getLogger("bench")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Where a run's data comes from: the synthetic simulator at `scale` (default) or the user's files."""
+
+    scale: str = "quick"
+    seed: int = 0
+    data: str | None = None  # a 10x ARC .h5, 'rna.h5ad,atac.h5ad' or a .h5mu
+    labels: str | None = None
+    label_key: str | None = None
+    markers: str | None = None
+    min_cells: int = 10
+    rna_mod: str = "rna"
+    atac_mod: str = "atac"
+    cache_dir: str | None = None
+
+    def describe(self) -> str:
+        return self.data or f"synthetic ({self.scale} scale, seed {self.seed})"
+
+
+def load_inputs(inputs: Inputs):
+    """(data, truth or None, marker table); input errors become UserError."""
+    from datasets.markers import PAPER_MARKERS, read_marker_table
+
+    try:
+        markers = read_marker_table(inputs.markers) if inputs.markers else PAPER_MARKERS
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    if inputs.data:
+        from datasets.loaders import InputError, load_multiome
+        from surrogates.checkpoint import cache_root
+
+        try:
+            data = load_multiome(inputs.data, label_key=inputs.label_key, labels_csv=inputs.labels, markers=markers,
+                                 min_cells_per_type=inputs.min_cells, split_seed=inputs.seed, rna_mod=inputs.rna_mod,
+                                 atac_mod=inputs.atac_mod, cache_dir=cache_root(inputs.cache_dir), report=log.info)
+        except InputError as exc:
+            raise UserError(str(exc)) from exc
+        return data, None, markers
+    if inputs.labels or inputs.label_key:
+        raise UserError("--labels/--label-key need --data (the synthetic data carries its own labels)")
+    from datasets.synthetic import simulate
+
+    t0 = time.perf_counter()
+    data, truth = simulate(inputs.scale, seed=inputs.seed)
+    log.info("synthetic data (%s scale): %r in %.1fs", inputs.scale, data, time.perf_counter() - t0)
+    return data, truth, markers
+
+
+def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cache_dir=None, retrain: bool = False,
+                  progress: bool = True):
+    """The cached surrogate of the profile's configuration in `style`, trained if there is none."""
+    from surrogates.checkpoint import fit_or_load
+    from surrogates.train import DeviceUnavailableError
+
+    try:
+        return fit_or_load(data, profile.surrogate_config(style), device=device, cache_dir=cache_dir,
+                           retrain=retrain, progress=progress)
+    except DeviceUnavailableError as exc:
+        raise UserError(str(exc)) from exc
+
+
+def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, scheduler: str | None = None,
+             progress: bool = True) -> list[dict]:
+    """Every job of the plan, through the result cache (finished jobs are reused); records in job order."""
+    from bench.harness import ResultCache, make_jobs, run_grid
+    from surrogates.checkpoint import cache_root, checkpoint_key
+
+    jobs = make_jobs(plan.methods, plan.pairs, plan.Ls, plan.seeds)
+    log.info("%d jobs: %d methods × %d (cell type, gene) × L %s × %d seed(s)", len(jobs), len(plan.methods),
+             len(plan.pairs), list(plan.Ls), len(plan.seeds))
+    context = {"data": data.fingerprint(),
+               "surrogate": checkpoint_key(data, plan.profile.surrogate_config(style))}
+    return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, surrogate, data, truth,
+                    ResultCache(cache_root(cache_dir) / "jobs"), context, scheduler=scheduler, progress=progress)
+
+
+def marker_genes_in(data, markers: dict, among=None) -> list[tuple[str, str]]:
+    """(cell type, gene) pairs of the marker table present in the data (and in `among`, when given)."""
+    names = set(data.genes.index) if among is None else set(among)
+    return [(ct, g) for ct, gs in markers.items() if ct in data.cell_types for g in gs if g in names]
