@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from bench.memory import PeakRSS
+from datasets.files import atomic_write
 
 
 def _timed(fn, repeat: int = 1):
@@ -50,9 +51,24 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
     record(f"train surrogate, {epochs} epoch(s)", s / epochs, peak, delta, "per epoch, incl. validation")
 
     model = build_surrogate(data, SurrogateConfig()).eval()
-    X = data.atac[:64]
+    for name, fn, note in _kernels(model, data.atac[:64]):
+        fn()  # warm-up
+        _, s, peak, delta = _timed(fn, repeat=5)
+        record(name, s, peak, delta, note)
+
+    ct = data.cell_types[3]
+    gene = data.gene_names[1]
+    train = data.cells(ct, "train")
+    _, s, peak, delta = _timed(lambda: Grids(steps=20, seed=0).explain(model, train, gene, 128))
+    record("GRIDS step (L=128, 64 cells, k=32, ratio objective)", s / 20, peak, delta, "mean of 20 steps incl. set-up")
+    table = pd.DataFrame(rows)
+    _write(table, Path(out), scale)
+    return table
+
+
+def _kernels(model, X, gi: int = 0) -> tuple:
+    """(name, function, note) of the sparse and dense kernels timed on the cells `X`."""
     batch = model.sparse_batch(X)
-    gi = 0
 
     def sparse_fwd():
         with torch.no_grad():
@@ -69,30 +85,19 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
         model(x)[:, gi].sum().backward()
         return x.grad
 
-    for name, fn, note in (("sparse first layer forward, 64 cells", sparse_fwd, "embedding_bag"),
-                           ("sparse forward+backward + all-peak gains, 64 cells", sparse_fwd_bwd, "per_sample_weights"),
-                           ("dense-input forward+backward, 64 cells", dense_fwd_bwd, "x (64×peaks) @ Δ per chromosome")):
-        fn()  # warm-up
-        _, s, peak, delta = _timed(fn, repeat=5)
-        record(name, s, peak, delta, note)
+    return (("sparse first layer forward, 64 cells", sparse_fwd, "embedding_bag"),
+            ("sparse forward+backward + all-peak gains, 64 cells", sparse_fwd_bwd, "per_sample_weights"),
+            ("dense-input forward+backward, 64 cells", dense_fwd_bwd, "x (64×peaks) @ Δ per chromosome"))
 
-    ct = data.cell_types[3]
-    gene = data.gene_names[1]
-    train = data.cells(ct, "train")
-    _, s, peak, delta = _timed(lambda: Grids(steps=20, seed=0).explain(model, train, gene, 128))
-    record("GRIDS step (L=128, 64 cells, k=32, ratio objective)", s / 20, peak, delta, "mean of 20 steps incl. set-up")
 
-    table = pd.DataFrame(rows)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "perf.csv", index=False)
+def _write(table: pd.DataFrame, out: Path, scale: str) -> None:
     from tabulate import tabulate
 
+    atomic_write(out / "perf.csv", table.to_csv(index=False))
     md = [f"# Performance at `{scale}` scale", "", f"torch {torch.__version__}, {torch.get_num_threads()} threads",
           "", tabulate(table.round(4).values.tolist(), headers=list(table.columns), tablefmt="github")]
-    (out / "perf.md").write_text("\n".join(md) + "\n")
+    atomic_write(out / "perf.md", "\n".join(md) + "\n")
     _plot(table, out / "perf.png", scale)
-    return table
 
 
 def _plot(table: pd.DataFrame, path: Path, scale: str) -> None:

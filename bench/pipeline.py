@@ -43,8 +43,8 @@ def load_inputs(inputs: Inputs):
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from exc
     if inputs.data:
+        from datasets.files import cache_root
         from datasets.loaders import InputError, load_multiome
-        from surrogates.checkpoint import cache_root
 
         try:
             data = load_multiome(inputs.data, label_key=inputs.label_key, labels_csv=inputs.labels, markers=markers,
@@ -80,7 +80,8 @@ def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, 
              progress: bool = True) -> list[dict]:
     """Every job of the plan, through the result cache (finished jobs are reused); records in job order."""
     from bench.harness import ResultCache, make_jobs, run_grid
-    from surrogates.checkpoint import cache_root, checkpoint_key
+    from datasets.files import cache_root
+    from surrogates.checkpoint import checkpoint_key
 
     jobs = make_jobs(plan.methods, plan.pairs, plan.Ls, plan.seeds)
     log.info("%d jobs: %d methods × %d (cell type, gene) × L %s × %d seed(s)", len(jobs), len(plan.methods),

@@ -1,5 +1,5 @@
 """File helpers shared by every layer (the lowest floor, so data, checkpoints, job results and reports use one):
-atomic writes and reading a user's CSV/TSV table."""
+the cache root, atomic writes and reading a user's CSV/TSV table."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+
+
+def cache_root(cache_dir=None) -> Path:
+    """Where processed data, surrogate checkpoints and job results are cached: `cache_dir`, else
+    $GRIDS_BENCH_CACHE, else ~/.cache/grids-bench."""
+    root = cache_dir or os.environ.get("GRIDS_BENCH_CACHE") or Path.home() / ".cache" / "grids-bench"
+    return Path(root).expanduser()
 
 
 @contextlib.contextmanager

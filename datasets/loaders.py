@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from datasets.data import DataValidationError, MultiomeData, assign_split
-from datasets.files import read_table
+from datasets.files import cache_root, read_table
 from datasets.markers import CELL_TYPES, PAPER_MARKERS
 
 log = logging.getLogger(__name__)
@@ -71,33 +70,15 @@ def load_multiome(spec: str, *, label_key: str | None = None, labels_csv: str | 
     report = report or log.info
     fmt, paths = _parse_spec(spec)
     markers = dict(PAPER_MARKERS) if markers is None else {str(k): tuple(v) for k, v in markers.items()}
-    if label_key is not None and labels_csv is not None:
-        raise InputError("pass either --label-key or --labels, not both")
-    if label_key is None and labels_csv is None:
-        raise InputError("no cell-type labels given: pass --label-key COL (an obs column of the input) or "
-                         "--labels CSV (columns barcode,cell_type)")
-    if labels_csv is not None and not Path(labels_csv).is_file():
-        raise InputError(f"labels file {labels_csv} does not exist; check the path passed to --labels")
-    if fmt == "10x" and label_key is not None:
-        raise InputError("10x .h5 files carry no cell metadata, so --label-key cannot be used; pass --labels CSV "
-                         "with columns barcode,cell_type")
-    if n_top_genes < 1 or min_cells_per_type < 1:
-        raise InputError(f"n_top_genes ({n_top_genes}) and min_cells_per_type ({min_cells_per_type}) must be ≥ 1")
-
+    _check_options(fmt, label_key, labels_csv, n_top_genes, min_cells_per_type)
     options = dict(fmt=fmt, label_key=label_key, markers=sorted(markers.items()), n_top_genes=n_top_genes,
                    min_cells_per_type=min_cells_per_type, split_seed=split_seed, rna_mod=rna_mod,
                    atac_mod=atac_mod, version=LOADER_VERSION)
     key = _fingerprint([*paths, *([Path(labels_csv)] if labels_csv else [])], options)
-    cache = _cache_root(cache_dir) / "data" / f"{paths[0].stem}-{fmt}-{key}.h5mu"
-    if cache.is_file():
-        try:
-            from datasets.io import load_h5mu
-
-            data = load_h5mu(cache)
-            report(f"loaded cached {cache}")
-            return data
-        except (OSError, KeyError, ValueError) as e:  # a damaged cache is rebuilt, not fatal
-            report(f"cache {cache} unreadable ({e}); rebuilding")
+    cache = cache_root(cache_dir) / "data" / f"{paths[0].stem}-{fmt}-{key}.h5mu"
+    cached = _read_cache(cache, report)
+    if cached is not None:
+        return cached
 
     steps: list[str] = []
 
@@ -109,19 +90,7 @@ def load_multiome(spec: str, *, label_key: str | None = None, labels_csv: str | 
     labels = _labels(raw.obs, label_key, labels_csv, step)
     raw, labels = _keep_labelled(raw, labels, step)
     _check_type_sizes(labels, min_cells_per_type)
-    keep_markers = _check_markers(markers, labels, raw.genes.index, step)
-
-    atac = raw.atac.copy()
-    atac.data = (atac.data > 0).astype(np.uint8)
-    atac.eliminate_zeros()
-    step(f"ATAC: binarised {atac.shape[1]} peaks (value > 0 → 1); {atac.nnz / max(1, atac.shape[0]):.0f} open "
-         "peaks per cell on average")
-    rna, normalisation = _normalise_rna(raw.rna, step)
-    genes_idx = _select_genes(rna, labels, n_top_genes, raw.genes.index.get_indexer(keep_markers), step)
-    order = _genome_order(raw.peaks)
-    step("peaks: already in genome order" if np.all(order == np.arange(len(order)))
-         else "peaks: sorted into genome order (chromosome, start); ATAC columns reordered to match")
-
+    atac, rna, normalisation, genes_idx, order = _preprocess(raw, labels, markers, n_top_genes, step)
     types = [c for c in CELL_TYPES if c in set(labels)] + sorted(set(labels) - set(CELL_TYPES))
     obs = pd.DataFrame({"cell_type": pd.Categorical(labels.to_numpy(), categories=types)},
                        index=pd.Index(raw.obs.index.astype(str), name="barcode"))
@@ -141,7 +110,58 @@ def load_multiome(spec: str, *, label_key: str | None = None, labels_csv: str | 
     return data
 
 
+def _preprocess(raw: _Raw, labels: pd.Series, markers: dict, n_top_genes: int, step):
+    """Binarised ATAC, normalised RNA and how, the kept genes (markers always among them), the genome order."""
+    keep_markers = _check_markers(markers, labels, raw.genes.index, step)
+    atac = _binarise(raw.atac, step)
+    rna, normalisation = _normalise_rna(raw.rna, step)
+    genes_idx = _select_genes(rna, labels, n_top_genes, raw.genes.index.get_indexer(keep_markers), step)
+    order = _genome_order(raw.peaks)
+    step("peaks: already in genome order" if np.all(order == np.arange(len(order)))
+         else "peaks: sorted into genome order (chromosome, start); ATAC columns reordered to match")
+    return atac, rna, normalisation, genes_idx, order
+
+
+def _check_options(fmt: str, label_key, labels_csv, n_top_genes: int, min_cells_per_type: int) -> None:
+    if label_key is not None and labels_csv is not None:
+        raise InputError("pass either --label-key or --labels, not both")
+    if label_key is None and labels_csv is None:
+        raise InputError("no cell-type labels given: pass --label-key COL (an obs column of the input) or "
+                         "--labels CSV (columns barcode,cell_type)")
+    if labels_csv is not None and not Path(labels_csv).is_file():
+        raise InputError(f"labels file {labels_csv} does not exist; check the path passed to --labels")
+    if fmt == "10x" and label_key is not None:
+        raise InputError("10x .h5 files carry no cell metadata, so --label-key cannot be used; pass --labels CSV "
+                         "with columns barcode,cell_type")
+    if n_top_genes < 1 or min_cells_per_type < 1:
+        raise InputError(f"n_top_genes ({n_top_genes}) and min_cells_per_type ({min_cells_per_type}) must be ≥ 1")
+
+
+def _binarise(atac: sp.spmatrix, step) -> sp.csr_matrix:
+    atac = sp.csr_matrix(atac, copy=True)
+    atac.data = (atac.data > 0).astype(np.uint8)
+    atac.eliminate_zeros()
+    step(f"ATAC: binarised {atac.shape[1]} peaks (value > 0 → 1); {atac.nnz / max(1, atac.shape[0]):.0f} open "
+         "peaks per cell on average")
+    return atac
+
+
 # ---------------------------------------------------------------------------------------------------- spec, cache
+def _read_cache(cache: Path, report) -> MultiomeData | None:
+    """The processed data cached under `cache`, or None; a damaged cache is reported and rebuilt, not fatal."""
+    if not cache.is_file():
+        return None
+    from datasets.io import load_h5mu
+
+    try:
+        data = load_h5mu(cache)
+    except (OSError, KeyError, ValueError) as e:
+        report(f"cache {cache} unreadable ({e}); rebuilding")
+        return None
+    report(f"loaded cached {cache}")
+    return data
+
+
 def _parse_spec(spec) -> tuple[str, list[Path]]:
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
@@ -171,12 +191,6 @@ def _fingerprint(paths: list[Path], options: dict) -> str:
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     h.update(json.dumps(options, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
-
-
-def _cache_root(cache_dir) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    return Path(os.environ.get("GRIDS_BENCH_CACHE") or Path.home() / ".cache" / "grids-bench").expanduser()
 
 
 def _write_cache(data: MultiomeData, path: Path, report) -> None:

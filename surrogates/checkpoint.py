@@ -8,23 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from datasets.data import MultiomeData
-from datasets.files import atomic_path
+from datasets.files import atomic_path, cache_root
 from surrogates.model import MODEL_VERSION, Surrogate, SurrogateConfig
 from surrogates.train import build_surrogate, resolve_device, train_surrogate
 
 log = logging.getLogger(__name__)
-
-
-def cache_root(cache_dir=None) -> Path:
-    """`cache_dir`, else $GRIDS_BENCH_CACHE, else ~/.cache/grids-bench."""
-    root = cache_dir or os.environ.get("GRIDS_BENCH_CACHE") or Path.home() / ".cache" / "grids-bench"
-    return Path(root)
 
 
 def checkpoint_key(data: MultiomeData, config: SurrogateConfig) -> str:

@@ -150,7 +150,7 @@ class Surrogate(nn.Module):
         self.n_peaks = int(chrom.numel())
         self.n_chrom = int(chrom.max()) + 1 if self.n_peaks else 1
         self.n_genes = len(self.gene_names)
-        c, e, h, z = config, config.emb_dim, config.hidden, config.latent
+        e, h, z = config.emb_dim, config.hidden, config.latent
         gen = torch.Generator().manual_seed(config.seed)
         self.emb_closed = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.01)
         self.emb_open = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.1)

@@ -210,97 +210,113 @@ def _cycled(rng, n: int, batch_size: int):
             yield np.sort(order[start:start + batch_size])
 
 
-def _train_reference(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
-                     progress: bool) -> dict:
-    n_steps = list(config.reference_steps)
-    shares = np.asarray(n_steps, dtype=float) / sum(n_steps)  # of a wall-time budget, when one is set
-    atac_batches = _cycled(rng, train.n, config.batch_size)
-    rna_batches = _cycled(np.random.default_rng(rng.integers(2**32)), train.n, config.batch_size)  # unpaired
-    history: list[dict] = []
-    done = [0, 0, 0]  # steps run per phase (fewer than planned when a time budget cuts a phase)
-    t0, stopped = time.perf_counter(), "max_steps"
-    bar = tqdm(total=sum(n_steps), desc="training surrogate (reference)", disable=not progress, unit="step")
+def _clipped_step(opt, loss, params) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
 
-    def out_of_time(phase: int) -> bool:
-        return bool(config.max_seconds) and time.perf_counter() - t0 > config.max_seconds * shares[:phase + 1].sum()
 
-    def clipped_step(opt, loss, params):
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+class _ReferenceTraining:
+    """The reference style's three phases: ATAC autoencoder, RNA autoencoder, then both frozen while the
+    cross-maps train on unpaired batches (cycle + cell-type-conditional adversarial losses) on cached latents.
+    A wall-time budget (`config.max_seconds`) is shared among the phases in proportion to their steps."""
 
-    def autoencoder_phase(phase: int, prefixes: tuple[str, ...], lr: float, loss_of_next_batch) -> bool:
+    def __init__(self, model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
+                 progress: bool):
+        self.model, self.train, self.val, self.config, self.gen = model, train, val, config, gen
+        self.n_steps = list(config.reference_steps)
+        self.shares = np.asarray(self.n_steps, dtype=float) / sum(self.n_steps)
+        self.atac_batches = _cycled(rng, train.n, config.batch_size)
+        self.rna_batches = _cycled(np.random.default_rng(rng.integers(2**32)), train.n, config.batch_size)  # unpaired
+        self.history: list[dict] = []
+        self.done = [0, 0, 0]  # steps run per phase (fewer than planned when a time budget cuts a phase)
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=sum(self.n_steps), desc="training surrogate (reference)", disable=not progress,
+                        unit="step")
+
+    def run(self) -> dict:
+        model, config = self.model, self.config
+        model.train()
+        stopped = "max_steps"
+        for phase, prefixes, lr, loss in ((0, ATAC_AE, config.lr, self.atac_loss),
+                                          (1, RNA_AE, config.cross_lr, self.rna_loss)):
+            if not self.autoencoder(phase, prefixes, lr, loss):
+                stopped = "time_budget"
+        frozen = _params(model, ATAC_AE + RNA_AE)
+        for p in frozen:
+            p.requires_grad_(False)
+        if not self.cross_maps():
+            stopped = "time_budget"
+        self.bar.close()
+        for p in frozen:
+            p.requires_grad_(True)
+        return {"steps": self.done, "steps_planned": self.n_steps, "best_val_mse": validation_mse(model, self.val),
+                "stopped": stopped, "history": self.history}
+
+    def out_of_time(self, phase: int) -> bool:
+        elapsed = time.perf_counter() - self.t0
+        return bool(self.config.max_seconds) and elapsed > self.config.max_seconds * self.shares[:phase + 1].sum()
+
+    def atac_loss(self):
+        batch = self.model.sparse_batch(self.train.atac[next(self.atac_batches)])
+        return atac_reconstruction(self.model, self.model.encode_atac(batch), batch, self.config, self.gen)
+
+    def rna_loss(self):
+        y = self.train.rna[next(self.rna_batches)]
+        return F.mse_loss(self.model.dec_r(self.model.enc_r(y)), y)
+
+    def autoencoder(self, phase: int, prefixes: tuple[str, ...], lr: float, loss_of_next_batch) -> bool:
         """Up to `n_steps[phase]` clipped Adam steps of one autoencoder; False when the time budget ran out."""
-        params = _params(model, prefixes)
+        params = _params(self.model, prefixes)
         opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS)
-        for step in range(n_steps[phase]):
+        for step in range(self.n_steps[phase]):
             loss = loss_of_next_batch()
-            clipped_step(opt, loss, params)
-            done[phase] += 1
-            bar.update()
+            _clipped_step(opt, loss, params)
+            self.done[phase] += 1
+            self.bar.update()
             if step % 50 == 0:
-                bar.set_postfix(phase=("atac-ae", "rna-ae")[phase], loss=f"{loss.item():.4f}")
-            if out_of_time(phase):
+                self.bar.set_postfix(phase=("atac-ae", "rna-ae")[phase], loss=f"{loss.item():.4f}")
+            if self.out_of_time(phase):
                 return False
         return True
 
-    def atac_loss():
-        batch = model.sparse_batch(train.atac[next(atac_batches)])
-        return atac_reconstruction(model, model.encode_atac(batch), batch, config, gen)
-
-    def rna_loss():
-        y = train.rna[next(rna_batches)]
-        return F.mse_loss(model.dec_r(model.enc_r(y)), y)
-
-    model.train()
-    # phase 1: ATAC autoencoder; phase 2: RNA autoencoder
-    for phase, prefixes, lr, loss in ((0, ATAC_AE, config.lr, atac_loss), (1, RNA_AE, config.cross_lr, rna_loss)):
-        if not autoencoder_phase(phase, prefixes, lr, loss):
-            stopped = "time_budget"
-    # phase 3: frozen autoencoders, unpaired cross-maps
-    frozen = _params(model, ATAC_AE + RNA_AE)
-    for p in frozen:
-        p.requires_grad_(False)
-    params = _params(model, CROSS_MAPS)
-    opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
-    opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.disc_lr, betas=ADAM_BETAS)
-    with torch.no_grad():  # the autoencoders are frozen, so every cell's latents are fixed: encode them once
-        Z_a = torch.cat([model.encode_atac(model.sparse_batch(train.atac[s:s + 512])) for s in range(0, train.n, 512)])
-        Z_r = model.enc_r(train.rna)
-    for step in range(n_steps[2]):
-        ia, ir = next(atac_batches), next(rna_batches)
-        z_a, z_r = Z_a[ia], Z_r[ir]
-        y, ta, tr = train.rna[ir], train.types[ia], train.types[ir]
-        a2r, r2a = model.f_ar(z_a), model.f_ra(z_r)
-        a2r2a, r2a2r = model.f_ra(a2r), model.f_ar(r2a)
-        cycle = (F.l1_loss(a2r2a, z_a) + F.l1_loss(r2a2r, z_r) / RNA_CYCLE_DIVISOR
-                 + atac_reconstruction(model, a2r2a, model.sparse_batch(train.atac[ia]), config, gen)
-                 + F.mse_loss(model.dec_r(r2a2r), y) / RNA_CYCLE_DIVISOR)
-        adv = _fooled(model.disc_r, a2r, ta) + _fooled(model.disc_a, r2a, tr)
-        loss = config.cycle_weight * cycle + config.gamma * adv
-        clipped_step(opt, loss, params)
-        done[2] += 1
-        if step % config.disc_every == 0:
-            d_loss = _disc_loss(model, z_r, a2r, tr, ta, z_a, r2a, ta, tr)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        bar.update()
-        if step % 200 == 0 or step == n_steps[2] - 1:
-            val_mse = validation_mse(model, val)
-            model.train()
-            history.append({"step": sum(done), "val_mse": val_mse, "cycle": cycle.item(),
-                            "adv": adv.item()})
-            bar.set_postfix(phase="cross-maps", cycle=f"{cycle.item():.3f}", val_mse=f"{val_mse:.3f}")
-        if out_of_time(2):
-            stopped = "time_budget"
-            break
-    bar.close()
-    for p in frozen:
-        p.requires_grad_(True)
-    final = validation_mse(model, val)
-    return {"steps": done, "steps_planned": n_steps, "best_val_mse": final, "stopped": stopped, "history": history}
+    def cross_maps(self) -> bool:
+        """Phase 3 on the frozen autoencoders' latents, encoded once; False when the time budget ran out."""
+        model, train, config = self.model, self.train, self.config
+        params = _params(model, CROSS_MAPS)
+        opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
+        opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.disc_lr, betas=ADAM_BETAS)
+        with torch.no_grad():
+            Z_a = torch.cat([model.encode_atac(model.sparse_batch(train.atac[s:s + 512]))
+                             for s in range(0, train.n, 512)])
+            Z_r = model.enc_r(train.rna)
+        for step in range(self.n_steps[2]):
+            ia, ir = next(self.atac_batches), next(self.rna_batches)
+            z_a, z_r, ta, tr = Z_a[ia], Z_r[ir], train.types[ia], train.types[ir]
+            a2r, r2a = model.f_ar(z_a), model.f_ra(z_r)
+            a2r2a, r2a2r = model.f_ra(a2r), model.f_ar(r2a)
+            cycle = (F.l1_loss(a2r2a, z_a) + F.l1_loss(r2a2r, z_r) / RNA_CYCLE_DIVISOR
+                     + atac_reconstruction(model, a2r2a, model.sparse_batch(train.atac[ia]), config, self.gen)
+                     + F.mse_loss(model.dec_r(r2a2r), train.rna[ir]) / RNA_CYCLE_DIVISOR)
+            adv = _fooled(model.disc_r, a2r, ta) + _fooled(model.disc_a, r2a, tr)
+            _clipped_step(opt, config.cycle_weight * cycle + config.gamma * adv, params)
+            self.done[2] += 1
+            if step % config.disc_every == 0:
+                d_loss = _disc_loss(model, z_r, a2r, tr, ta, z_a, r2a, ta, tr)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            self.bar.update()
+            if step % 200 == 0 or step == self.n_steps[2] - 1:
+                val_mse = validation_mse(model, self.val)
+                model.train()
+                self.history.append({"step": sum(self.done), "val_mse": val_mse, "cycle": cycle.item(),
+                                     "adv": adv.item()})
+                self.bar.set_postfix(phase="cross-maps", cycle=f"{cycle.item():.3f}", val_mse=f"{val_mse:.3f}")
+            if self.out_of_time(2):
+                return False
+        return True
 
 
 def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
@@ -315,8 +331,10 @@ def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfi
     with torch.no_grad():  # start the RNA decoders at the mean profile: no gene begins (and stays) below the clamp
         model.dec_r[-1].bias.copy_(train.rna.mean(0))
     t0 = time.perf_counter()
-    fit = _train_reference if config.style == "reference" else _train_paired
-    meta = fit(model, train, val, config, rng, gen, progress)
+    if config.style == "reference":
+        meta = _ReferenceTraining(model, train, val, config, rng, gen, progress).run()
+    else:
+        meta = _train_paired(model, train, val, config, rng, gen, progress)
     model.eval()
     model.meta = {**meta, "style": config.style, "seconds": time.perf_counter() - t0, "device": str(dev)}
     log.info("surrogate trained (%s): %s, val MSE %.4f, %.1fs", config.style, meta["stopped"], meta["best_val_mse"],
