@@ -17,7 +17,9 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
 
 Default steps follow the paper (500 for L = 10, 5,000 for L = 128; min(5000, max(500, 50 L)) in general).
 The final subset is ordered by each peak's leave-one-out contribution on all training cells.
-Paper: Liu et al., "Learnable Subset Perturbations for Understanding Transcriptional Regulatory Redundancy".
+Paper: Liu, Xu, Riffle, Duan, Min & Zhang, "Understanding Transcriptional Regulatory Redundancy by Learnable
+Global Subset Perturbations", ACML 2024 (PMLR 260, 2025); preprint title "Learnable Subset Perturbations for
+Understanding Transcriptional Regulatory Redundancy".
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Same search as `grids` (methods/grids.py); only the objective differs. Eq. 2 (`grids`) also keeps the other genes
 where they were (β = 0.1), trading some target suppression for specificity; this variant, like the code behind the
 paper's Table 1, optimises target suppression alone, which is exactly what Avg Δ / Rel Δ score.
+Paper: Liu et al., ACML 2024 (see methods/grids.py); code: github.com/jhliu17/nnpert.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.report import _fmt
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +67,13 @@ def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
     assert len(jobs) == 3 * 5 * 2  # methods × (Astro 3 + Oligo 2 markers) × L
     assert all(len(set(j["peaks"])) == j["L"] for j in jobs)
     md = (out / "leaderboard.md").read_text()
-    assert "## L = 3" in md and "## L = 6" in md and "Rel Δ (%) ↓" in md and "**" in md
+    assert "## L = 3" in md and "## L = 6" in md and "Rel Δ (%) ↓" in md
+    for L in (3, 6):  # the bold Avg Rel Δ is the lowest one in leaderboard.csv, with its standard error
+        section = md.split(f"## L = {L}")[1].split("###")[0]
+        best = avg[avg["L"] == L].sort_values("rel_delta_pct").iloc[0]
+        bold = f"**{_fmt(best['rel_delta_pct'], best['rel_delta_pct_stderr'], 2)}**"
+        avg_line = next(line for line in section.splitlines() if line.startswith("| **Avg**"))
+        assert avg_line.count(bold) == 1 and avg_line.count("**") == 6, (bold, avg_line)  # label, Avg Δ, Rel Δ
     assert "### Discrimination at L = 3" in md and "### Discrimination at L = 6" in md
     disc = pd.read_csv(out / "discrimination.csv")
     assert set(disc["method"]) == {"random", "grids", "saliency"} and "random" not in set(disc["best_method"])
@@ -125,3 +132,11 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path, monkeypatch):
     b = [json.loads(line) for line in (tmp_path / "b" / "jobs.jsonl").read_text().splitlines()]
     assert [r["peaks"] for r in a] == [r["peaks"] for r in b]
     assert [round(r["rel_delta_pct"], 6) for r in a] == [round(r["rel_delta_pct"], 6) for r in b]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present: --device cuda is valid here")
+def test_device_cuda_without_a_gpu_is_a_user_error(tmp_path, capsys):
+    assert main(["fit", "--scale", "tiny", "--no-progress", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device cuda was requested but no CUDA GPU") and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

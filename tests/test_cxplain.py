@@ -9,17 +9,11 @@ import torch
 
 from methods.base import Budget
 from methods.base import BudgetClock
-from methods import registry
 from methods.cxplain import CXPlain, UNet1d, granger_targets, window_of
 from tests.toy_models import STRONG, TARGET, toy_problem
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_registered_with_metadata():
-    spec = registry.get("cxplain")
-    assert spec.cls is CXPlain and spec.year == 2019 and spec.kind == "explanation model"
 
 
 def _brute_force_delta(surrogate, X, window, granger):

@@ -6,18 +6,11 @@ import numpy as np
 import pytest
 
 from methods.base import Budget
-from methods import registry
 from methods.fimap import Fimap
 from tests.toy_models import STRONG, TARGET, toy_problem
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_registered_with_metadata():
-    spec = registry.get("fimap")
-    assert spec.cls is Fimap and spec.year == 2021 and spec.needs_gradients
-    assert spec.kind == "perturbation network"
 
 
 def test_ranks_the_regulating_peak_first():

@@ -5,54 +5,13 @@ larger *single* effects, so a gradient ranking prefers them; only a subset searc
 """
 
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
-from datasets.data import MultiomeData, assign_split
 from methods.grids import Grids, default_steps, subset_objective
 from methods.input_x_gradient import InputXGradient
 from methods.saliency import Saliency
-from surrogates.model import Surrogate, SurrogateConfig
-
-A, B, C, D = 1, 4, 7, 9
-CHROM = np.array([0] * 6 + [1] * 6)
-
-
-def redundant_pair_model() -> Surrogate:
-    m = Surrogate(CHROM, ["target", "other"], ["T"], SurrogateConfig(emb_dim=1, hidden=4, latent=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
-        m.emb_open[[A, B], 0] = 1.0  # s0 = x_a + x_b
-        m.emb_open[C, 0], m.emb_open[D, 0] = 1.0, 0.5  # s1 = x_c + 0.5 x_d
-        m.first.weight[0, 0] = 1.0  # h0 = s0
-        m.first.weight[1, 0], m.first.bias[1] = 1.0, -1.0  # h1 = s0 - 1
-        m.first.weight[2, 1] = 1.0  # h2 = s1
-        lin1, lin2 = m.enc_a_rest[1], m.enc_a_rest[3]
-        lin1.weight[0, 0], lin1.weight[0, 1] = 1.0, -0.97  # soft OR: relu(s0) - 0.97 relu(s0 - 1)
-        lin1.weight[1, 2] = 1.0
-        lin2.weight[0, 0], lin2.weight[0, 1] = 5.0, 1.0  # z0 = 5 OR + s1
-        for mlp in (m.f_ar, m.dec_r):  # pass z0 straight through to the target gene
-            linears = [l for l in mlp if isinstance(l, torch.nn.Linear)]
-            for lin in linears[:-1]:
-                lin.weight[0, 0] = 1.0
-            linears[-1].weight[0, 0] = 1.0
-        m.dec_r[-1].bias[:] = torch.tensor([0.5, 1.0])
-    return m.eval()
-
-
-def cells_with_all_open(n=40, seed=0) -> MultiomeData:
-    rng = np.random.default_rng(seed)
-    x = (rng.random((n, len(CHROM))) < 0.4).astype(np.uint8)
-    x[:, [A, B, C, D]] = 1
-    obs = pd.DataFrame({"cell_type": pd.Categorical(["T"] * n)}, index=[f"c{i}" for i in range(n)])
-    obs["split"] = assign_split(obs["cell_type"], 0)
-    peaks = pd.DataFrame({"chrom": [f"chr{c + 1}" for c in CHROM], "start": np.arange(12) * 1000,
-                          "end": np.arange(12) * 1000 + 500})
-    genes = pd.DataFrame({"chrom": ["chr1", "chr1"], "tss": [0, 0]}, index=["target", "other"])
-    return MultiomeData(sp.csr_matrix(x), np.zeros((n, 2), np.float32), obs, peaks, genes)
+from tests.hand_models import A, B, C, D, cells_with_all_open, redundant_pair_model
 
 
 def test_toy_model_has_the_planted_redundancy():

@@ -6,7 +6,7 @@ import numpy as np
 from methods.base import Budget
 from methods.input_x_gradient import InputXGradient
 from methods.saliency import Saliency
-from tests.test_saliency import CLOSED, LINEAR_W, all_scores, autograd_gradients, hand_model, linear_cells
+from tests.hand_models import CLOSED, LINEAR_W, all_scores, autograd_gradients, hand_model, linear_cells
 from tests.toy_models import STRONG, TARGET, toy_problem
 
 

@@ -10,7 +10,7 @@ from bench.interventional import PANEL_SIZES, group_member_ratio, interventional
 from datasets.synthetic import simulate
 from surrogates.model import SurrogateConfig
 from surrogates.train import build_surrogate
-from tests.test_grids import C, D, cells_with_all_open, redundant_pair_model
+from tests.hand_models import C, D, cells_with_all_open, redundant_pair_model
 
 
 def test_group_member_ratio_by_hand():

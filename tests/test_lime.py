@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from methods.base import Budget
-from methods import registry
 from methods.lime_method import Lime, exponential_kernel
 from tests.toy_models import STRONG, TARGET, toy_problem
 
@@ -14,17 +13,14 @@ from tests.toy_models import STRONG, TARGET, toy_problem
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_registered_with_metadata():
-    spec = registry.get("lime")
-    assert spec.cls is Lime and spec.year == 2016 and not spec.needs_gradients
-    assert spec.kind == "local→global"
+def test_kernel_is_the_lime_text_kernel_on_the_cosine_distance():
+    # lime_text weighs a neighbour by its kernel (width 25) of 100 × the cosine distance: the same weights as ours
+    # (width 0.25) on the plain cosine distance, the equivalence the module docstring relies on
+    from lime.lime_text import LimeTextExplainer
 
-
-def test_kernel_is_limes_exponential_kernel():
-    k = exponential_kernel(0.25)
-    d = np.array([0.0, 0.25, 1.0])
-    np.testing.assert_allclose(k(d), np.sqrt(np.exp(-(d ** 2) / 0.25 ** 2)), rtol=1e-12)
-    assert k(np.array([0.0]))[0] == pytest.approx(1.0)
+    d = np.linspace(0.0, 1.0, 11)
+    text_kernel = LimeTextExplainer(kernel_width=25).base.kernel_fn
+    np.testing.assert_allclose(exponential_kernel(0.25)(d), text_kernel(100 * d), rtol=1e-12)
 
 
 @pytest.mark.parametrize("aggregate", ["submodular", "importance"])

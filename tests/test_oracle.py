@@ -11,19 +11,8 @@ from datasets.data import MultiomeData, assign_split
 from datasets.synthetic import SyntheticTruth
 from methods import registry
 from methods.oracle import Oracle
-from tests.test_grids import A, B, C, D, cells_with_all_open, redundant_pair_model
-
-
-def pair_truth() -> SyntheticTruth:
-    """target = 10 · (0.2 + 0.8 · (w·OR(x_A, x_B) + 0.3·x_C) / (1 + 0.3)), promoter D closing leaves 70 %;
-    'other' has no planted peaks. Closing C alone (a single enhancer) beats closing A or B alone, but the pair
-    {A, B} beats any other two peaks: the redundancy a first-order ranking misses."""
-    return SyntheticTruth(
-        genes=["target", "other"], cell_types=["T"],
-        promoter=np.array([D, -1]), promoter_left=np.array([0.7, 1.0]),
-        group=np.array([[[A, B]], [[-1, -1]]]), group_weight=np.array([[1.0], [0.0]]),
-        single=np.array([[C], [-1]]), single_weight=np.array([[0.3], [0.0]]),
-        floor=np.array([0.2, 1.0]), trans=np.ones((1, 2)), magnitude=np.array([10.0, 5.0]))
+from tests.hand_models import A, B, C, D, cells_with_all_open, redundant_pair_model
+from tests.hand_models import pair_truth
 
 
 def test_registered_as_a_control_that_needs_the_truth():

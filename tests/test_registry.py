@@ -1,18 +1,25 @@
-"""Registry-wide checks: every registered method runs on a tiny surrogate and returns L distinct valid peaks."""
+"""Registry-wide checks, parametrised over every registered method (a new method is covered by adding its file):
+metadata a table can rely on, L distinct valid peaks, a zero budget, and the `ranking` flag the harness trusts."""
+
+import inspect
 
 import numpy as np
 import pytest
 
-from methods.base import Budget
 from methods import Explainer, registry
-from tests.test_grids import cells_with_all_open, redundant_pair_model
+from methods.base import Budget
+from tests.hand_models import cells_with_all_open, pair_truth, redundant_pair_model
+
+METHODS = registry.available()
 
 
-def test_registry_metadata_and_lookup_errors():
-    names = registry.available()
-    assert {"grids", "random", "saliency", "smoothgrad"} <= set(names)
-    assert registry.get("random").is_baseline and not registry.get("grids").is_baseline
-    assert registry.get("grids").needs_gradients
+def make(name: str, budget: Budget = Budget(seconds=30, samples=10**7), seed: int = 0):
+    spec = registry.get(name)
+    extra = {"truth": pair_truth()} if spec.needs_truth else {}  # controls that read the simulator's truth
+    return spec.cls(seed=seed, budget=budget, **extra)
+
+
+def test_lookup_errors_list_the_available_methods():
     with pytest.raises(KeyError, match="available: .*grids"):
         registry.get("gridz")
 
@@ -25,14 +32,50 @@ def test_duplicate_names_are_rejected():
                 raise NotImplementedError
 
 
-@pytest.mark.parametrize("name", registry.available())
-def test_every_method_returns_L_distinct_valid_peaks(name):
-    from tests.test_oracle import pair_truth
+def test_helper_modules_register_nothing():
+    modules = {registry.get(name).cls.__module__ for name in METHODS}
+    assert not any(m.rsplit(".", 1)[-1].startswith("_") for m in modules)
+    assert {"methods.base", "methods.registry"}.isdisjoint(modules)
 
-    m, d = redundant_pair_model(), cells_with_all_open()
+
+@pytest.mark.parametrize("name", METHODS)
+def test_metadata(name):
     spec = registry.get(name)
-    extra = {"truth": pair_truth()} if spec.needs_truth else {}  # controls that read the simulator's truth
-    expl = spec.cls(seed=0, budget=Budget(seconds=30, samples=10**7), **extra).explain(m, d, "target", 4)
+    assert spec.name == name and spec.cls.spec is spec and issubclass(spec.cls, Explainer)
+    assert spec.description and spec.description == inspect.getdoc(spec.cls).splitlines()[0]
+    assert spec.is_baseline == (spec.kind == "control")  # controls bound the tables; nothing else is one
+    if spec.is_baseline:
+        return
+    doc = inspect.getdoc(inspect.getmodule(spec.cls))
+    assert spec.paper and isinstance(spec.year, int) and 2010 <= spec.year <= 2030
+    assert str(spec.year) in doc, "the module docstring cites the paper, with its year"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_returns_L_distinct_valid_peaks(name):
+    m, d = redundant_pair_model(), cells_with_all_open()
+    expl = make(name).explain(m, d, "target", 4)
     expl.check(d.n_peaks, 4)
     assert expl.status in ("ok", "budget_exceeded", "not_converged")
-    assert expl.peaks.dtype == np.int64
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_spent_budget_is_reported_not_hidden(name):
+    """With no time and no evaluations left, a method that evaluates the surrogate says so (budget_exceeded,
+    not_converged or no_estimate with no peaks); one that costs nothing (the controls) still answers `ok`."""
+    m, d = redundant_pair_model(), cells_with_all_open()
+    expl = make(name, Budget(seconds=0.0, samples=0)).explain(m, d, "target", 4)
+    expl.check(d.n_peaks, 4)
+    if registry.get(name).is_baseline:
+        assert expl.status == "ok" and expl.info.get("samples", 0) == 0
+    else:
+        assert expl.status in ("budget_exceeded", "not_converged", "no_estimate"), expl.status
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).ranking])
+def test_ranking_methods_answer_every_L_with_a_prefix_of_one_ranking(name):
+    """The harness runs a `ranking` method once at the largest L and scores each L's prefix: that is only right
+    if the method's answer for a smaller L is that prefix."""
+    m, d = redundant_pair_model(), cells_with_all_open()
+    small, large = make(name).explain(m, d, "target", 3), make(name).explain(m, d, "target", 8)
+    np.testing.assert_array_equal(small.peaks, large.peaks[:3])

@@ -108,3 +108,42 @@ def test_write_report_adds_discrimination_csv_and_sections(tmp_path):
         assert f"### Discrimination at L = {L}" in md
     assert md.count("Kendall τ-b") == 2 and "τ = +1.00" in md  # both orders a < b < c
     assert list(pd.read_csv(tmp_path / "leaderboard.csv").columns[:5]) == ["method", "L", "cell_type", "gene", "seed"]
+
+
+def two_type_records() -> list[dict]:
+    """a: X (−10, −20), Y (−30); b: X (−12, −14), Y (−40); truth recall a: X (0.5, 0.5), Y 1.0; b: X (0, 0.5), Y 0.5."""
+    jobs = {("a", "X"): [(-10, 0.5), (-20, 0.5)], ("a", "Y"): [(-30, 1.0)],
+            ("b", "X"): [(-12, 0.0), (-14, 0.5)], ("b", "Y"): [(-40, 0.5)]}
+    return [{"method": m, "L": 10, "cell_type": ct, "gene": f"g{i}", "seed": 0, "rel_delta_pct": rel,
+             "avg_delta": rel / 10, "truth_recall": recall, "first_order_rel_delta_pct": rel, "seconds": 1.0,
+             "status": "ok"}
+            for (m, ct), values in jobs.items() for i, (rel, recall) in enumerate(values)]
+
+
+def test_cell_type_rows_and_the_avg_row_hand_computed():
+    long = long_table(two_type_records()).set_index(["method", "cell_type", "gene"])
+    a_x, a_y, a_avg = (long.loc[("a", ct, "*")] for ct in ("X", "Y", "Avg"))
+    assert a_x["rel_delta_pct"] == pytest.approx(-15.0) and a_x["rel_delta_pct_stderr"] == pytest.approx(5.0)
+    assert a_y["rel_delta_pct"] == pytest.approx(-30.0) and np.isnan(a_y["rel_delta_pct_stderr"])  # one job
+    # Avg = mean of the per-type means (−15, −30), not of the three jobs (−20); SE over the 2 types: sd / √2
+    assert a_avg["rel_delta_pct"] == pytest.approx(-22.5)
+    assert a_avg["rel_delta_pct_stderr"] == pytest.approx(np.std([-15, -30], ddof=1) / np.sqrt(2)) == pytest.approx(7.5)
+    b_avg = long.loc[("b", "Avg", "*")]
+    assert b_avg["rel_delta_pct"] == pytest.approx(-26.5) and b_avg["rel_delta_pct_stderr"] == pytest.approx(13.5)
+    assert a_avg["truth_recall"] == pytest.approx(0.75) and b_avg["truth_recall"] == pytest.approx(0.375)
+    assert a_avg["n_jobs"] == 3 and a_x["n_jobs"] == 2
+
+
+def test_best_follows_each_metrics_direction():
+    from bench.report import _best
+
+    agg = long_table(two_type_records())
+    avg = {r["method"]: r for _, r in agg[(agg["cell_type"] == "Avg")].iterrows()}
+    assert _best(avg, "rel_delta_pct") == "b"  # ↓: −26.5 beats −22.5
+    assert _best(avg, "truth_recall") == "a"  # ↑: 0.75 beats 0.375
+    assert _best(avg, "first_order_rel_delta_pct") is None  # context, no direction
+    table = metric_table(agg[agg["gene"] == "*"], 10, ("rel_delta_pct", "truth_recall"), ["a", "b"])
+    avg_row = next(line for line in table.splitlines() if "Avg" in line).split("|")[2:-1]
+    a_rel, a_recall, b_rel, b_recall = (c.strip() for c in avg_row)
+    assert b_rel == "**−26.50 ± 13.50**" and a_rel == "−22.50 ± 7.50"
+    assert a_recall == "**+0.750 ± 0.250**" and b_recall == "+0.375 ± 0.125"

@@ -8,7 +8,6 @@ import sage
 
 from methods.base import Budget
 from bench.harness import Job, run_job
-from methods import registry
 from methods.base import Explanation
 from methods.sage_method import FastGroupedDefaultImputer, Sage, _merge, peak_groups
 from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem
@@ -17,12 +16,6 @@ from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_registered_with_metadata():
-    spec = registry.get("sage")
-    assert spec.cls is Sage and spec.year == 2020 and spec.kind == "global"
-
-
-@pytest.mark.parametrize("kw", [{}, {"imputer": "marginal"}, {"groups": None}])
 def test_ranks_the_regulating_peak_first(kw):
     p = toy_problem()
     e = Sage(budget=Budget(seconds=20), **kw).explain(p.surrogate, p.train, TARGET, 3)

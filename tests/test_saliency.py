@@ -1,68 +1,13 @@
 """Saliency = mean over cells of |∂ŷ/∂x| for every peak, open or closed, checked against gradients taken directly
-with torch.autograd and against a hand-built surrogate whose gradients are known exactly.
-
-The helpers here (`hand_model`, `cells`, `all_scores`, `autograd_gradients`) are shared by the other gradient
-explainer tests."""
-
-import dataclasses
+with torch.autograd and against a hand-built surrogate whose gradients are known exactly."""
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
-import torch
 
 from methods.base import Budget
 from methods.saliency import Saliency
-from surrogates.model import Surrogate, SurrogateConfig
-from tests.test_grids import CHROM, cells_with_all_open
 from tests.toy_models import STRONG, TARGET, toy_problem
-
-CLOSED = 3  # closed in every cell of `linear_cells`, with the largest gradient of `LINEAR_W`
-LINEAR_W = np.zeros(len(CHROM))
-LINEAR_W[[2, CLOSED, 5, 8, 10]] = [2.0, 4.0, 1.0, -3.0, 0.5]
-
-
-def hand_model(w, bias: float) -> Surrogate:
-    """target = max(0, Σ_j w_j x_j + bias) + 0.5 exactly: one ReLU unit that every later layer passes on."""
-    m = Surrogate(CHROM, ["target", "other"], ["T"], SurrogateConfig(emb_dim=1, hidden=2, latent=1))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.zero_()
-        for lin in m.modules():
-            if isinstance(lin, torch.nn.Linear):
-                lin.weight[0, 0] = 1.0  # unit 0 of every layer carries the value
-        m.emb_open[:, 0] = torch.as_tensor(w, dtype=torch.float32)
-        m.first.weight[0] = 1.0  # h0 = Σ over both chromosomes' embedding sums + bias
-        m.first.bias[0] = bias
-        m.dec_r[-1].bias[:] = torch.tensor([0.5, 1.0])
-    return m.eval()
-
-
-def cells(x):
-    """A one-type MultiomeData with the given dense 0/1 ATAC rows (cells × 12 peaks)."""
-    return dataclasses.replace(cells_with_all_open(len(x)), atac=sp.csr_matrix(np.asarray(x, dtype=np.uint8)))
-
-
-def linear_cells(n=40, seed=0):
-    """Random cells with peak CLOSED closed in all of them."""
-    x = (np.random.default_rng(seed).random((n, len(CHROM))) < 0.5).astype(np.uint8)
-    x[:, CLOSED] = 0
-    return cells(x)
-
-
-def all_scores(method, surrogate, data, gene) -> np.ndarray:
-    """The method's score of every peak (explained with L = all peaks), in peak order."""
-    e = method.explain(surrogate, data, gene, data.n_peaks)
-    scores = np.empty(data.n_peaks)
-    scores[e.peaks] = e.scores
-    return scores
-
-
-def autograd_gradients(surrogate, data, gene, n_cells=None) -> tuple[np.ndarray, np.ndarray]:
-    """(x, ∂ŷ_gene/∂x) for the first `n_cells` cells, taken directly with torch.autograd (no captum)."""
-    x = torch.as_tensor(data.atac[:n_cells].toarray(), dtype=torch.float32).requires_grad_(True)
-    (grad,) = torch.autograd.grad(surrogate(x)[:, surrogate.gene_index(gene)].sum(), x)
-    return x.detach().numpy(), grad.numpy()
+from tests.hand_models import CLOSED, LINEAR_W, all_scores, autograd_gradients, hand_model, linear_cells
 
 
 def test_saliency_is_the_mean_absolute_gradient_of_a_hand_built_linear_model():
@@ -108,3 +53,9 @@ def test_no_cell_within_the_budget_is_no_estimate(one_torch_thread):
     e = Saliency(budget=Budget(seconds=0)).explain(toy.surrogate, toy.train, TARGET, 5)
     e.check(toy.surrogate.n_peaks, 5)
     assert e.status == "no_estimate" and e.peaks.size == 0 and e.info["cells"] == 0
+
+
+def test_saliency_ranks_the_one_regulating_peak_of_the_toy_first(one_torch_thread):
+    toy = toy_problem()
+    e = Saliency().explain(toy.surrogate, toy.train, TARGET, 3)
+    assert e.peaks[0] == STRONG and e.status == "ok"

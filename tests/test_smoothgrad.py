@@ -3,22 +3,14 @@ gradients known by hand, against Saliency as σ → 0, and for seeded, self-cont
 
 import numpy as np
 import pytest
-import torch
 from scipy.stats import norm
 
 from methods.base import Budget
 from methods.saliency import Saliency
 from methods.smoothgrad import SmoothGrad
-from tests.test_saliency import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells
+from tests.hand_models import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells
+from tests.hand_models import KINK, check_seeded, check_vanishing_noise_gives, kink_model
 from tests.toy_models import TARGET, toy_problem
-
-KINK = 6  # the only peak of `kink_model`: target = max(0, x_KINK − 0.5) + 0.5
-
-
-def kink_model():
-    w = np.zeros(len(CHROM))
-    w[KINK] = 1.0
-    return hand_model(w, bias=-0.5)
 
 
 def test_smoothgrad_of_a_linear_model_is_the_absolute_weight_whatever_the_noise():
@@ -37,25 +29,6 @@ def test_smoothgrad_averages_gradients_over_gaussian_noise_of_the_given_stdev(st
     assert np.all(np.delete(scores, KINK) == 0)
 
 
-def check_vanishing_noise_gives(smooth_cls, plain_cls):
-    """With σ → 0 every noisy copy is the clean cell: the smoothed scores equal the plain method's."""
-    toy = toy_problem()
-    smooth = all_scores(smooth_cls(n_samples=4, stdev=1e-5), toy.surrogate, toy.train, TARGET)
-    plain = all_scores(plain_cls(), toy.surrogate, toy.train, TARGET)
-    np.testing.assert_allclose(smooth, plain, rtol=1e-3, atol=1e-5)
-
-
-def check_seeded(cls):
-    """Same seed, same scores; another seed, other noise; torch's global generator is left as it was."""
-    toy = toy_problem()
-    state = torch.random.get_rng_state()
-    first, again, other = (all_scores(cls(n_samples=4, seed=seed), toy.surrogate, toy.train, TARGET)
-                           for seed in (0, 0, 1))
-    np.testing.assert_array_equal(first, again)
-    assert not np.allclose(first, other, rtol=1e-4, atol=0)
-    assert torch.equal(torch.random.get_rng_state(), state)
-
-
 def test_smoothgrad_equals_saliency_as_the_noise_vanishes(one_torch_thread):
     check_vanishing_noise_gives(SmoothGrad, Saliency)
 
@@ -71,3 +44,9 @@ def test_smoothgrad_counts_every_noisy_copy_against_the_budget():
     assert e.status == "budget_exceeded" and e.info["cells"] == 8 and e.info["samples"] == 24
     full = SmoothGrad(n_samples=3).explain(m, d, "target", 3)
     assert full.status == "ok" and full.info["cells"] == d.n_cells and full.info["samples"] == 3 * d.n_cells
+
+
+def test_smoothgrad_ranks_the_one_regulating_peak_of_the_toy_first(one_torch_thread):
+    toy = toy_problem()
+    e = SmoothGrad(n_samples=8).explain(toy.surrogate, toy.train, TARGET, 3)
+    assert e.peaks[0] == toy.strong and e.status == "ok"

@@ -7,8 +7,8 @@ from scipy.stats import norm
 
 from methods.input_x_gradient import InputXGradient
 from methods.smoothgrad_x_input import SmoothGradXInput
-from tests.test_saliency import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells
-from tests.test_smoothgrad import KINK, check_seeded, check_vanishing_noise_gives, kink_model
+from tests.hand_models import CHROM, LINEAR_W, all_scores, cells, hand_model, linear_cells
+from tests.hand_models import KINK, check_seeded, check_vanishing_noise_gives, kink_model
 
 
 def test_smoothgrad_x_input_of_a_linear_model_is_the_signed_weight_times_the_open_fraction():

@@ -183,3 +183,28 @@ def test_config_is_validated():
         SurrogateConfig(style="cyclic")
     with pytest.raises(ValueError, match="reference_steps"):
         SurrogateConfig(reference_steps=(10, 0, 10))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluating_restores_the_mode_even_when_the_block_raises(model, training):
+    model.train(training)
+    with model.evaluating():
+        assert not model.training
+    assert model.training == training
+    with pytest.raises(RuntimeError, match="explainer bug"):
+        with model.evaluating():
+            raise RuntimeError("explainer bug")
+    assert model.training == training
+
+
+def test_one_gene_lookup_error_for_the_data_the_surrogate_and_the_truth(model):
+    from datasets.synthetic import simulate
+
+    data, truth = simulate("tiny", seed=0)
+    for owner, lookup in (("the data", data.gene_index), ("the surrogate's outputs", model.gene_index),
+                          ("the simulator's planted truth", truth.gene_index)):
+        with pytest.raises(KeyError, match=rf"gene 'NOPE' is not in {owner} \(\d+ genes\)"):
+            lookup("NOPE")
+    with pytest.raises(KeyError, match=r"Similar: \['g0', 'g1', 'g2', 'g3'\]"):
+        model.gene_index("g")
+    assert model.gene_index("g2") == 2 and data.gene_index(data.gene_names[5]) == 5
