@@ -74,9 +74,8 @@ def _load_all() -> None:
     underscore and skipped; `base` and `registry` hold no method, so importing them registers nothing."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import methods
-
-    for mod in sorted(pkgutil.iter_modules(methods.__path__), key=lambda m: m.name):
+    for mod in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
         if not mod.name.startswith("_"):
-            importlib.import_module(f"methods.{mod.name}")
+            importlib.import_module(f"{__package__}.{mod.name}")

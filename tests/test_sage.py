@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import sage
 
-from methods.base import Budget
-from bench.harness import Job, run_job
-from methods.base import Explanation
+from bench.runner import Job, run_job
+from methods.base import Budget, Explanation
 from methods.sage_method import FastGroupedDefaultImputer, Sage, _merge, peak_groups
 from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem
 
@@ -16,6 +15,7 @@ from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.parametrize("kw", [{}, {"imputer": "marginal"}, {"groups": None}])
 def test_ranks_the_regulating_peak_first(kw):
     p = toy_problem()
     e = Sage(budget=Budget(seconds=20), **kw).explain(p.surrogate, p.train, TARGET, 3)
@@ -85,7 +85,7 @@ def test_budget_exhaustion_before_any_estimate_returns_no_peaks():
 
 def test_harness_records_a_no_estimate_job_without_metrics():
     p = toy_problem()
-    record = run_job(Job("sage", CELL_TYPE, TARGET, 10, 0), {}, Budget(seconds=0), p.surrogate, p.data)
+    record = run_job(Job("sage", CELL_TYPE, TARGET, 10, 0), {}, Budget(seconds=0), p.surrogate, p.data).record()
     assert record["status"] == "no_estimate" and record["peaks"] == [] and record["error"] is None
     assert record["info"]["permutations"] == 0
     assert "rel_delta_pct" not in record and "avg_delta" not in record
