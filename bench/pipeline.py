@@ -1,6 +1,5 @@
 """Orchestration of the commands, without argparse: load the inputs, fit or reuse the surrogate, run a plan's
-grid of jobs, and score the surrogate's fidelity. `bench.cli` parses flags and calls these; user-facing input
-errors come back as `UserError`."""
+grid of jobs. `bench.cli` parses flags and calls these; user-facing input errors come back as `UserError`."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ log = logging.getLogger("bench")
 class Inputs:
     """Where a run's data comes from: the synthetic simulator at `scale` (default) or the user's files."""
 
-    scale: str = "quick"
+    scale: str = "default"
     seed: int = 0
     data: str | None = None  # a 10x ARC .h5, 'rna.h5ad,atac.h5ad' or a .h5mu
     labels: str | None = None

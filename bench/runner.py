@@ -65,9 +65,11 @@ class JobResult:
     metrics: dict[str, float] = field(default_factory=dict)  # absent for no_estimate and failed jobs
 
     def record(self) -> dict:
+        """Flat fields; a value that was not measured or is undefined (NaN) is None, i.e. JSON null, not NaN."""
+        measured = {"explain_seconds": self.explain_seconds, "seconds": self.seconds,
+                    "peak_rss_mb": self.peak_rss_mb, "rss_increase_mb": self.rss_increase_mb, **self.metrics}
         out = {**asdict(self.job), "status": self.status, "peaks": self.peaks, "error": self.error,
-               "info": self.info, "explain_seconds": self.explain_seconds, "seconds": self.seconds,
-               "peak_rss_mb": self.peak_rss_mb, "rss_increase_mb": self.rss_increase_mb, **self.metrics}
+               "info": self.info, **{k: None if _is_nan(v) else v for k, v in measured.items()}}
         if self.traceback:
             out["traceback"] = self.traceback
         return out
@@ -84,14 +86,16 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     L_max = max(job.L for job in jobs)
     results = [JobResult(job) for job in jobs]
     _release_freed_memory()
-    t0 = time.perf_counter()
+    mem, t0, explained = PeakRSS(), time.perf_counter(), None
     try:
         spec = registry.get(first.method)
         extra = {"truth": truth} if spec.needs_truth else {}
         explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
-        with PeakRSS() as mem:
-            expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
-        explain_seconds = time.perf_counter() - t0
+        with mem, surrogate.evaluating():  # eval mode for every method, restored even if it raises
+            try:
+                expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
+            finally:  # a method that raised is still timed and measured
+                explained = time.perf_counter()
         expl.check(data.n_peaks, L_max)
         info = _jsonable(expl.info)
         if len(jobs) > 1:
@@ -100,16 +104,16 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
         for result in results:
             peaks = expl.peaks[:result.job.L]
             result.status, result.peaks, result.info = expl.status, [int(p) for p in peaks], info
-            result.explain_seconds, result.peak_rss_mb, result.rss_increase_mb = (explain_seconds, mem.peak_mb,
-                                                                                  mem.delta_mb)
             if expl.status != "no_estimate":  # no peaks of the method's own: no numbers under its name
                 result.metrics = evaluate_selection(surrogate, test, result.job.gene, peaks, truth)
     except Exception as exc:  # noqa: BLE001 - a broken method is a result, not a crash
         log.warning("job %s failed: %s: %s", first, type(exc).__name__, exc)
-        for i, result in enumerate(results):
-            results[i] = JobResult(result.job, error=f"{type(exc).__name__}: {exc}",
-                                   traceback=traceback.format_exc(limit=5))
+        failure = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+        results = [JobResult(result.job, **failure) for result in results]
     for result in results:
+        if explained is not None:
+            result.explain_seconds = explained - t0
+            result.peak_rss_mb, result.rss_increase_mb = mem.peak_mb, mem.delta_mb
         result.seconds = time.perf_counter() - t0
     return results
 
@@ -127,6 +131,10 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
         pass
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and value != value
 
 
 def _jsonable(obj):

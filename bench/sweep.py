@@ -91,7 +91,7 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
                 row.pop(key, None)
             rows.append(row)
             _frame(rows).to_csv(out / "sweep.csv", index=False)
-            log.info("sweep d=%d %s: %s, %.1fs, Rel Δ %s", d, name, row["status"], row["explain_seconds"],
+            log.info("sweep d=%d %s: %s, %s s, Rel Δ %s", d, name, row["status"], row["explain_seconds"],
                      row.get("rel_delta_pct"))
             bar.update(1)
         del surrogate, data, truth
@@ -174,7 +174,7 @@ def plot_sweep(df: pd.DataFrame, path: Path) -> None:
             if bad.any():
                 ax.plot(g["d"][bad], y[bad], "x", color=color, markersize=11, markeredgewidth=2.5)
         ax.set_xscale("log")
-        if col == "explain_seconds" and (df[col].astype(float) > 0).all():
+        if col == "explain_seconds" and (df[col].astype(float).dropna() > 0).all():
             ax.set_yscale("log")
         elif col == "rss_increase_mb":
             ax.set_yscale("symlog", linthresh=10.0)

@@ -19,16 +19,27 @@ def cache_root(cache_dir=None) -> Path:
     return Path(root).expanduser()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file; mkstemp's temporary files are 0600
+
+
 @contextlib.contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yield a temporary path beside `path` for a writer that wants a file name (torch.save, MuData.write); on
-    success it is renamed onto `path` in one step, on error removed, so readers never see a half-written file."""
+    success it is renamed onto `path` in one step, on error removed, so readers never see a half-written file.
+    The result gets the permissions a plainly written file would have."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -124,7 +124,7 @@ class Fimap(Explainer):
         return Explanation(
             peaks=peaks, scores=scores[peaks], status=status,
             info={"seconds": clock.seconds, "samples": clock.samples, "steps": steps_done,
-                  "steps_planned": self.steps, "final_loss": history[-1] if history else None,
+                  "steps_planned": self.steps, "final_loss": history[-1],
                   "loss_trace": history[:: max(1, len(history) // 50)], "objective": self.objective,
                   "target_ratio": self.target_ratio, "hinge": self.hinge, "sparsity": self.sparsity,
                   "final_target_ratio": ratio, "expected_closed_per_cell": closed,

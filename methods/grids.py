@@ -131,9 +131,9 @@ class Grids(Explainer):
         order = np.argsort(-scores, kind="stable")
         return Explanation(
             peaks=r[order], scores=scores[order], status=status,
-            info={"steps": len(history), "steps_planned": steps, "swaps": swaps, "final_loss": history[-1]
-                  if history else None, "loss_trace": history[:: max(1, len(history) // 50)],
-                  "seconds": clock.seconds, "samples": clock.samples, "objective": self.objective},
+            info={"steps": len(history), "steps_planned": steps, "swaps": swaps, "final_loss": history[-1],
+                  "loss_trace": history[:: max(1, len(history) // 50)], "seconds": clock.seconds,
+                  "samples": clock.samples, "objective": self.objective},
         )
 
     @torch.no_grad()

@@ -46,14 +46,26 @@ def test_one_runner_one_set_of_fields_for_ok_and_failed_jobs(monkeypatch):
     assert ok.explain_seconds <= ok.seconds and ok.peak_rss_mb > 0 and ok.rss_increase_mb >= 0
     assert "rel_delta_pct" in ok.metrics
 
-    def boom(self, *a, **k):
+    modes = []
+
+    def boom(self, surrogate, *a, **k):
+        modes.append(surrogate.training)
         raise RuntimeError("broken method")
 
     monkeypatch.setattr(InputXGradient, "explain", boom)
     model.train()
     bad = run_job(Job("input-x-gradient", "Oligo", "MOG", 4, 0), {}, Budget(), model, data, truth)
     assert bad.status == "failed" and "broken method" in bad.error and bad.metrics == {} and bad.peaks == []
-    assert model.training  # the runner leaves the surrogate's mode alone
+    assert modes == [False] and model.training  # explained in eval mode; the caller's mode restored after the error
+    assert bad.explain_seconds >= 0 and bad.peak_rss_mb > 0  # a method that raised is still timed and measured
     measured = {"explain_seconds", "seconds", "peak_rss_mb", "rss_increase_mb"}
     assert measured <= set(ok.record()) and measured <= set(bad.record())
     assert set(bad.record()) - {"traceback"} <= set(ok.record())
+
+
+def test_records_are_strict_json_without_nan(tmp_path):
+    import json
+
+    rec = JobResult(Job("random", "Oligo", "MOG", 4, 0), error="E: never ran").record()
+    assert rec["explain_seconds"] is None and rec["peak_rss_mb"] is None
+    json.loads(json.dumps(rec), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))

@@ -32,10 +32,27 @@ def test_duplicate_names_are_rejected():
                 raise NotImplementedError
 
 
-def test_helper_modules_register_nothing():
-    modules = {registry.get(name).cls.__module__ for name in METHODS}
-    assert not any(m.rsplit(".", 1)[-1].startswith("_") for m in modules)
-    assert {"methods.base", "methods.registry"}.isdisjoint(modules)
+def test_modules_with_a_leading_underscore_are_not_imported(tmp_path, monkeypatch):
+    """A probe module in methods/ registers itself when imported: under a plain name it is, under `_name` not."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = Path(registry.__file__).parent
+    body = "from methods.random_subset import RandomPeaks\nfrom methods.registry import register\n\n" \
+           "@register({name!r}, paper='probe', kind='control', is_baseline=True)\n" \
+           "class Probe(RandomPeaks):\n    \"\"\"Probe.\"\"\"\n"
+    try:
+        for stem in ("_zz_probe_helper", "zz_probe_method"):
+            (folder / f"{stem}.py").write_text(body.format(name=stem))
+        importlib.invalidate_caches()
+        names = registry.available()
+        assert "zz_probe_method" in names and "_zz_probe_helper" not in names
+    finally:
+        for stem in ("_zz_probe_helper", "zz_probe_method"):
+            (folder / f"{stem}.py").unlink(missing_ok=True)
+            sys.modules.pop(f"methods.{stem}", None)
+        registry._REGISTRY.pop("zz_probe_method", None)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -67,7 +84,7 @@ def test_a_spent_budget_is_reported_not_hidden(name):
     expl = make(name, Budget(seconds=0.0, samples=0)).explain(m, d, "target", 4)
     expl.check(d.n_peaks, 4)
     if registry.get(name).is_baseline:
-        assert expl.status == "ok" and expl.info.get("samples", 0) == 0
+        assert expl.status == "ok" and expl.info["samples"] == 0
     else:
         assert expl.status in ("budget_exceeded", "not_converged", "no_estimate"), expl.status
 
@@ -79,3 +96,18 @@ def test_ranking_methods_answer_every_L_with_a_prefix_of_one_ranking(name):
     m, d = redundant_pair_model(), cells_with_all_open()
     small, large = make(name).explain(m, d, "target", 3), make(name).explain(m, d, "target", 8)
     np.testing.assert_array_equal(small.peaks, large.peaks[:3])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_needs_gradients_says_whether_the_method_differentiates_through_the_surrogate(name):
+    """Every path through the surrogate passes `enc_a_rest`; a method that takes gradients through the surrogate
+    runs it with autograd recording at least once, one that does not (LIME, SAGE, CXPlain's Granger stage, the
+    controls) only ever under torch.no_grad."""
+    m, d = redundant_pair_model(), cells_with_all_open()
+    recorded = []
+    handle = m.enc_a_rest.register_forward_hook(lambda mod, inp, out: recorded.append(out.requires_grad))
+    try:
+        make(name).explain(m, d, "target", 4)
+    finally:
+        handle.remove()
+    assert any(recorded) == registry.get(name).needs_gradients
