@@ -7,11 +7,12 @@ status `failed` with the error. Every result carries the same measured fields (`
 * `explain_seconds` — wall time of the method's `explain` call;
 * `seconds` — wall time of the whole task: explain, validation and the evaluation of every L it serves;
 * `peak_rss_mb` — peak resident memory (RSS) of the process during `explain`, in MiB, absolute;
-* `rss_increase_mb` — that peak minus the RSS just before `explain`. Before each task the process runs
-  `gc.collect()` and glibc's `malloc_trim(0)` so memory freed by earlier work goes back to the OS instead of being
-  silently re-used; it is still a lower bound where the allocator keeps pages cached, and it includes anything
-  else the process allocates meanwhile (bench/memory.py samples RSS every 20 ms in a thread, which sees torch's
-  and numpy's C allocations that tracemalloc does not).
+* `rss_increase_mb` — that peak minus the RSS just before `explain`. With `settle_memory` (the sweep, whose
+  point is memory vs d) the process first runs `gc.collect()` and glibc's `malloc_trim(0)` so memory freed by
+  earlier work goes back to the OS instead of being silently re-used; without it (the grid: the collection costs
+  ~0.2 s a task at quick scale, 7 % of a quick run) the increase is a looser lower bound. Either way it includes
+  anything else the process allocates meanwhile (bench/memory.py samples RSS every 20 ms in a thread, which sees
+  torch's and numpy's C allocations that tracemalloc does not).
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class JobResult:
         return out
 
 
-def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None) -> list[JobResult]:
+def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None,
+             settle_memory: bool = False) -> list[JobResult]:
     """Explain once, validate and evaluate jobs that share one explanation; never raises for a method's failure.
 
     A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
@@ -85,7 +87,8 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     first = jobs[0]
     L_max = max(job.L for job in jobs)
     results = [JobResult(job) for job in jobs]
-    _release_freed_memory()
+    if settle_memory:
+        _release_freed_memory()
     mem, t0, explained = PeakRSS(), time.perf_counter(), None
     try:
         spec = registry.get(first.method)
@@ -118,9 +121,10 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     return results
 
 
-def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None) -> JobResult:
+def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None,
+            settle_memory: bool = False) -> JobResult:
     """One job on its own (`run_task` with a single job)."""
-    return run_task([job], params, budget, surrogate, data, truth)[0]
+    return run_task([job], params, budget, surrogate, data, truth, settle_memory)[0]
 
 
 def _release_freed_memory() -> None:

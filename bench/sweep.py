@@ -85,7 +85,7 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
         for name in names:
             bar.set_postfix(d=d, method=name)
             result = run_job(Job(name, cell_type, gene, L, seed), method_params.get(name, {}), budget, surrogate, data,
-                             truth)
+                             truth, settle_memory=True)
             row = {**context, **result.record(), "samples": result.info.get("samples", np.nan)}
             for key in ("peaks", "info", "traceback"):  # jobs.jsonl material, not table columns
                 row.pop(key, None)
