@@ -48,21 +48,23 @@ PROFILES: dict[str, Profile] = {
         method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4},
                        "smoothgrad-x-input": {"n_samples": 4}, "fimap": {"steps": 40},
                        "lime": {"n_cells": 6, "n_samples": 256}, "cxplain": {"max_cells": 16, "epochs": 10},
-                       "sage": {"batch_size": 8, "max_groups": 32, "n_permutations": 64}},
+                       "sage": {"batch_size": 8, "max_groups": 32, "n_permutations": 64},
+                       "integrated-gradients": {"n_steps": 8}, "expected-gradients": {"nsamples": 16, "n_cells": 8}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
         surrogate=SurrogateConfig(max_epochs=60, patience=8),
         reference_steps=(400, 100, 4000),
         budget=Budget(seconds=60.0, samples=20_000_000),
-        # Sized on seed 1 so the whole quick run fits ~10 min on 2 cores (measured at this scale: a GRIDS step
+        # Sized on seed 1 so the whole quick run fits ~12 min on 2 cores (measured at this scale: a GRIDS step
         # ~35 ms, a FIMAP step ~40 ms, a LIME cell ~0.3 s, CXPlain's Granger stage ~25 ms per cell, a SAGE chunk
-        # of 16 permutations over 512 groups ~3.6 s, over 128 groups ~0.5 s). SAGE and CXPlain get settings that
+        # of 16 permutations over 512 groups ~3.6 s, over 128 groups ~0.5 s, Integrated Gradients at captum's 50
+        # steps ~5 s a (cell type, gene), Expected Gradients ~0.1 s per cell at 100 draws). SAGE and CXPlain get settings that
         # reach a first real estimate within 4 s (few permutations / cells: noisy, and reported as such).
         method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
                        "lime": {"n_cells": 6}, "sage": {"batch_size": 8, "max_groups": 128},
-                       "cxplain": {"max_cells": 24}},
+                       "cxplain": {"max_cells": 24}, "expected-gradients": {"n_cells": 32, "nsamples": 100}},
         method_budgets={m: Budget(seconds=4.0, samples=20_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "default": Profile(
@@ -72,7 +74,8 @@ PROFILES: dict[str, Profile] = {
         budget=Budget(seconds=60.0, samples=100_000_000),
         method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
                        "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
-                       "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48}},
+                       "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48},
+                       "expected-gradients": {"n_cells": 64, "nsamples": 100}},
         method_budgets={m: Budget(seconds=8.0, samples=100_000_000) for m in ("sage", "cxplain", "lime")},
     ),
     "paper": Profile(

@@ -93,6 +93,8 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     try:
         spec = registry.get(first.method)
         extra = {"truth": truth} if spec.needs_truth else {}
+        if spec.needs_background:
+            extra["background"] = _other_types_train(data, first.cell_type)
         explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
         with mem, surrogate.evaluating():  # eval mode for every method, restored even if it raises
             try:
@@ -125,6 +127,12 @@ def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None,
             settle_memory: bool = False) -> JobResult:
     """One job on its own (`run_task` with a single job)."""
     return run_task([job], params, budget, surrogate, data, truth, settle_memory)[0]
+
+
+def _other_types_train(data, cell_type: str):
+    """The training cells of every cell type but `cell_type` (a background distribution)."""
+    mask = (data.obs["split"] == "train").to_numpy() & (data.obs["cell_type"] != cell_type).to_numpy()
+    return data.subset(mask)
 
 
 def _release_freed_memory() -> None:

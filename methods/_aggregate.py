@@ -82,12 +82,16 @@ class MeanAttribution(Explainer):
     def randomness(self, device: torch.device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
+    def cells_to_explain(self, data):
+        """The cells whose attributions are averaged (default: all training cells of the type)."""
+        return data
+
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         attribute = self.attribution(TargetGene(surrogate, gene))
         with self.randomness(surrogate.device):
             scores, used, out_of_budget = mean_attribution(
-                attribute, data, clock, self.batch_size, times_input=self.times_input,
+                attribute, self.cells_to_explain(data), clock, self.batch_size, times_input=self.times_input,
                 samples_per_cell=self.samples_per_cell, device=surrogate.device)
         info = {"cells": used, "seconds": clock.seconds, "samples": clock.samples}
         if used == 0:  # all-zero scores would return peaks 0..L-1 as if they were a ranking

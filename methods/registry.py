@@ -24,11 +24,12 @@ class MethodSpec:
     # (cell type, gene, seed) at the largest L and evaluates each L's prefix
     ranking: bool = False
     needs_truth: bool = False  # a control that reads the simulator's truth (synthetic data only); gets `truth=`
+    needs_background: bool = False  # gets `background=`: the training cells of the *other* cell types
 
 
 def register(name: str, *, paper: str, year: int | None = None, kind: str = "global", is_baseline: bool = False,
              needs_gradients: bool = False, code_url: str | None = None, in_default: bool = True,
-             ranking: bool = False, needs_truth: bool = False):
+             ranking: bool = False, needs_truth: bool = False, needs_background: bool = False):
     """Class decorator: `@register("grids", paper="Liu et al.", needs_gradients=True)`."""
 
     def wrap(cls):
@@ -37,7 +38,8 @@ def register(name: str, *, paper: str, year: int | None = None, kind: str = "glo
         doc = (cls.__doc__ or "").strip().splitlines()
         spec = MethodSpec(name=name, cls=cls, paper=paper, year=year, kind=kind, is_baseline=is_baseline,
                           needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "",
-                          in_default=in_default, ranking=ranking, needs_truth=needs_truth)
+                          in_default=in_default, ranking=ranking, needs_truth=needs_truth,
+                          needs_background=needs_background)
         cls.spec = spec
         _REGISTRY[name] = spec
         return cls

@@ -16,6 +16,8 @@ METHODS = registry.available()
 def make(name: str, budget: Budget = Budget(seconds=30, samples=10**7), seed: int = 0):
     spec = registry.get(name)
     extra = {"truth": pair_truth()} if spec.needs_truth else {}  # controls that read the simulator's truth
+    if spec.needs_background:  # the harness passes the other cell types' training cells; the toy has one type
+        extra["background"] = cells_with_all_open(seed=1)
     return spec.cls(seed=seed, budget=budget, **extra)
 
 
