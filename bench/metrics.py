@@ -91,3 +91,35 @@ from bench.genomic import fraction_on_target_chrom, median_tss_distance  # noqa:
 
 metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None)(fraction_on_target_chrom)
 metric("median_tss_distance", "Median TSS dist. (bp)", higher_is_better=None)(median_tss_distance)
+
+
+# ---------------------------------------------------------------------------------------------- uncertainty
+@dataclass(frozen=True)
+class IntervalSpec:
+    """How every table states the uncertainty of a mean (one estimator for the whole benchmark)."""
+
+    name: str
+    label: str
+    fn: Callable[[np.ndarray], tuple[float, float]]  # values → (mean, half-width)
+    description: str
+
+
+def t_interval(values) -> tuple[float, float]:
+    """(mean, half-width of the 95 % t-interval t_{0.975, n−1} · sd(ddof=1) / √n); half-width NaN for n < 2,
+    both NaN for no finite value. NaN values are left out."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size < 2:
+        return float(v.mean()), float("nan")
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
+INTERVAL = IntervalSpec(
+    "ci95", "95 % CI", t_interval,
+    "± is the half-width of a 95 % t-interval: over the jobs (genes × seeds) of a cell-type row, and over the "
+    "cell-type means for a method's Avg (each cell type counts once, as in the paper's Table 1); no ± where there "
+    "is one value.")

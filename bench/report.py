@@ -1,24 +1,23 @@
-"""Leaderboard outputs: `leaderboard.md` (Table-1 style, one table per L, each followed by its discrimination
-section), `leaderboard.csv` (long format), `discrimination.csv`, `jobs.jsonl` (one record per job), `report.html`
-and `rel_delta.png`.
+"""Leaderboard outputs: `leaderboard.md` (a headline table, then per L the detail tables and the discrimination
+section), `leaderboard.csv` (long format: every job, every cell-type row, every Avg row), `headline.csv`,
+`discrimination.csv`, `jobs.jsonl` (one record per job), `rel_delta_vs_L.png` and the self-contained `report.html`.
 
 Cell-type rows average a type's marker genes (and seeds); the `Avg` row averages the cell-type rows, as in the
-paper's Table 1. ± is the standard error of that mean. Direction (↓/↑) and "best" come from each metric's spec.
-A cell whose jobs did not all finish `ok` carries its status counts. `no_estimate` and `failed` jobs have no
-numbers (shown as "—"; any metric value they carry is dropped), so averages run over the finished jobs only.
+paper's Table 1. Every ± is `bench.metrics.INTERVAL` (a 95 % t-interval; `_ci95` columns; `_stderr` columns keep
+the standard error). Direction (↓/↑) and "best" come from each metric's spec. `no_estimate` and `failed` jobs have
+no numbers (shown as "—"; any metric value they carry is dropped), so averages run over the finished jobs only.
 
-Discrimination (per L, `discrimination.csv` and under each leaderboard table): can the table tell a method from
-the best one? best = the non-control method with the best Avg Rel Δ (lowest; direction from the metric's spec);
-for every method m, over the (cell type, gene, seed) jobs both finished, d = Rel Δ_m − Rel Δ_best (↓ metric:
-d > 0 means m suppressed less), mean d ± t_{0.975, n−1} · sd(d) / √n, and counts of jobs where m is better, tied
-(|d| ≤ `TIE_TOL`) or worse. On synthetic data also Kendall τ between the methods' order by surrogate Avg Rel Δ
-and by oracle Avg Rel Δ over the non-control methods (τ = 1: the surrogate ranks them as the truth does).
+Discrimination (per L, `discrimination.csv` and in each L's section): can the table tell a method from the best
+one? best = the non-control method with the best Avg Rel Δ (lowest; direction from the metric's spec); for every
+method m, over the (cell type, gene, seed) jobs both finished, d = Rel Δ_m − Rel Δ_best (↓ metric: d > 0 means m
+suppressed less), mean d with its 95 % t-interval, counts of jobs where m is better, tied (|d| ≤ `TIE_TOL`) or
+worse, the two-sided Wilcoxon signed-rank p and its Holm adjustment over the L's comparisons. On synthetic data
+also Kendall τ between the methods' order by surrogate Avg Rel Δ and by oracle Avg Rel Δ over the non-control
+methods (τ = 1: the surrogate ranks them as the truth does).
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from pathlib import Path
 from typing import Collection
@@ -26,25 +25,22 @@ from typing import Collection
 import numpy as np
 import pandas as pd
 from scipy import stats
-from tabulate import tabulate
 
-from bench.metrics import METRICS
+from bench.metrics import INTERVAL, METRICS
+from bench.tables import decimals_for, detail, fmt_ci, headline, headline_markdown, render
 from datasets.files import atomic_write
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
-LEADERBOARD_METRICS = ("avg_delta", "rel_delta_pct")
-TRUTH_METRICS = ("oracle_rel_delta_pct", "truth_recall")
-SPECIFICITY_METRICS = ("off_target_pct",)
-LINEARITY_METRICS = ("rel_delta_pct", "first_order_rel_delta_pct")
-GENOMIC_METRICS = ("frac_on_target_chrom", "median_tss_distance")
-DIGITS = {"avg_delta": 3, "truth_recall": 3, "frac_on_target_chrom": 3, "median_tss_distance": 0}
+# the per-job columns the tables aggregate, in leaderboard.csv's column order
+METRIC_COLS = ("avg_delta", "rel_delta_pct", "off_target_pct", "first_order_rel_delta_pct", "frac_on_target_chrom",
+               "median_tss_distance", "oracle_rel_delta_pct", "truth_recall")
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
 NO_NUMBERS = ("no_estimate", "failed")  # statuses whose jobs never show metric values
 # Two evaluations of the same peak set agree only to float32 rounding of the surrogate's log-predictions (~6e-7
 # at ~5 log-units → 100 · 6e-7 ≈ 6e-5 points of Rel Δ %), so smaller paired differences are ties, not wins.
 TIE_TOL = 1e-4
 DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_high", "n_jobs", "n_better",
-                       "n_tied", "n_worse"]
+                       "n_tied", "n_worse", "wilcoxon_p", "holm_p"]
 
 
 def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float) -> str:
@@ -53,7 +49,7 @@ def leaderboard_header(source: str, data, surrogate, style: str, profile, second
     return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
             f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
             f"`{profile.name}`, per-job budget {profile.budget.seconds:g} s{budgets}. Metrics on held-out test cells "
-            f"of each gene's cell type; ↓ = lower is better; best per row in bold. Total wall time {seconds:.0f} s.")
+            f"of each gene's cell type; ↓ = lower is better; best per column in bold. Total wall time {seconds:.0f} s.")
 
 
 def summary_lines(records: list[dict], methods) -> list[str]:
@@ -71,8 +67,7 @@ def summary_lines(records: list[dict], methods) -> list[str]:
 def long_table(records: list[dict]) -> pd.DataFrame:
     """Per-job rows plus aggregated rows (gene='*' per cell type; cell_type='Avg' over cell types)."""
     jobs = pd.DataFrame(records)
-    metric_cols = [c for c in (*LEADERBOARD_METRICS, *SPECIFICITY_METRICS, *LINEARITY_METRICS[1:], *GENOMIC_METRICS,
-                               *TRUTH_METRICS, *CONTEXT_COLS) if c in jobs]
+    metric_cols = [c for c in (*METRIC_COLS, *CONTEXT_COLS) if c in jobs]
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
@@ -86,12 +81,15 @@ def long_table(records: list[dict]) -> pd.DataFrame:
                    "status": status_summary(sub["status"]), "n_jobs": len(sub)}
             for c in metric_cols:
                 row[c], row[f"{c}_stderr"] = _mean_se(sub[c])
+                row[f"{c}_ci95"] = INTERVAL.fn(sub[c])[1]
             per_type.append(row)
         rows.extend(per_type)
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
                "status": status_summary(part["status"]), "n_jobs": len(part)}
         for c in metric_cols:
-            avg[c], avg[f"{c}_stderr"] = _mean_se(pd.Series([r[c] for r in per_type]))
+            type_means = pd.Series([r[c] for r in per_type])
+            avg[c], avg[f"{c}_stderr"] = _mean_se(type_means)
+            avg[f"{c}_ci95"] = INTERVAL.fn(type_means)[1]
         rows.append(avg)
     return pd.concat([jobs.assign(n_jobs=1), pd.DataFrame(rows)], ignore_index=True)
 
@@ -110,48 +108,6 @@ def status_summary(statuses: pd.Series) -> str:
     if counts.get("ok", 0) == n:
         return "ok"
     return ", ".join(f"{s} {int(k)}/{n}" for s, k in counts.items() if s != "ok")
-
-
-def _fmt(mean: float, se: float, digits: int) -> str:
-    if not np.isfinite(mean):
-        return "—"
-    s = f"{mean:+.{digits}f}".replace("-", "−")
-    return s + (f" ± {se:.{digits}f}" if np.isfinite(se) else "")
-
-
-def metric_table(agg: pd.DataFrame, L: int, metrics: tuple[str, ...], methods: list[str]) -> str:
-    """Markdown: rows = cell types + Avg, columns = method × metric, best per row and metric in bold."""
-    part = agg[agg["L"] == L]
-    cell_types = [c for c in part["cell_type"].unique() if c != "Avg"] + ["Avg"]
-    headers = ["Cell type"] + [f"{m} {METRICS[k].label} {METRICS[k].arrow}" for m in methods for k in metrics]
-    body = []
-    for ct in cell_types:
-        rows = {r["method"]: r for _, r in part[part["cell_type"] == ct].iterrows()}
-        best = {k: _best(rows, k) for k in metrics}
-        line = [f"**{ct}**" if ct == "Avg" else ct]
-        for m in methods:
-            for k in metrics:
-                r = rows.get(m)
-                if r is None:
-                    line.append("")
-                    continue
-                digits = DIGITS.get(k, 2)
-                cell = _fmt(r[k], r.get(f"{k}_stderr", np.nan), digits)
-                if best[k] == m:
-                    cell = f"**{cell}**"
-                if r["status"] != "ok":
-                    cell += f" ({r['status']})"
-                line.append(cell)
-        body.append(line)
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
-
-
-def _best(rows: dict, key: str) -> str | None:
-    hib = METRICS[key].higher_is_better
-    vals = {m: r[key] for m, r in rows.items() if np.isfinite(r[key])}
-    if hib is None or not vals:
-        return None
-    return (max if hib else min)(vals, key=vals.get)
 
 
 def control_methods(methods) -> set[str]:
@@ -186,20 +142,39 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
             continue
         best = (max if hib else min)(candidates, key=candidates.get)
         wide = jobs[jobs["L"] == L].set_index(["cell_type", "gene", "seed", "method"])[metric].unstack("method")
+        part = []
         for m in (m for m in methods if m in wide):
             d = (wide[m] - wide[best]).dropna().to_numpy(dtype=float)
             if d.size:
-                rows.append({"method": m, "L": int(L), "best_method": best, **_paired(d, 1 if hib else -1)})
+                part.append({"method": m, "L": int(L), "best_method": best, **_paired(d, 1 if hib else -1)})
+        rows += holm(part)
     return pd.DataFrame(rows, columns=DISCRIMINATION_COLS)
 
 
+def holm(rows: list[dict]) -> list[dict]:
+    """Add `holm_p`: Holm's step-down adjustment of the rows' `wilcoxon_p` (one family: one L's comparisons with
+    the best; rows without a p-value, the best's own included, are left out of the family)."""
+    tested = sorted((r["wilcoxon_p"], i) for i, r in enumerate(rows) if np.isfinite(r["wilcoxon_p"]))
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        rows[i]["holm_p"] = running
+    for r in rows:
+        r.setdefault("holm_p", float("nan"))
+    return rows
+
+
 def _paired(d: np.ndarray, better_sign: int) -> dict:
-    """Mean and 95 % t-interval of the paired differences d; a job is better when better_sign · d > TIE_TOL."""
-    n, mean = d.size, float(d.mean())
-    half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan
+    """Mean and 95 % t-interval of the paired differences d (`INTERVAL`), the two-sided Wilcoxon signed-rank p
+    (differences within TIE_TOL count as ties and are dropped; NaN when every job ties); a job is better when
+    better_sign · d > TIE_TOL."""
+    n = d.size
+    mean, half = INTERVAL.fn(d)
     better, worse = int((better_sign * d > TIE_TOL).sum()), int((better_sign * d < -TIE_TOL).sum())
+    untied = d[np.abs(d) > TIE_TOL]
+    p = float(stats.wilcoxon(untied).pvalue) if untied.size else float("nan")
     return {"mean_diff": mean, "ci_low": mean - half, "ci_high": mean + half, "n_jobs": n, "n_better": better,
-            "n_tied": n - better - worse, "n_worse": worse}
+            "n_tied": n - better - worse, "n_worse": worse, "wilcoxon_p": p}
 
 
 def surrogate_oracle_kendall(long: pd.DataFrame, controls: Collection[str] = ()) -> pd.DataFrame:
@@ -223,13 +198,17 @@ def surrogate_oracle_kendall(long: pd.DataFrame, controls: Collection[str] = ())
     return pd.DataFrame(rows, columns=cols)
 
 
+def _p(p: float) -> str:
+    return "—" if not np.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def discrimination_markdown(disc: pd.DataFrame, kendall: pd.DataFrame, L: int, controls: Collection[str],
-                            metric: str = "rel_delta_pct") -> list[str]:
+                            metric: str = "rel_delta_pct", tablefmt: str = "github") -> list[str]:
     """Markdown lines of one L's discrimination section: the `discrimination` table, then the Kendall τ line."""
     spec = METRICS[metric]
     better, worse = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
     part = disc[disc["L"] == L]
-    lines = [f"### Discrimination at L = {L}", ""]
+    lines = [f"### Discrimination at L = {L}", ""] if tablefmt == "github" else []
     if part.empty:
         lines += ["No non-control method has a finished job at this L: nothing to compare against.", ""]
     else:
@@ -240,20 +219,26 @@ def discrimination_markdown(disc: pd.DataFrame, kendall: pd.DataFrame, L: int, c
                   f"Better / tied / worse: jobs where the method's {spec.label} is {better} / within {TIE_TOL:g} / "
                   f"{worse}." + (f" Controls ({', '.join(shown)}) are compared but never chosen as best."
                                  if shown else ""), ""]
-        body = [[f"**{r.method}** (best)" if r.method == best else r.method, _fmt(r.mean_diff, np.nan, 2),
-                 f"[{_fmt(r.ci_low, np.nan, 2)}, {_fmt(r.ci_high, np.nan, 2)}]" if np.isfinite(r.ci_low) else "—",
-                 str(r.n_jobs), f"{r.n_better} / {r.n_tied} / {r.n_worse}"] for r in part.itertuples()]
-        lines += [tabulate(body, headers=["Method", f"{spec.label} − {best}", "95 % CI", "jobs",
-                                          "better / tied / worse"], tablefmt="github", disable_numparse=True), ""]
+        digits = {r.method: decimals_for((r.ci_high - r.ci_low) / 2) for r in part.itertuples()}
+        body = [[f"**{r.method}** (best)" if r.method == best else r.method,
+                 fmt_ci(r.mean_diff, np.nan, digits[r.method]),
+                 f"[{fmt_ci(r.ci_low, np.nan, digits[r.method])}, {fmt_ci(r.ci_high, np.nan, digits[r.method])}]"
+                 if np.isfinite(r.ci_low) else "—",
+                 str(r.n_jobs), f"{r.n_better} / {r.n_tied} / {r.n_worse}", _p(r.wilcoxon_p), _p(r.holm_p)]
+                for r in part.itertuples()]
+        lines += [render(body, ["Method", f"{spec.label} − {best}", "95 % CI", "jobs", "better / tied / worse",
+                                "Wilcoxon p", "Holm p"], tablefmt), "",
+                  "Wilcoxon: two-sided signed-rank test of the paired differences (ties dropped); Holm: adjusted "
+                  "over this L's comparisons with the best.", ""]
     for r in kendall[kendall["L"] == L].itertuples():
-        value = (f"τ = {_fmt(r.tau, np.nan, 2)} (p = {r.p_value:.2g}, n = {r.n_methods})" if np.isfinite(r.tau)
+        value = (f"τ = {fmt_ci(r.tau, np.nan, 2)} (p = {r.p_value:.2g}, n = {r.n_methods})" if np.isfinite(r.tau)
                  else f"τ undefined (n = {r.n_methods} methods)")
         lines += [f"Kendall τ-b between the explainers' rankings by surrogate and by oracle Avg Rel Δ (every "
                   f"non-control method with both numbers): {value}.", ""]
     return lines
 
 
-def runtime_table(long: pd.DataFrame, methods: list[str]) -> str:
+def runtime_table(long: pd.DataFrame, methods: list[str], tablefmt: str = "github") -> str:
     jobs = long[long["gene"] != "*"]
     body = []
     for m in methods:
@@ -261,96 +246,87 @@ def runtime_table(long: pd.DataFrame, methods: list[str]) -> str:
             body.append([m, L, f"{sub['seconds'].mean():.2f}", f"{sub['seconds'].max():.2f}",
                          f"{sub['peak_rss_mb'].max():.0f}" if "peak_rss_mb" in sub and sub["peak_rss_mb"].notna().any()
                          else "—", status_summary(sub["status"])])
-    return tabulate(body, headers=["Method", "L", "mean s/job", "max s/job", "peak RSS MiB", "status"],
-                    tablefmt="github", disable_numparse=True)
+    return render(body, ["Method", "L", "mean s/job", "max s/job", "peak RSS MiB", "status"], tablefmt)
 
 
-def write_report(records: list[dict], out: Path, header: str, methods: list[str], figure: bool = True) -> list[Path]:
-    """Write all outputs atomically into `out`; returns the paths written."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+# (metric, title, note) of the per-L detail tables after Rel Δ, shown when the metric has values
+DETAIL_SECTIONS = (
+    ("avg_delta", "Avg Δ (normalised counts)", "Mean expression change in count space."),
+    ("off_target_pct", "Specificity", "Mean |Rel Δ| of all other genes when the selected peaks are closed (eq. 2 "
+     "of GRIDS penalises it)."),
+    ("first_order_rel_delta_pct", "Linearity of the surrogate over the selected sets", "The Rel Δ the surrogate's "
+     "first-order expansion predicts for the same closure (Σ x·∂ŷ/∂x over the selected peaks, gradients at the "
+     "unperturbed cells). Where it matches the actual Rel Δ the surrogate is additive over the set, and a ranking "
+     "of single peaks (input-x-gradient) can do as well as a subset search (GRIDS)."),
+    ("oracle_rel_delta_pct", "Oracle Rel Δ (synthetic data)", "Change of the simulator's exact expression when the "
+     "selected peaks are closed."),
+    ("truth_recall", "Truth recall (synthetic data)", "Fraction of the gene's planted regulatory peaks (promoter, "
+     "redundant groups, additive enhancers) that were selected."),
+    ("frac_on_target_chrom", "On the gene's chromosome", "Fraction of the selected peaks on the gene's chromosome "
+     "(context, not a score)."),
+    ("median_tss_distance", "Distance to the TSS", "Median distance of the selected peaks to the gene's TSS in bp "
+     "(context, not a score)."),
+)
+
+
+def report_sections(records: list[dict], methods: list[str], tablefmt: str = "github") -> dict:
+    """Everything the markdown and HTML reports show, rendered in `tablefmt`: {'long', 'headline' (DataFrame),
+    'headline_table', 'Ls', 'order', 'per_L': {L: [(title, note, table)]}, 'disc', 'runtime', 'failed'}."""
     long = long_table(records)
     agg = long[long["gene"] == "*"]
     Ls = sorted(int(L) for L in long["L"].unique())
-    methods = [m for m in methods if m in set(long["method"])]
     controls = control_methods(long["method"].unique())
+    head = headline(agg, controls)
+    order = [m for m in head["method"] if m in set(methods)] + [m for m in head["method"] if m not in set(methods)]
     disc, kendall = discrimination(long, controls), surrogate_oracle_kendall(long, controls)
-    md = [header, ""]
+    per_L = {}
     for L in Ls:
-        md += [f"## L = {L}", "", metric_table(agg, L, LEADERBOARD_METRICS, methods), ""]
-        md += discrimination_markdown(disc, kendall, L, controls)
-    if "off_target_pct" in long:
-        md += ["## Specificity", "", "Mean |Rel Δ| of all other genes when the selected peaks are closed (eq. 2 of "
-               "GRIDS penalises it; ↓ better).", ""]
-        for L in Ls:
-            md += [f"### L = {L}", "", metric_table(agg, L, SPECIFICITY_METRICS, methods), ""]
-    if "first_order_rel_delta_pct" in long:
-        md += ["## Linearity of the surrogate over the selected sets", "",
-               "Actual Rel Δ beside the Rel Δ the surrogate's first-order expansion predicts for the same closure "
-               "(Σ of x·∂ŷ/∂x over the selected peaks, gradients at the unperturbed cells). Where the two agree the "
-               "surrogate is additive over the set, and a ranking of single peaks (input-x-gradient) can do as "
-               "well as a subset search (GRIDS).", ""]
-        for L in Ls:
-            md += [f"### L = {L}", "", metric_table(agg, L, LINEARITY_METRICS, methods), ""]
-    if all(k in long and long[k].notna().any() for k in GENOMIC_METRICS):
-        md += ["## Genomic context", "", "Fraction of selected peaks on the gene's chromosome and their median "
-               "distance to its TSS (context, not a score).", ""]
-        for L in Ls:
-            md += [f"### L = {L}", "", metric_table(agg, L, GENOMIC_METRICS, methods), ""]
-    if all(k in long and long[k].notna().any() for k in TRUTH_METRICS):
-        md += ["## Against the planted truth (synthetic data)", "",
-               "Oracle Rel Δ: change of the simulator's exact expression when the selected peaks are closed; "
-               "truth recall: fraction of the gene's planted regulatory peaks (promoter, redundant group, "
-               "additive enhancers) that were selected.", ""]
-        for L in Ls:
-            md += [f"### L = {L}", "", metric_table(agg, L, TRUTH_METRICS, methods), ""]
-    md += ["## Runtime and status", "", runtime_table(long, methods), ""]
+        sections = [("Rel Δ (%) by cell type", INTERVAL.description, detail(agg, L, "rel_delta_pct", order, tablefmt)),
+                    ("Discrimination", "", "\n".join(discrimination_markdown(disc, kendall, L, controls,
+                                                                              tablefmt=tablefmt)))]
+        sections += [(title, note, detail(agg, L, metric, order, tablefmt)) for metric, title, note in DETAIL_SECTIONS
+                     if metric in long and long[metric].notna().any()]
+        per_L[L] = sections
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
-    if len(failed):
-        md += ["## Failed jobs", ""] + [f"- {r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
-                                         for r in failed.itertuples()] + [""]
-    written = [atomic_write(out / "leaderboard.md", "\n".join(md)),
-               atomic_write(out / "leaderboard.csv", long.to_csv(index=False)),
-               atomic_write(out / "discrimination.csv", disc.to_csv(index=False)),
+    return {"long": long, "agg": agg, "headline": head, "headline_table": headline_markdown(head, tablefmt),
+            "Ls": Ls, "order": order, "per_L": per_L, "disc": disc, "runtime": runtime_table(long, order, tablefmt),
+            "failed": [f"{r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
+                       for r in failed.itertuples()]}
+
+
+def leaderboard_markdown(header: str, sec: dict) -> str:
+    md = [header, "", "## Headline", "", sec["headline_table"], ""]
+    for L, sections in sec["per_L"].items():
+        md += [f"## L = {L}", ""]
+        for title, note, table in sections:
+            if title == "Discrimination":
+                md += [table]
+                continue
+            md += [f"### {title} at L = {L}", ""] + ([note, ""] if note else []) + [table, ""]
+    md += ["## Runtime and status", "", sec["runtime"], ""]
+    if sec["failed"]:
+        md += ["## Failed jobs", ""] + [f"- {line}" for line in sec["failed"]] + [""]
+    return "\n".join(md)
+
+
+def write_report(records: list[dict], out: Path, header: str, methods: list[str], figure: bool = True,
+                 context: dict | None = None) -> list[Path]:
+    """Write leaderboard.md/.csv, headline.csv, discrimination.csv, jobs.jsonl and, with `figure`,
+    rel_delta_vs_L.png and the self-contained report.html (`context`: fidelity figure, run configuration)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sec = report_sections(records, methods)
+    written = [atomic_write(out / "leaderboard.md", leaderboard_markdown(header, sec)),
+               atomic_write(out / "leaderboard.csv", sec["long"].to_csv(index=False)),
+               atomic_write(out / "headline.csv", sec["headline"].to_csv(index=False)),
+               atomic_write(out / "discrimination.csv", sec["disc"].to_csv(index=False)),
                atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
     if figure:
-        png = rel_delta_figure(agg, Ls, methods)
-        written.append(atomic_write(out / "rel_delta.png", png))
-        written.append(atomic_write(out / "report.html", _html(md, png)))
+        from bench.figures import rel_delta_curves
+        from bench.html import report_html
+
+        png = rel_delta_curves(sec["agg"], sec["order"])
+        written.append(atomic_write(out / "rel_delta_vs_L.png", png))
+        html = report_html(header, report_sections(records, methods, "html"), png, context or {})
+        written.append(atomic_write(out / "report.html", html))
     return written
-
-
-def rel_delta_figure(agg: pd.DataFrame, Ls: list[int], methods: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(Ls), figsize=(4.2 * len(Ls), 3.6), squeeze=False)
-    for ax, L in zip(axes[0], Ls):
-        rows = agg[(agg["L"] == L) & (agg["cell_type"] == "Avg")].set_index("method")
-        vals = [rows.loc[m, "rel_delta_pct"] if m in rows.index else np.nan for m in methods]
-        errs = [rows.loc[m, "rel_delta_pct_stderr"] if m in rows.index else np.nan for m in methods]
-        colors = ["tab:grey" if m in rows.index and rows.loc[m, "status"] != "ok" else "tab:blue" for m in methods]
-        # no bar for a method without numbers (all no_estimate/failed): a 0-height bar would read as "no effect"
-        ax.bar(methods, vals, yerr=errs, color=colors, capsize=3)
-        for i in np.flatnonzero(~np.isfinite(vals)):
-            ax.text(i, 0, "—", ha="center", va="bottom")
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_title(f"L = {L}: Rel Δ (%) averaged over cell types (↓ better)", fontsize=9)
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _html(md_lines: list[str], png: bytes) -> str:
-    import html
-
-    img = base64.b64encode(png).decode()
-    text = html.escape("\n".join(md_lines))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>GRIDS-Bench report</title></head><body>"
-            f"<h1>GRIDS-Bench report</h1><img alt='Rel Δ per method' src='data:image/png;base64,{img}'/>"
-            f"<pre style='font-size:12px'>{text}</pre></body></html>")

@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.report import _fmt
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +55,8 @@ def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
     argv = ["run", "--scale", "tiny", "--no-progress", "--out", str(out), "--methods", "random,grids,saliency",
             "--cell-types", "Astro,Oligo", "--L", "3,6"]
     assert main(argv) == 0
-    for name in ("leaderboard.md", "leaderboard.csv", "discrimination.csv", "jobs.jsonl", "report.html",
-                 "rel_delta.png"):
+    for name in ("leaderboard.md", "leaderboard.csv", "headline.csv", "discrimination.csv", "jobs.jsonl",
+                 "report.html", "rel_delta_vs_L.png"):
         assert (out / name).exists(), name
     long = pd.read_csv(out / "leaderboard.csv")
     assert {"method", "L", "cell_type", "gene", "seed", "avg_delta", "rel_delta_pct", "status"} <= set(long.columns)
@@ -68,12 +67,13 @@ def test_tiny_run_writes_leaderboard_and_reuses_cache(tmp_path, capsys):
     assert all(len(set(j["peaks"])) == j["L"] for j in jobs)
     md = (out / "leaderboard.md").read_text()
     assert "## L = 3" in md and "## L = 6" in md and "Rel Δ (%) ↓" in md
-    for L in (3, 6):  # the bold Avg Rel Δ is the lowest one in leaderboard.csv, with its standard error
-        section = md.split(f"## L = {L}")[1].split("###")[0]
+    head = pd.read_csv(out / "headline.csv")
+    assert list(head["method"]) == list(avg[avg["L"] == 6].sort_values("rel_delta_pct")["method"])  # ranked at L=6
+    for L in (3, 6):  # the bold Avg Rel Δ is the lowest one in leaderboard.csv
+        section = md.split(f"### Rel Δ (%) by cell type at L = {L}")[1].split("###")[0]
         best = avg[avg["L"] == L].sort_values("rel_delta_pct").iloc[0]
-        bold = f"**{_fmt(best['rel_delta_pct'], best['rel_delta_pct_stderr'], 2)}**"
-        avg_line = next(line for line in section.splitlines() if line.startswith("| **Avg**"))
-        assert avg_line.count(bold) == 1 and avg_line.count("**") == 6, (bold, avg_line)  # label, Avg Δ, Rel Δ
+        bold_rows = [line for line in section.splitlines() if line.startswith("| ") and line.rstrip(" |").endswith("**")]
+        assert len(bold_rows) == 1 and bold_rows[0].startswith(f"| {best['method']} "), (best["method"], section)
     assert "### Discrimination at L = 3" in md and "### Discrimination at L = 6" in md
     disc = pd.read_csv(out / "discrimination.csv")
     assert set(disc["method"]) == {"random", "grids", "saliency"} and "random" not in set(disc["best_method"])

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import (DISCRIMINATION_COLS, discrimination, long_table, metric_table, surrogate_oracle_kendall,
-                          write_report)
+from bench.report import DISCRIMINATION_COLS, discrimination, long_table, surrogate_oracle_kendall, write_report
+from bench.tables import detail
 
 T975_2 = 4.302652729749462  # t_{0.975, 2}, from tables: 4.303
 
@@ -34,6 +34,8 @@ def test_paired_difference_to_the_best_hand_computed():
     assert b["mean_diff"] == pytest.approx(2.0)
     assert (b["ci_low"], b["ci_high"]) == pytest.approx((2 - half, 2 + half))
     assert (b["n_better"], b["n_tied"], b["n_worse"]) == (1, 0, 2)  # only g1 (−21 < −20) is better than a
+    # Wilcoxon, exact: |d| ranks 2, 1, 3 with signs +, −, + → W+ = 5; of the 8 sign patterns 2 reach W+ ≥ 5 → 2·2/8
+    assert b["wilcoxon_p"] == pytest.approx(0.5) and b["holm_p"] == pytest.approx(0.5)  # the only test at L=10
     a = disc.set_index("method").loc["a"]
     assert (a["mean_diff"], a["ci_low"], a["ci_high"], a["n_tied"]) == (0.0, 0.0, 0.0, 3)
 
@@ -70,9 +72,9 @@ def test_no_estimate_jobs_show_no_numbers_and_are_not_paired():
     assert np.isnan(agg.loc[("c", "U"), "rel_delta_pct"]) and agg.loc[("c", "U"), "status"] == "no_estimate 1/1"
     assert agg.loc[("c", "Avg"), "rel_delta_pct"] == pytest.approx(-20.0)  # average of finished cell types
     assert agg.loc[("c", "Avg"), "status"] == "no_estimate 2/4"
-    table = metric_table(long[long["gene"] == "*"], 10, ("rel_delta_pct",), ["a", "c"])
-    u_row = next(line for line in table.splitlines() if line.startswith("| U"))
-    assert "— (no_estimate 1/1)" in u_row
+    table = detail(long[long["gene"] == "*"], 10, "rel_delta_pct", ["a", "c"])
+    c_row = next(line for line in table.splitlines() if line.startswith("| c")).split("|")[2:-1]
+    assert [cell.strip() for cell in c_row] == ["−20 ± 51ᵉ", "—ᵉ", "−20.00ᵉ"]  # T, U, Avg (one value: no ±, 2 decimals)
     # best = a (Avg of per-type means: (−20 − 40)/2 = −30 < −20); shared finished jobs: T/g1, T/g2
     c = discrimination(long, controls=()).set_index("method").loc["c"]
     assert c["n_jobs"] == 2 and c["mean_diff"] == pytest.approx(((-16 + 20) + (-24 + 30)) / 2)
@@ -132,18 +134,34 @@ def test_cell_type_rows_and_the_avg_row_hand_computed():
     assert b_avg["rel_delta_pct"] == pytest.approx(-26.5) and b_avg["rel_delta_pct_stderr"] == pytest.approx(13.5)
     assert a_avg["truth_recall"] == pytest.approx(0.75) and b_avg["truth_recall"] == pytest.approx(0.375)
     assert a_avg["n_jobs"] == 3 and a_x["n_jobs"] == 2
+    t975_1 = 12.706204736174707  # t_{0.975, 1}
+    assert a_x["rel_delta_pct_ci95"] == pytest.approx(t975_1 * 5.0) and np.isnan(a_y["rel_delta_pct_ci95"])
+    assert a_avg["rel_delta_pct_ci95"] == pytest.approx(t975_1 * 7.5)
 
 
-def test_best_follows_each_metrics_direction():
-    from bench.report import _best
+def cells(table: str, method: str) -> list[str]:
+    return [c.strip() for c in next(line for line in table.splitlines()
+                                    if line.startswith(f"| {method} ")).split("|")[2:-1]]
 
+
+def test_best_follows_each_metrics_direction_and_numbers_follow_their_interval():
     agg = long_table(two_type_records())
-    avg = {r["method"]: r for _, r in agg[(agg["cell_type"] == "Avg")].iterrows()}
-    assert _best(avg, "rel_delta_pct") == "b"  # ↓: −26.5 beats −22.5
-    assert _best(avg, "truth_recall") == "a"  # ↑: 0.75 beats 0.375
-    assert _best(avg, "first_order_rel_delta_pct") is None  # context, no direction
-    table = metric_table(agg[agg["gene"] == "*"], 10, ("rel_delta_pct", "truth_recall"), ["a", "b"])
-    avg_row = next(line for line in table.splitlines() if "Avg" in line).split("|")[2:-1]
-    a_rel, a_recall, b_rel, b_recall = (c.strip() for c in avg_row)
-    assert b_rel == "**−26.50 ± 13.50**" and a_rel == "−22.50 ± 7.50"
-    assert a_recall == "**+0.750 ± 0.250**" and b_recall == "+0.375 ± 0.125"
+    agg = agg[agg["gene"] == "*"]
+    # Rel Δ ↓: Avg b −26.5 beats a −22.5; X: a −15 beats b −13; Y: b −40 beats a −30
+    # Avg CI half-widths: t_{0.975,1} · SE = 12.706 · 7.5 = 95.3 (a), 12.706 · 13.5 = 171.5 (b) → whole numbers
+    rel = detail(agg, 10, "rel_delta_pct", ["a", "b"])
+    assert cells(rel, "a") == ["**−15 ± 64**", "−30.00", "−22 ± 95"]
+    assert cells(rel, "b") == ["−13 ± 13", "**−40.00**", "**−26 ± 172**"]
+    recall = detail(agg, 10, "truth_recall", ["a", "b"])  # ↑: a's 0.75 beats b's 0.375
+    assert cells(recall, "a")[-1] == "**+0.8 ± 3.2**" and cells(recall, "b")[-1] == "+0.4 ± 1.6"
+    context = detail(agg, 10, "first_order_rel_delta_pct", ["a", "b"])  # no direction: nothing bold
+    assert "**" not in context
+
+
+def test_holm_step_down_hand_computed():
+    from bench.report import holm
+
+    rows = holm([{"wilcoxon_p": 0.01}, {"wilcoxon_p": 0.04}, {"wilcoxon_p": float("nan")}, {"wilcoxon_p": 0.03}])
+    # sorted 0.01, 0.03, 0.04 × (3, 2, 1) = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06; NaN not in the family
+    assert [r["holm_p"] for r in rows[:2]] == pytest.approx([0.03, 0.06]) and rows[3]["holm_p"] == pytest.approx(0.06)
+    assert np.isnan(rows[2]["holm_p"])

@@ -1,0 +1,155 @@
+"""The leaderboard's tables, built from `report.long_table`'s aggregated rows (pure functions, markdown out).
+
+* `headline` — one row per method, ranked by Avg Rel Δ at the largest L: Rel Δ ± 95 % CI at each L (first and
+  last L plus the area under the Rel Δ–log L curve when the grid has more than three), the oracle's Rel Δ at the
+  largest L on synthetic data, and seconds per job; control and status marks as footnotes.
+* `detail` — one metric at one L: methods as rows, cell types (then Avg) as columns, best per column in bold.
+
+Numbers are rounded to what their interval supports: two significant digits of the half-width, the mean to the
+same decimal (`fmt_ci`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+from tabulate import tabulate
+
+from bench.metrics import INTERVAL, METRICS
+
+# footnote marks for jobs that did not end ok, and for controls
+STATUS_MARKS = {"budget_exceeded": "ᵇ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}
+CONTROL_MARK = "†"
+MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
+
+
+def decimals_for(half: float, default: int = 2, most: int = 4) -> int:
+    """Decimals that show two significant digits of the interval's half-width (default when there is none)."""
+    if not np.isfinite(half) or half <= 0:
+        return default
+    return int(min(most, max(0, 1 - math.floor(math.log10(half)))))
+
+
+def fmt_ci(mean: float, half: float, digits: int | None = None) -> str:
+    """'−48.0 ± 3.1': the mean and its half-width at the decimals the half-width supports; '—' for no value."""
+    if not np.isfinite(mean):
+        return "—"
+    d = decimals_for(half) if digits is None else digits
+    text = f"{mean:+.{d}f}".replace("-", "−")
+    return text + (f" ± {half:.{d}f}" if np.isfinite(half) else "")
+
+
+def rel_delta_auc(Ls, values) -> float:
+    """Mean Rel Δ over the L grid: the trapezoid area under Rel Δ vs log L divided by log(L_max / L_min)
+    (NaN with fewer than two finite points). It weighs each doubling of L alike."""
+    x, y = np.log(np.asarray(Ls, dtype=float)), np.asarray(values, dtype=float)
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    x, y = x[ok], y[ok]
+    area = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))  # the trapezoid rule (np.trapezoid needs numpy 2)
+    return area / float(x[-1] - x[0])
+
+
+def _marks(statuses: pd.Series, control: bool) -> str:
+    found = set()
+    for summary in statuses.dropna():
+        found |= {s for s in STATUS_MARKS if s in summary}
+    return (CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
+
+
+def headline(agg: pd.DataFrame, controls: set[str]) -> pd.DataFrame:
+    """One row per method (Avg rows of `agg`), ranked by Avg Rel Δ at the largest L (no value last): columns
+    method, control, marks, per L `rel_delta_pct@L` / `rel_delta_pct_ci95@L`, `auc` (≥ 2 Ls), oracle at the
+    largest L (when present), seconds per job, status summary."""
+    avg = agg[agg["cell_type"] == "Avg"]
+    Ls = sorted(int(L) for L in avg["L"].unique())
+    rows = []
+    for method, part in avg.groupby("method", sort=False):
+        part = part.set_index("L")
+        row = {"method": method, "control": method in controls, "marks": _marks(part["status"], method in controls)}
+        for L in Ls:
+            row[f"rel_delta_pct@{L}"] = part["rel_delta_pct"].get(L, np.nan)
+            row[f"rel_delta_pct_ci95@{L}"] = part["rel_delta_pct_ci95"].get(L, np.nan)
+        if len(Ls) >= 2:
+            row["auc"] = rel_delta_auc(Ls, [row[f"rel_delta_pct@{L}"] for L in Ls])
+        if "oracle_rel_delta_pct" in part and part["oracle_rel_delta_pct"].notna().any():
+            row[f"oracle_rel_delta_pct@{Ls[-1]}"] = part["oracle_rel_delta_pct"].get(Ls[-1], np.nan)
+            row[f"oracle_rel_delta_pct_ci95@{Ls[-1]}"] = part["oracle_rel_delta_pct_ci95"].get(Ls[-1], np.nan)
+        row["seconds_per_job"] = float(np.nanmean(part["seconds"])) if "seconds" in part else np.nan
+        row["status"] = "; ".join(f"L={L}: {s}" for L, s in part["status"].items() if s != "ok") or "ok"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    key = table[f"rel_delta_pct@{Ls[-1]}"].fillna(np.inf)
+    return table.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
+
+
+def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
+    """The headline as a compact table (markdown, or `tablefmt="html"`) followed by its footnotes."""
+    Ls = [int(c.split("@")[1]) for c in table.columns if c.startswith("rel_delta_pct@")]
+    shown = Ls if len(Ls) <= MAX_HEADLINE_LS else [Ls[0], Ls[-1]]
+    oracle = [c for c in table.columns if c.startswith("oracle_rel_delta_pct@")]
+    headers = ["Method"] + [f"Rel Δ % L={L} ↓" for L in shown]
+    if len(Ls) > MAX_HEADLINE_LS:
+        headers.append("AUC ↓")
+    if oracle:
+        headers.append(f"Oracle L={oracle[0].split('@')[1]}")
+    headers.append("s/job")
+    body = []
+    for r in table.to_dict("records"):
+        line = [r["method"] + r["marks"]] + [fmt_ci(r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"])
+                                             for L in shown]
+        if len(Ls) > MAX_HEADLINE_LS:
+            line.append(fmt_ci(r["auc"], np.nan, 1))
+        if oracle:
+            line.append(fmt_ci(r[oracle[0]], r[oracle[0].replace("@", "_ci95@")]))
+        line.append(f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"]) else "—")
+        body.append(line)
+    notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better). {INTERVAL.description}"]
+    if len(Ls) > MAX_HEADLINE_LS:
+        notes.append(f"AUC: {rel_delta_auc.__doc__.split(chr(10))[0].strip()} Every L is in the detail tables and "
+                     "rel_delta_vs_L.png.")
+    used = set("".join(table["marks"]))
+    legend = {CONTROL_MARK: "control (bounds the scale; never the best)", **{m: f"some jobs {s}" for s, m in
+                                                                               STATUS_MARKS.items()}}
+    marks = [f"{m} {text}" for m, text in legend.items() if m in used]
+    if marks:
+        notes.append("Marks: " + "; ".join(marks) + " (counts under Runtime and status).")
+    return "\n".join([render(body, headers, tablefmt), ""] + notes)
+
+
+def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github") -> str:
+    """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns, each cell
+    mean ± 95 % CI with the status marks of its jobs; the best of each column (by the metric's direction) in bold."""
+    part = agg[agg["L"] == L]
+    spec = METRICS[metric]
+    cell_types = [c for c in part["cell_type"].unique() if c != "Avg"] + ["Avg"]
+    wide = part.pivot_table(index="method", columns="cell_type", values=metric, aggfunc="first", dropna=False)
+    half = part.pivot_table(index="method", columns="cell_type", values=f"{metric}_ci95", aggfunc="first",
+                            dropna=False)
+    status = part.set_index(["method", "cell_type"])["status"]
+    best = {}
+    if spec.higher_is_better is not None:
+        for ct in cell_types:
+            col = wide[ct].dropna() if ct in wide else pd.Series(dtype=float)
+            if len(col):
+                best[ct] = col.idxmax() if spec.higher_is_better else col.idxmin()
+    body = []
+    for m in (m for m in methods if m in wide.index):
+        cells = []
+        for ct in cell_types:
+            mean = wide.at[m, ct] if ct in wide else np.nan
+            text = fmt_ci(mean, half.at[m, ct] if ct in half else np.nan)
+            text = f"**{text}**" if best.get(ct) == m and np.isfinite(mean) else text
+            cells.append(text + _marks(pd.Series([status.get((m, ct))]), False))
+        body.append([m] + cells)
+    return render(body, [f"{spec.label} {spec.arrow}".strip()] + cell_types, tablefmt)
+
+
+def render(body: list[list[str]], headers: list[str], tablefmt: str = "github") -> str:
+    """A table as markdown (`github`) or HTML (`html`: escaped, with markdown's **bold** turned into <b>)."""
+    text = tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text) if tablefmt == "html" else text
