@@ -1,4 +1,7 @@
-"""GRIDS-Bench: harness, evaluator, reports and the command line (`python -m bench`)."""
+"""GRIDS-Bench: harness, evaluator, reports and the command line (`python -m bench`).
+
+From Python: `bench.run(...)` runs the benchmark and returns its long table, `bench.compare(...)` compares runs
+(see bench/api.py)."""
 
 import os
 
@@ -6,3 +9,7 @@ import os
 # that has any other busy process slowed GRIDS 30x (100 steps: 1.5 s alone, 49 s beside one busy process);
 # passive waiting keeps it at 1.6 s. An explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from bench.api import compare, run  # noqa: E402
+
+__all__ = ["run", "compare"]

@@ -73,8 +73,12 @@ def _add_run(sub) -> None:
     run.add_argument("--cell-types", type=_csv, help="comma-separated cell types (default: the paper's 7)")
     run.add_argument("--genes", type=_csv, help="comma-separated genes (default: each cell type's markers)")
     run.add_argument("--L", type=_csv, default=[str(L) for L in PAPER_LS],
-                     help="comma-separated subset sizes (default: 10,128)")
+                     help="comma-separated subset sizes, e.g. a grid 1,2,5,10,20,50,128 for Rel Δ-vs-L curves "
+                          "(default: 10,128)")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds per job, 0..N-1 (default: 1)")
+    run.add_argument("--surrogate-seeds", type=int, default=1, metavar="N",
+                     help="train the surrogate N times (seeds 0..N-1), run every job on each, and report how the "
+                          "ranking moves between surrogates and how stable each method's peaks are (default: 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
     run.add_argument("--budget-seconds", type=float, help="wall-time budget per job (default: from the profile)")
     run.add_argument("--scheduler", metavar="ADDRESS",
@@ -101,6 +105,19 @@ def _add_fit_and_data(sub) -> None:
     data.add_argument("--out", type=Path, help="also write data.md and data.json to this folder")
 
 
+def _add_compare(sub) -> None:
+    compare = sub.add_parser("compare", help="compare runs method by method on their shared jobs",
+                             description="Align each method across runs (results folders or leaderboard.csv files) "
+                                         "on the (cell type, gene, L, seed) jobs every run finished; print per run "
+                                         "the Avg Rel Δ, the paired difference to the first run with its 95 % CI, "
+                                         "and the methods whose rank changed.")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR_OR_CSV", help="two or more runs; the first is the "
+                         "reference")
+    compare.add_argument("--names", type=_csv, help="comma-separated run names (default: the folder names)")
+    compare.add_argument("--out", type=Path, help="also write compare.md and compare.csv to this folder")
+    compare.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
 def _add_sweep_and_perf(sub) -> None:
     sweep = sub.add_parser("sweep", help="run every method at increasing numbers of peaks under one budget")
     sweep.add_argument("--dims", type=_csv, default=["2000", "10000", "127219"],
@@ -122,8 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,fit,data,list,sweep,perf}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,compare,fit,data,list,sweep,perf}")
     _add_run(sub)
+    _add_compare(sub)
     _add_fit_and_data(sub)
     sub.add_parser("list", help="list the registered explainers with their metadata")
     _add_sweep_and_perf(sub)
@@ -151,26 +169,29 @@ def _surrogate(args, data):
 
 
 def cmd_run(args) -> int:
-    from bench.pipeline import load_inputs, run_plan
-    from bench.plan import plan_run
-    from bench.report import leaderboard_header, summary_lines, write_report
+    from bench.api import run
+    from bench.report import summary_lines
 
-    if args.methods:  # fail fast on typos, before data and training
-        check_methods(args.methods)
-    inputs = _inputs(args)
-    data, truth, markers = load_inputs(inputs)
-    plan = plan_run(_profile(args), data, markers, methods=args.methods, cell_types=args.cell_types,
-                    genes=args.genes, Ls=args.L, n_seeds=args.seeds, budget_seconds=args.budget_seconds,
-                    truth_available=truth is not None)
-    t0 = time.perf_counter()
-    surrogate = _surrogate(args, data)
-    records = run_plan(plan, surrogate, data, truth, args.surrogate, cache_dir=args.cache_dir,
-                       scheduler=args.scheduler, progress=not args.no_progress)
-    header = leaderboard_header(inputs.describe(), data, surrogate, args.surrogate, plan.profile,
-                                time.perf_counter() - t0)
-    paths = write_report(records, args.out, header, list(plan.methods))
-    print("\n".join(summary_lines(records, plan.methods)))
-    print("wrote " + ", ".join(str(p) for p in paths))
+    long = run("quick" if args.quick else args.scale, data=args.data, labels=args.labels, label_key=args.label_key,
+               markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod, atac_mod=args.atac_mod,
+               seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
+               L=parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
+               surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
+               retrain=args.retrain, budget_seconds=args.budget_seconds, scheduler=args.scheduler, out=args.out,
+               progress=not args.no_progress)
+    records = long.attrs["records"]
+    print("\n".join(summary_lines(records, list(dict.fromkeys(r["method"] for r in records)))))
+    print("wrote " + ", ".join(str(p) for p in long.attrs["written"]))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench.api import compare
+
+    table = compare(*args.runs, names=args.names, out=args.out)
+    print(table.attrs["markdown"])
+    if args.out:
+        log.info("wrote %s, %s", args.out / "compare.md", args.out / "compare.csv")
     return 0
 
 
@@ -259,7 +280,7 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

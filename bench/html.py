@@ -72,6 +72,9 @@ def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str
     nav = [("headline", "Headline"), ("curves", "Rel Δ vs L")]
     body = [f'<section id="headline"><h2>Headline</h2>{_text(sec["headline_table"])}</section>',
             f'<section id="curves"><h2>Rel Δ vs L</h2>{_png(curves_png, "Rel Δ vs L per method")}</section>']
+    if sec.get("movement"):
+        nav.append(("surrogates", "Between surrogates"))
+        body.append(f'<section id="surrogates"><h2>Between surrogates</h2>{_text(sec["movement"])}</section>')
     if context.get("fidelity_png"):
         nav.append(("fidelity", "Surrogate fidelity"))
         body.append(f'<section id="fidelity"><h2>Surrogate fidelity</h2>{_text(context.get("fidelity_summary", ""))}'

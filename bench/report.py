@@ -27,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.metrics import INTERVAL, METRICS
+from bench.replicates import selection_stability, surrogate_rank_movement
 from bench.tables import decimals_for, detail, fmt_ci, headline, headline_markdown, render
 from datasets.files import atomic_write
 
@@ -70,7 +71,8 @@ def long_table(records: list[dict]) -> pd.DataFrame:
     metric_cols = [c for c in (*METRIC_COLS, *CONTEXT_COLS) if c in jobs]
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
-    jobs = jobs.reindex(columns=ID_COLS + metric_cols + ["status", "error"])
+    replicate = ["surrogate_seed"] if "surrogate_seed" in jobs else []  # `--surrogate-seeds`: one more replicate
+    jobs = jobs.reindex(columns=ID_COLS + replicate + metric_cols + ["status", "error"])
     scored = [c for c in metric_cols if c not in CONTEXT_COLS]
     jobs.loc[jobs["status"].fillna("failed").isin(NO_NUMBERS), scored] = np.nan
     rows = []
@@ -78,6 +80,7 @@ def long_table(records: list[dict]) -> pd.DataFrame:
         per_type = []
         for ct, sub in part.groupby("cell_type", sort=False):
             row = {"method": method, "L": L, "cell_type": ct, "gene": "*", "seed": "*",
+                   **dict.fromkeys(replicate, "*"),
                    "status": status_summary(sub["status"]), "n_jobs": len(sub)}
             for c in metric_cols:
                 row[c], row[f"{c}_stderr"] = _mean_se(sub[c])
@@ -85,6 +88,7 @@ def long_table(records: list[dict]) -> pd.DataFrame:
             per_type.append(row)
         rows.extend(per_type)
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
+               **dict.fromkeys(replicate, "*"),
                "status": status_summary(part["status"]), "n_jobs": len(part)}
         for c in metric_cols:
             type_means = pd.Series([r[c] for r in per_type])
@@ -141,7 +145,8 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
         if not candidates:
             continue
         best = (max if hib else min)(candidates, key=candidates.get)
-        wide = jobs[jobs["L"] == L].set_index(["cell_type", "gene", "seed", "method"])[metric].unstack("method")
+        key = ["cell_type", "gene", "seed"] + (["surrogate_seed"] if "surrogate_seed" in jobs else [])
+        wide = jobs[jobs["L"] == L].set_index(key + ["method"])[metric].unstack("method")
         part = []
         for m in (m for m in methods if m in wide):
             d = (wide[m] - wide[best]).dropna().to_numpy(dtype=float)
@@ -276,7 +281,7 @@ def report_sections(records: list[dict], methods: list[str], tablefmt: str = "gi
     agg = long[long["gene"] == "*"]
     Ls = sorted(int(L) for L in long["L"].unique())
     controls = control_methods(long["method"].unique())
-    head = headline(agg, controls)
+    head = headline(agg, controls, selection_stability(records))
     order = [m for m in head["method"] if m in set(methods)] + [m for m in head["method"] if m not in set(methods)]
     disc, kendall = discrimination(long, controls), surrogate_oracle_kendall(long, controls)
     per_L = {}
@@ -288,14 +293,28 @@ def report_sections(records: list[dict], methods: list[str], tablefmt: str = "gi
                      if metric in long and long[metric].notna().any()]
         per_L[L] = sections
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
-    return {"long": long, "agg": agg, "headline": head, "headline_table": headline_markdown(head, tablefmt),
+    movement = surrogate_rank_movement(long)
+    return {"movement": _movement_table(movement, tablefmt) if len(movement) else "","long": long, "agg": agg, "headline": head, "headline_table": headline_markdown(head, tablefmt),
             "Ls": Ls, "order": order, "per_L": per_L, "disc": disc, "runtime": runtime_table(long, order, tablefmt),
             "failed": [f"{r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
                        for r in failed.itertuples()]}
 
 
+def _movement_table(movement: pd.DataFrame, tablefmt: str) -> str:
+    lines = ["Each surrogate (seeds 0..N−1) ranks the methods by its own Avg Rel Δ; rank range over the surrogates "
+             "and the mean Kendall τ-b between their rankings (1 = every surrogate ranks the methods alike).", ""]
+    for L, part in movement.groupby("L"):
+        body = [[r.method, f"{r.rank_min}–{r.rank_max}" if r.rank_min != r.rank_max else str(r.rank_min)]
+                for r in part.sort_values(["rank_min", "rank_max"]).itertuples()]
+        lines += [f"L = {L}: mean τ = {part['mean_tau'].iloc[0]:+.2f}", "", render(body, ["Method", "rank"], tablefmt),
+                  ""]
+    return "\n".join(lines)
+
+
 def leaderboard_markdown(header: str, sec: dict) -> str:
     md = [header, "", "## Headline", "", sec["headline_table"], ""]
+    if sec["movement"]:
+        md += ["## Between surrogates", "", sec["movement"]]
     for L, sections in sec["per_L"].items():
         md += [f"## L = {L}", ""]
         for title, note, table in sections:

@@ -61,7 +61,7 @@ def _marks(statuses: pd.Series, control: bool) -> str:
     return (CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
 
 
-def headline(agg: pd.DataFrame, controls: set[str]) -> pd.DataFrame:
+def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method (Avg rows of `agg`), ranked by Avg Rel Δ at the largest L (no value last): columns
     method, control, marks, per L `rel_delta_pct@L` / `rel_delta_pct_ci95@L`, `auc` (≥ 2 Ls), oracle at the
     largest L (when present), seconds per job, status summary."""
@@ -79,6 +79,9 @@ def headline(agg: pd.DataFrame, controls: set[str]) -> pd.DataFrame:
         if "oracle_rel_delta_pct" in part and part["oracle_rel_delta_pct"].notna().any():
             row[f"oracle_rel_delta_pct@{Ls[-1]}"] = part["oracle_rel_delta_pct"].get(Ls[-1], np.nan)
             row[f"oracle_rel_delta_pct_ci95@{Ls[-1]}"] = part["oracle_rel_delta_pct_ci95"].get(Ls[-1], np.nan)
+        if stability is not None and len(stability):
+            mine = stability[(stability["method"] == method) & (stability["L"] == Ls[-1])]
+            row["jaccard"] = float(mine["jaccard"].iloc[0]) if len(mine) else np.nan
         row["seconds_per_job"] = float(np.nanmean(part["seconds"])) if "seconds" in part else np.nan
         row["status"] = "; ".join(f"L={L}: {s}" for L, s in part["status"].items() if s != "ok") or "ok"
         rows.append(row)
@@ -97,6 +100,8 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         headers.append("AUC ↓")
     if oracle:
         headers.append(f"Oracle L={oracle[0].split('@')[1]}")
+    if "jaccard" in table:
+        headers.append("Jaccard")
     headers.append("s/job")
     body = []
     for r in table.to_dict("records"):
@@ -106,12 +111,17 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
             line.append(fmt_ci(r["auc"], np.nan, 1))
         if oracle:
             line.append(fmt_ci(r[oracle[0]], r[oracle[0].replace("@", "_ci95@")]))
+        if "jaccard" in table:
+            line.append(f"{r['jaccard']:.2f}" if np.isfinite(r["jaccard"]) else "—")
         line.append(f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"]) else "—")
         body.append(line)
     notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better). {INTERVAL.description}"]
     if len(Ls) > MAX_HEADLINE_LS:
         notes.append(f"AUC: {rel_delta_auc.__doc__.split(chr(10))[0].strip()} Every L is in the detail tables and "
                      "rel_delta_vs_L.png.")
+    if "jaccard" in table:
+        notes.append(f"Jaccard: mean overlap of the peaks a method selects at L = {Ls[-1]} across the replicates of a "
+                     "job (seeds and surrogate seeds); 1 = the same peaks every time.")
     used = set("".join(table["marks"]))
     legend = {CONTROL_MARK: "control (bounds the scale; never the best)", **{m: f"some jobs {s}" for s, m in
                                                                                STATUS_MARKS.items()}}

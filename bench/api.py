@@ -1,0 +1,119 @@
+"""The Python API for notebooks: `bench.run(...)` and `bench.compare(...)` return DataFrames; the command line
+(`python -m bench run / compare`) is a thin layer over them.
+
+    import bench
+    long = bench.run("quick", methods=["grids", "input-x-gradient", "random"], L=[10, 128], out="results/mine")
+    long[long.cell_type == "Avg"][["method", "L", "rel_delta_pct", "rel_delta_pct_ci95"]]
+    bench.compare("results/examples/quick", "results/mine")
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES
+from bench.errors import UserError
+
+log = logging.getLogger("bench")
+
+
+def run(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
+        markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
+        seed: int = 0, methods=None, cell_types=None, genes=None, L=PAPER_LS, seeds: int = 1,
+        surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, device: str = "auto", cache_dir=None,
+        retrain: bool = False, budget_seconds: float | None = None, scheduler: str | None = None, out=None,
+        progress: bool = True) -> pd.DataFrame:
+    """Run the benchmark; returns `report.long_table` (every job, cell-type row and Avg row), with
+    `.attrs["records"]` (one dict per job) and `.attrs["written"]` (files, when `out` is given).
+
+    The arguments are the `python -m bench run` flags (`L` a list of ints; `scale` one of tiny/quick/default/paper).
+    `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
+    count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. Input
+    mistakes raise `bench.errors.UserError` before any training."""
+    from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
+    from bench.plan import check_methods, plan_run
+    from bench.report import leaderboard_header, long_table, write_report
+
+    if scale not in PROFILES:
+        raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
+    if methods:
+        check_methods(methods)  # fail fast on typos, before data and training
+    if surrogate_seeds < 1:
+        raise UserError(f"--surrogate-seeds must be ≥ 1, got {surrogate_seeds}")
+    inputs = Inputs(scale=PROFILES[scale].scale, seed=seed, data=data, labels=labels, label_key=label_key,
+                    markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir)
+    dataset, truth, marker_table = load_inputs(inputs)
+    plan = plan_run(PROFILES[scale], dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
+                    Ls=[str(x) for x in L], n_seeds=seeds, budget_seconds=budget_seconds,
+                    truth_available=truth is not None)
+    t0, records, models = time.perf_counter(), [], []
+    for s in range(surrogate_seeds):
+        profile = plan.profile if surrogate_seeds == 1 else replace(
+            plan.profile, surrogate=replace(plan.profile.surrogate, seed=s))
+        model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir, retrain=retrain,
+                              progress=progress)
+        recs = run_plan(replace(plan, profile=profile), model, dataset, truth, surrogate, cache_dir=cache_dir,
+                        scheduler=scheduler, progress=progress)
+        records += [{**r, "surrogate_seed": s} for r in recs] if surrogate_seeds > 1 else recs
+        models.append(model)
+    long = long_table(records)
+    long.attrs["records"] = records
+    if out is not None:
+        header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
+                                    time.perf_counter() - t0)
+        context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
+        long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
+    return long
+
+
+def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seeds: int) -> dict:
+    """report.html's extras: the surrogate's fidelity scatter and the run's configuration."""
+    import io
+
+    from bench.pipeline import marker_genes_in
+    from surrogates.fidelity import fidelity_report, plot_fidelity
+
+    fidelity = fidelity_report(model, data, list(dict.fromkeys(g for _, g in marker_genes_in(data, markers))))
+    buf = io.BytesIO()
+    plot_fidelity(fidelity, buf)
+    config = {"data": inputs.describe(), "profile": plan.profile.name, "surrogate style": style,
+              "surrogate seeds": surrogate_seeds, "checkpoint": model.meta.get("checkpoint", ""),
+              "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
+              "(cell type, gene) pairs": len(plan.pairs), "per-job budget (s)": plan.profile.budget.seconds,
+              **{f"budget {m} (s)": b.seconds for m, b in plan.profile.method_budgets.items()},
+              **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
+    return {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary(), "config": config}
+
+
+def compare(*runs, names=None, out=None) -> pd.DataFrame:
+    """Compare runs (results folders or leaderboard.csv files); returns `bench.comparison.compare_runs`'s table with
+    `.attrs["markdown"]`; `out` also writes compare.md and compare.csv there."""
+    from bench.comparison import compare_markdown, compare_runs, load_run
+    from datasets.files import atomic_write
+
+    if len(runs) < 2:
+        raise UserError("compare needs at least two runs (results folders or leaderboard.csv files)")
+    names = list(names) if names else _names(runs)
+    if len(names) != len(runs) or len(set(names)) != len(names):
+        raise UserError(f"--names needs {len(runs)} distinct names, got {names}")
+    try:
+        loaded = {n: load_run(r) for n, r in zip(names, runs)}
+    except (FileNotFoundError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    table = compare_runs(loaded)
+    table.attrs["markdown"] = compare_markdown(table, names)
+    if out is not None:
+        atomic_write(Path(out) / "compare.md", table.attrs["markdown"] + "\n")
+        atomic_write(Path(out) / "compare.csv", table.to_csv(index=False))
+    return table
+
+
+def _names(runs) -> list[str]:
+    """Each run's folder name (a CSV: its parent folder's), made unique with its position where they clash."""
+    names = [Path(r).name if Path(r).is_dir() else Path(r).parent.name or Path(r).stem for r in runs]
+    return names if len(set(names)) == len(names) else [f"{i + 1}:{n}" for i, n in enumerate(names)]

@@ -1,0 +1,78 @@
+"""The Python API (`bench.run`), `--surrogate-seeds` replicates, a grid of L with its curve summary, and the
+self-contained report.html (parsed: its sections, embedded figures, no network reference)."""
+
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bench
+from bench.replicates import jaccard, selection_stability
+
+
+class _Sections(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.imgs, self.links, self.tables, self.scripts = [], [], [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.ids.append(attrs.get("id"))
+        elif tag == "img":
+            self.imgs.append(attrs.get("src", ""))
+        elif tag in ("a", "link"):
+            self.links.append(attrs.get("href", ""))
+        elif tag == "table":
+            self.tables += 1
+        elif tag == "script":
+            self.scripts += 1
+
+
+@pytest.fixture(scope="module")
+def two_surrogates(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    import os
+
+    os.environ["GRIDS_BENCH_CACHE"] = str(out / "cache")
+    long = bench.run("tiny", methods=["grids", "input-x-gradient", "random"], cell_types=["Oligo"], L=[2, 4, 8],
+                     surrogate_seeds=2, out=out / "results", progress=False)
+    return long, out / "results"
+
+
+def test_run_returns_the_long_table_with_both_surrogates_as_replicates(two_surrogates):
+    long, out = two_surrogates
+    jobs = long[long["gene"] != "*"]
+    assert set(jobs["surrogate_seed"]) == {0, 1} and len(jobs) == 3 * 2 * 3 * 2  # methods × genes × L × surrogates
+    oligo = long[(long["gene"] == "*") & (long["cell_type"] == "Oligo")]
+    assert len(oligo) == 3 * 3 and (oligo["n_jobs"] == 4).all()  # 2 genes × 2 surrogates per row
+    assert oligo[oligo["method"] != "random"]["rel_delta_pct_ci95"].notna().all()
+    md = (out / "leaderboard.md").read_text()
+    assert "## Between surrogates" in md and "mean τ" in md
+    head = pd.read_csv(out / "headline.csv")
+    assert {"jaccard", "auc"} <= set(head.columns)
+    assert head.set_index("method").loc["input-x-gradient", "jaccard"] < 1.0  # two surrogates, other gradients
+
+
+def test_report_html_is_self_contained_with_every_section(two_surrogates):
+    _, out = two_surrogates
+    page = _Sections()
+    page.feed((out / "report.html").read_text())
+    assert page.ids == ["headline", "curves", "surrogates", "fidelity", "L2", "L4", "L8", "runtime", "config"]
+    assert len(page.imgs) == 2 and all(src.startswith("data:image/png;base64,") for src in page.imgs)
+    assert all(link.startswith("#") for link in page.links) and page.scripts == 0  # no network, no script
+    assert page.tables >= 3 * 4
+    text = (out / "report.html").read_text()
+    assert "Package versions" in text and "torch" in text and "shap" in text
+
+
+def test_jaccard_and_selection_stability_hand_computed():
+    assert jaccard([1, 2, 3], [2, 3, 4]) == pytest.approx(2 / 4)
+    recs = [{"method": "m", "L": 3, "cell_type": "X", "gene": "g", "peaks": p} for p in ([1, 2, 3], [2, 3, 4],
+                                                                                        [1, 2, 3])]
+    recs.append({"method": "m", "L": 3, "cell_type": "X", "gene": "h", "peaks": [5, 6, 7]})  # one replicate only
+    s = selection_stability(recs)
+    # pairs: (1,2,3)-(2,3,4) 0.5, (1,2,3)-(1,2,3) 1, (2,3,4)-(1,2,3) 0.5 → 2/3; gene h has no pair
+    assert s.loc[0, "jaccard"] == pytest.approx(2 / 3) and s.loc[0, "n_jobs"] == 1 and s.loc[0, "replicates"] == 3
+    assert np.isnan(jaccard([], []))
