@@ -26,7 +26,7 @@ th, td { padding: 3px 10px; border-bottom: 1px solid #e6e6e6; text-align: right;
 th { background: #f5f5f7; position: sticky; top: 0; } td:first-child, th:first-child { text-align: left; }
 tr:hover td { background: #fafafa; }
 p.note, p.lead { color: #555; max-width: 900px; }
-img { max-width: 100%; border: 1px solid #eee; }
+img { max-width: 100%; border: 1px solid #eee; } #fidelity img { max-width: 520px; }
 """
 
 

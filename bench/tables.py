@@ -107,8 +107,8 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     for r in table.to_dict("records"):
         line = [r["method"] + r["marks"]] + [fmt_ci(r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"])
                                              for L in shown]
-        if len(Ls) > MAX_HEADLINE_LS:
-            line.append(fmt_ci(r["auc"], np.nan, 1))
+        if len(Ls) > MAX_HEADLINE_LS:  # at the precision of the largest L's interval
+            line.append(fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
         if oracle:
             line.append(fmt_ci(r[oracle[0]], r[oracle[0].replace("@", "_ci95@")]))
         if "jaccard" in table:
@@ -117,7 +117,8 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         body.append(line)
     notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better). {INTERVAL.description}"]
     if len(Ls) > MAX_HEADLINE_LS:
-        notes.append(f"AUC: {rel_delta_auc.__doc__.split(chr(10))[0].strip()} Every L is in the detail tables and "
+        notes.append("AUC: the mean Rel Δ over the L grid, i.e. the trapezoid area under Rel Δ vs log L divided by "
+                     "log(L_max / L_min), so each doubling of L weighs the same. Every L is in the detail tables and "
                      "rel_delta_vs_L.png.")
     if "jaccard" in table:
         notes.append(f"Jaccard: mean overlap of the peaks a method selects at L = {Ls[-1]} across the replicates of a "
@@ -128,7 +129,7 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     marks = [f"{m} {text}" for m, text in legend.items() if m in used]
     if marks:
         notes.append("Marks: " + "; ".join(marks) + " (counts under Runtime and status).")
-    return "\n".join([render(body, headers, tablefmt), ""] + notes)
+    return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 
 def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github") -> str:
