@@ -65,7 +65,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     long.attrs["records"] = records
     if out is not None:
         header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
-                                    time.perf_counter() - t0)
+                                    time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
+                                    n_jobs=len(records))
         context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
         long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
     return long

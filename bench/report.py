@@ -44,13 +44,15 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
                        "n_tied", "n_worse", "wilcoxon_p", "holm_p"]
 
 
-def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float) -> str:
+def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float, reused: int = 0,
+                       n_jobs: int = 0) -> str:
     """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, how to read the tables."""
     budgets = "".join(f", {m} {b.seconds:g} s" for m, b in profile.method_budgets.items())
     return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
             f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
             f"`{profile.name}`, per-job budget {profile.budget.seconds:g} s{budgets}. Metrics on held-out test cells "
-            f"of each gene's cell type; ↓ = lower is better; best per column in bold. Total wall time {seconds:.0f} s.")
+            f"of each gene's cell type; ↓ = lower is better; best per column in bold. Total wall time {seconds:.0f} s"
+            + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else "."))
 
 
 def summary_lines(records: list[dict], methods) -> list[str]:
@@ -208,11 +210,13 @@ def _p(p: float) -> str:
 
 
 def discrimination_markdown(disc: pd.DataFrame, kendall: pd.DataFrame, L: int, controls: Collection[str],
-                            metric: str = "rel_delta_pct", tablefmt: str = "github") -> list[str]:
+                            metric: str = "rel_delta_pct", tablefmt: str = "github", order=None) -> list[str]:
     """Markdown lines of one L's discrimination section: the `discrimination` table, then the Kendall τ line."""
     spec = METRICS[metric]
     better, worse = ("higher", "lower") if spec.higher_is_better else ("lower", "higher")
     part = disc[disc["L"] == L]
+    if order is not None:  # the headline's order
+        part = part.set_index("method").reindex([m for m in order if m in set(part["method"])]).reset_index()
     lines = [f"### Discrimination at L = {L}", ""] if tablefmt == "github" else []
     if part.empty:
         lines += ["No non-control method has a finished job at this L: nothing to compare against.", ""]
@@ -288,7 +292,7 @@ def report_sections(records: list[dict], methods: list[str], tablefmt: str = "gi
     for L in Ls:
         sections = [("Rel Δ (%) by cell type", INTERVAL.description, detail(agg, L, "rel_delta_pct", order, tablefmt)),
                     ("Discrimination", "", "\n".join(discrimination_markdown(disc, kendall, L, controls,
-                                                                              tablefmt=tablefmt)))]
+                                                                              tablefmt=tablefmt, order=order)))]
         sections += [(title, note, detail(agg, L, metric, order, tablefmt)) for metric, title, note in DETAIL_SECTIONS
                      if metric in long and long[metric].notna().any()]
         per_L[L] = sections
