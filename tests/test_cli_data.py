@@ -114,4 +114,5 @@ def test_leaderboard_reports_genomic_context(tmp_path, toy):
     spec = write_h5mu(tmp_path / "s.h5mu", toy)
     assert main([*RUN, "--data", spec, "--label-key", "cell_type", "--out", str(out)]) == 0
     md = (out / "leaderboard.md").read_text()
-    assert "## Genomic context" in md and "On gene's chrom" in md
+    assert "### On the gene's chromosome at L = " in md and "On gene's chrom" in md
+    assert "### Distance to the TSS at L = " in md and "Median TSS dist. (bp)" in md
