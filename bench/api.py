@@ -31,7 +31,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     """Run the benchmark; returns `report.long_table` (every job, cell-type row and Avg row), with
     `.attrs["records"]` (one dict per job) and `.attrs["written"]` (files, when `out` is given).
 
-    The arguments are the `python -m bench run` flags (`L` a list of ints; `scale` one of tiny/quick/default/paper).
+    The arguments are the `python -m bench run` flags (`L` a list of ints; `scale` one of tiny/quick/default/paper;
+    the default here is `quick`, a notebook-sized run, where the command line's is `default`).
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
     count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. Input
     mistakes raise `bench.errors.UserError` before any training."""
@@ -41,6 +42,10 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 
     if scale not in PROFILES:
         raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
+    if surrogate not in ("paired", "reference"):
+        raise UserError(f"surrogate must be 'paired' or 'reference', got {surrogate!r}")
+    if isinstance(L, (int, str)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in L):
+        raise UserError(f"L must be a list of integers, e.g. [10, 128]; got {L!r}")
     if methods:
         check_methods(methods)  # fail fast on typos, before data and training
     if surrogate_seeds < 1:
@@ -62,7 +67,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         records += [{**r, "surrogate_seed": s} for r in recs] if surrogate_seeds > 1 else recs
         models.append(model)
     long = long_table(records)
-    long.attrs["records"] = records
+    long.attrs["records"] = _Shared(records)
     if out is not None:
         header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
                                     time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
@@ -72,6 +77,13 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     return long
 
 
+class _Shared(list):
+    """The job records in `attrs`: pandas deep-copies `attrs` on every operation, so the list copies as itself."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seeds: int) -> dict:
     """report.html's extras: the surrogate's fidelity scatter and the run's configuration."""
     import io
@@ -79,16 +91,20 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     from bench.pipeline import marker_genes_in
     from surrogates.fidelity import fidelity_report, plot_fidelity
 
-    fidelity = fidelity_report(model, data, list(dict.fromkeys(g for _, g in marker_genes_in(data, markers))))
-    buf = io.BytesIO()
-    plot_fidelity(fidelity, buf)
+    genes = list(dict.fromkeys(g for _, g in marker_genes_in(data, markers)))
+    context = {}
+    if genes:  # data whose cell types or genes are not in the marker table (a --genes run) has no marker panel
+        fidelity = fidelity_report(model, data, genes)
+        buf = io.BytesIO()
+        plot_fidelity(fidelity, buf)
+        context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
     config = {"data": inputs.describe(), "profile": plan.profile.name, "surrogate style": style,
               "surrogate seeds": surrogate_seeds, "checkpoint": model.meta.get("checkpoint", ""),
               "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
               "(cell type, gene) pairs": len(plan.pairs), "per-job budget (s)": plan.profile.budget.seconds,
               **{f"budget {m} (s)": b.seconds for m, b in plan.profile.method_budgets.items()},
               **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
-    return {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary(), "config": config}
+    return {**context, "config": config}
 
 
 def compare(*runs, names=None, out=None) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 report per run the Avg Rel Δ over those shared jobs, the paired difference to the first run with its 95 % CI
 (`bench.metrics.INTERVAL` over the shared jobs), and the methods whose rank changed.
 
-A run is a results folder (its leaderboard.csv) or a leaderboard.csv itself. The Avg over shared jobs is computed
+A run is a results folder (its leaderboard.csv) or a leaderboard.csv itself; a run made with `--surrogate-seeds`
+enters with each job's mean over its surrogates. The Avg over shared jobs is computed
 as in the leaderboard (per cell type over its jobs, then over cell types), so with identical job sets it equals
 the leaderboard's Avg row.
 """
@@ -33,6 +34,8 @@ def load_run(path) -> pd.DataFrame:
     jobs = table[table["gene"].astype(str) != "*"].copy()
     jobs["seed"] = jobs["seed"].astype(int)
     jobs["L"] = jobs["L"].astype(int)
+    if "surrogate_seed" in jobs:  # a `--surrogate-seeds` run: one value per job, the mean over its surrogates
+        jobs = jobs.groupby(["method", *JOB_KEY], as_index=False, sort=False)["rel_delta_pct"].mean()
     return jobs
 
 

@@ -120,6 +120,7 @@ def t_interval(values) -> tuple[float, float]:
 
 INTERVAL = IntervalSpec(
     "ci95", "95 % CI", t_interval,
-    "± is the half-width of a 95 % t-interval: over the jobs (genes × seeds) of a cell-type row, and over the "
-    "cell-type means for a method's Avg (each cell type counts once, as in the paper's Table 1); no ± where there "
-    "is one value.")
+    "± is the half-width of a 95 % t-interval: over the genes of a cell-type row (a gene's seeds and surrogate "
+    "seeds averaged first), and over the cell-type means for a method's Avg (each cell type counts once, as in the "
+    "paper's Table 1), so an Avg's ± is the spread between cell types; the paired tests of the discrimination "
+    "tables separate methods more finely. No ± where there is one value.")

@@ -4,12 +4,15 @@ training or output, so a bad command line writes nothing."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from bench.config import Profile
 from bench.errors import UserError
 from methods import registry
 from methods.base import Budget
+
+log = logging.getLogger("bench")
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,14 @@ def parse_ints(values, flag: str) -> tuple[int, ...]:
 def plan_run(profile: Profile, data, markers: dict, *, methods=None, cell_types=None, genes=None, Ls=(10, 128),
              n_seeds: int = 1, budget_seconds: float | None = None, truth_available: bool = False) -> RunPlan:
     """Validate a run's selections; raises UserError. `Ls` may be strings (from the command line)."""
+    requested = methods
     methods = list(methods or registry.default_methods(truth_available))
     check_methods(methods)
     blind = [m for m in methods if registry.get(m).needs_truth and not truth_available]
     if blind:
         raise UserError(f"method(s) {blind} read the simulator's truth and run on the synthetic data only; "
                         "drop them from --methods when using --data")
+    methods = _with_background(methods, data, explicit=bool(requested))
     Ls = parse_ints(Ls, "--L")
     bad = [L for L in Ls if L <= 0 or L > data.n_peaks]
     if bad:
@@ -58,6 +63,19 @@ def plan_run(profile: Profile, data, markers: dict, *, methods=None, cell_types=
     if budget_seconds is not None:  # one budget for every method, replacing the profile's
         profile = replace(profile, budget=Budget(budget_seconds, profile.budget.samples), method_budgets={})
     return RunPlan(profile=profile, methods=tuple(methods), pairs=tuple(pairs), Ls=Ls, seeds=tuple(range(n_seeds)))
+
+
+def _with_background(methods: list[str], data, explicit: bool) -> list[str]:
+    """Methods that explain against the other cell types (`needs_background`) need at least two: with one, an
+    explicit request is a UserError and the default list drops them (logged)."""
+    lonely = [m for m in methods if registry.get(m).needs_background]
+    if not lonely or len(data.cell_types) > 1:
+        return methods
+    if explicit:
+        raise UserError(f"method(s) {lonely} compare a cell type with the others, but the data has one cell type "
+                        f"({data.cell_types[0]}); drop them from --methods")
+    log.info("one cell type only: leaving out %s (they compare a cell type with the others)", ", ".join(lonely))
+    return [m for m in methods if m not in lonely]
 
 
 def _pairs(data, markers: dict, cell_types, genes) -> list[tuple[str, str]]:

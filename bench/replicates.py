@@ -35,24 +35,27 @@ def selection_stability(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "L", "jaccard", "n_jobs", "replicates"])
 
 
-def surrogate_rank_movement(long: pd.DataFrame, metric: str = "rel_delta_pct") -> pd.DataFrame:
+def surrogate_rank_movement(long: pd.DataFrame, controls=(), metric: str = "rel_delta_pct") -> pd.DataFrame:
     """Per L, between surrogates trained with different seeds: each surrogate's Avg (per cell type over its jobs,
-    then over cell types) ranks the methods; columns L, method, rank_min, rank_max, mean_tau (mean Kendall τ-b
-    over pairs of surrogates of the whole ranking, repeated on every row of the L). Empty with one surrogate."""
+    then over cell types) ranks the methods that have a value under every surrogate, controls left out (they
+    would pull τ towards +1 by construction); columns L, method, rank_min, rank_max, mean_tau (mean Kendall τ-b
+    over pairs of surrogates, repeated on every row of the L). Empty with one surrogate."""
     cols = ["L", "method", "rank_min", "rank_max", "mean_tau"]
     if "surrogate_seed" not in long:
         return pd.DataFrame(columns=cols)
-    jobs = long[(long["gene"] != "*")].copy()
+    jobs = long[(long["gene"] != "*") & ~long["method"].isin(list(controls))].copy()
     if jobs["surrogate_seed"].nunique() < 2:
         return pd.DataFrame(columns=cols)
     rows = []
     for L, part in jobs.groupby("L"):
         avg = (part.groupby(["surrogate_seed", "method", "cell_type"])[metric].mean()
-               .groupby(["surrogate_seed", "method"]).mean().unstack("method"))
+               .groupby(["surrogate_seed", "method"]).mean().unstack("method")).dropna(axis=1, how="any")
+        if avg.shape[1] < 2:
+            continue
         ranks = avg.rank(axis=1, method="min")
-        taus = [stats.kendalltau(avg.loc[a], avg.loc[b], nan_policy="omit")[0]
-                for a, b in itertools.combinations(avg.index, 2)]
+        taus = np.array([stats.kendalltau(avg.loc[a], avg.loc[b])[0]
+                         for a, b in itertools.combinations(avg.index, 2)], dtype=float)
         for m in avg.columns:
             rows.append({"L": int(L), "method": m, "rank_min": int(ranks[m].min()), "rank_max": int(ranks[m].max()),
-                         "mean_tau": float(np.nanmean(taus))})
+                         "mean_tau": float(np.nanmean(taus)) if np.isfinite(taus).any() else float("nan")})
     return pd.DataFrame(rows, columns=cols)

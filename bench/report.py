@@ -9,8 +9,8 @@ no numbers (shown as "—"; any metric value they carry is dropped), so averages
 
 Discrimination (per L, `discrimination.csv` and in each L's section): can the table tell a method from the best
 one? best = the non-control method with the best Avg Rel Δ (lowest; direction from the metric's spec); for every
-method m, over the (cell type, gene, seed) jobs both finished, d = Rel Δ_m − Rel Δ_best (↓ metric: d > 0 means m
-suppressed less), mean d with its 95 % t-interval, counts of jobs where m is better, tied (|d| ≤ `TIE_TOL`) or
+method m, over the (cell type, gene) jobs both finished (replicates averaged), d = Rel Δ_m − Rel Δ_best (↓ metric:
+d > 0 means m suppressed less), mean d with its 95 % t-interval, counts of jobs where m is better, tied (|d| ≤ `TIE_TOL`) or
 worse, the two-sided Wilcoxon signed-rank p and its Holm adjustment over the L's comparisons. On synthetic data
 also Kendall τ between the methods' order by surrogate Avg Rel Δ and by oracle Avg Rel Δ over the non-control
 methods (τ = 1: the surrogate ranks them as the truth does).
@@ -51,7 +51,8 @@ def leaderboard_header(source: str, data, surrogate, style: str, profile, second
     return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
             f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
             f"`{profile.name}`, per-job budget {profile.budget.seconds:g} s{budgets}. Metrics on held-out test cells "
-            f"of each gene's cell type; ↓ = lower is better; best per column in bold. Total wall time {seconds:.0f} s"
+            f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
+            f"tables in bold. Total wall time {seconds:.0f} s"
             + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else "."))
 
 
@@ -84,9 +85,10 @@ def long_table(records: list[dict]) -> pd.DataFrame:
             row = {"method": method, "L": L, "cell_type": ct, "gene": "*", "seed": "*",
                    **dict.fromkeys(replicate, "*"),
                    "status": status_summary(sub["status"]), "n_jobs": len(sub)}
-            for c in metric_cols:
-                row[c], row[f"{c}_stderr"] = _mean_se(sub[c])
-                row[f"{c}_ci95"] = INTERVAL.fn(sub[c])[1]
+            for c in metric_cols:  # replicates (seeds, surrogate seeds) of a gene are averaged first
+                per_gene = sub.groupby("gene")[c].mean()
+                row[c], row[f"{c}_stderr"] = _mean_se(per_gene)
+                row[f"{c}_ci95"] = INTERVAL.fn(per_gene)[1]
             per_type.append(row)
         rows.extend(per_type)
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
@@ -130,7 +132,8 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
     `DISCRIMINATION_COLS`; one row per method with a finished job, the best's own row included).
 
     best = argmin (argmax for an ↑ metric) of the `Avg` rows of `long_table` over methods not in `controls`
-    (default: the registry's `is_baseline` flags). Over the (cell type, gene, seed) jobs where both have a value,
+    (default: the registry's `is_baseline` flags). Over the (cell type, gene) jobs where both have a value (seeds
+    and surrogate seeds averaged first: replicates are not independent jobs),
     d_j = metric_m,j − metric_best,j; mean_diff = mean d, ci = mean ± t_{0.975, n−1} · sd(d, ddof=1) / √n (NaN
     for n < 2); n_better / n_worse count jobs where m beats / trails the best by more than `TIE_TOL`, the rest tie.
     For Rel Δ (↓) a positive mean_diff means the method suppresses less than the best."""
@@ -147,8 +150,8 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
         if not candidates:
             continue
         best = (max if hib else min)(candidates, key=candidates.get)
-        key = ["cell_type", "gene", "seed"] + (["surrogate_seed"] if "surrogate_seed" in jobs else [])
-        wide = jobs[jobs["L"] == L].set_index(key + ["method"])[metric].unstack("method")
+        # replicates (seeds, surrogate seeds) of a (cell type, gene) are averaged: they are not independent jobs
+        wide = jobs[jobs["L"] == L].groupby(["cell_type", "gene", "method"])[metric].mean().unstack("method")
         part = []
         for m in (m for m in methods if m in wide):
             d = (wide[m] - wide[best]).dropna().to_numpy(dtype=float)
@@ -224,7 +227,8 @@ def discrimination_markdown(disc: pd.DataFrame, kendall: pd.DataFrame, L: int, c
         best = part["best_method"].iloc[0]
         shown = sorted(set(controls) & set(part["method"]))
         lines += [f"Paired difference in {spec.label} of each method minus the best non-control method, **{best}** "
-                  f"(best Avg), over the (cell type, gene, seed) jobs both finished, with its 95 % t-interval. "
+                  f"(best Avg), over the (cell type, gene) jobs both finished (replicates averaged), with its 95 % "
+                  "t-interval. "
                   f"Better / tied / worse: jobs where the method's {spec.label} is {better} / within {TIE_TOL:g} / "
                   f"{worse}." + (f" Controls ({', '.join(shown)}) are compared but never chosen as best."
                                  if shown else ""), ""]
@@ -290,15 +294,17 @@ def report_sections(records: list[dict], methods: list[str], tablefmt: str = "gi
     disc, kendall = discrimination(long, controls), surrogate_oracle_kendall(long, controls)
     per_L = {}
     for L in Ls:
-        sections = [("Rel Δ (%) by cell type", INTERVAL.description, detail(agg, L, "rel_delta_pct", order, tablefmt)),
+        sections = [("Rel Δ (%) by cell type", INTERVAL.description,
+                     detail(agg, L, "rel_delta_pct", order, tablefmt, frozenset(controls))),
                     ("Discrimination", "", "\n".join(discrimination_markdown(disc, kendall, L, controls,
                                                                               tablefmt=tablefmt, order=order)))]
-        sections += [(title, note, detail(agg, L, metric, order, tablefmt)) for metric, title, note in DETAIL_SECTIONS
-                     if metric in long and long[metric].notna().any()]
+        sections += [(title, note, detail(agg, L, metric, order, tablefmt, frozenset(controls)))
+                     for metric, title, note in DETAIL_SECTIONS if metric in long and long[metric].notna().any()]
         per_L[L] = sections
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
-    movement = surrogate_rank_movement(long)
-    return {"movement": _movement_table(movement, tablefmt) if len(movement) else "","long": long, "agg": agg, "headline": head, "headline_table": headline_markdown(head, tablefmt),
+    movement = surrogate_rank_movement(long, controls)
+    return {"movement": _movement_table(movement, tablefmt) if len(movement) else "", "long": long, "agg": agg,
+            "headline": head, "headline_table": headline_markdown(head, tablefmt),
             "Ls": Ls, "order": order, "per_L": per_L, "disc": disc, "runtime": runtime_table(long, order, tablefmt),
             "failed": [f"{r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
                        for r in failed.itertuples()]}

@@ -44,12 +44,11 @@ def fmt_ci(mean: float, half: float, digits: int | None = None) -> str:
 
 def rel_delta_auc(Ls, values) -> float:
     """Mean Rel Δ over the L grid: the trapezoid area under Rel Δ vs log L divided by log(L_max / L_min)
-    (NaN with fewer than two finite points). It weighs each doubling of L alike."""
+    (NaN unless there are ≥ 2 Ls and a value at every L, so every AUC covers the same range). It weighs each
+    doubling of L alike."""
     x, y = np.log(np.asarray(Ls, dtype=float)), np.asarray(values, dtype=float)
-    ok = np.isfinite(y)
-    if ok.sum() < 2:
+    if y.size < 2 or not np.isfinite(y).all():
         return float("nan")
-    x, y = x[ok], y[ok]
     area = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))  # the trapezoid rule (np.trapezoid needs numpy 2)
     return area / float(x[-1] - x[0])
 
@@ -124,7 +123,8 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         notes.append(f"Jaccard: mean overlap of the peaks a method selects at L = {Ls[-1]} across the replicates of a "
                      "job (seeds and surrogate seeds); 1 = the same peaks every time.")
     used = set("".join(table["marks"]))
-    legend = {CONTROL_MARK: "control (bounds the scale; never the best)", **{m: f"some jobs {s}" for s, m in
+    legend = {CONTROL_MARK: "control (bounds the scale; ranked here, but never bold or the best in the detail "
+                            "tables)", **{m: f"some jobs {s}" for s, m in
                                                                                STATUS_MARKS.items()}}
     marks = [f"{m} {text}" for m, text in legend.items() if m in used]
     if marks:
@@ -132,9 +132,11 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 
-def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github") -> str:
+def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github",
+           controls: frozenset = frozenset()) -> str:
     """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns, each cell
-    mean ± 95 % CI with the status marks of its jobs; the best of each column (by the metric's direction) in bold."""
+    mean ± 95 % CI with the status marks of its jobs; the best non-control of each column (by the metric's
+    direction) in bold."""
     part = agg[agg["L"] == L]
     spec = METRICS[metric]
     cell_types = [c for c in part["cell_type"].unique() if c != "Avg"] + ["Avg"]
@@ -145,7 +147,7 @@ def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt:
     best = {}
     if spec.higher_is_better is not None:
         for ct in cell_types:
-            col = wide[ct].dropna() if ct in wide else pd.Series(dtype=float)
+            col = wide[ct].drop(index=list(controls), errors="ignore").dropna() if ct in wide else pd.Series(dtype=float)
             if len(col):
                 best[ct] = col.idxmax() if spec.higher_is_better else col.idxmin()
     body = []

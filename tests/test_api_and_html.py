@@ -76,3 +76,45 @@ def test_jaccard_and_selection_stability_hand_computed():
     # pairs: (1,2,3)-(2,3,4) 0.5, (1,2,3)-(1,2,3) 1, (2,3,4)-(1,2,3) 0.5 → 2/3; gene h has no pair
     assert s.loc[0, "jaccard"] == pytest.approx(2 / 3) and s.loc[0, "n_jobs"] == 1 and s.loc[0, "replicates"] == 3
     assert np.isnan(jaccard([], []))
+
+
+def test_between_surrogates_leaves_out_controls_and_methods_without_numbers():
+    from bench.replicates import surrogate_rank_movement
+
+    rows = [{"method": m, "L": 10, "cell_type": "X", "gene": "g", "seed": 0, "surrogate_seed": s, "rel_delta_pct": v}
+            for s, values in ((0, {"a": -3, "b": -2, "c": -1, "random": 0, "dead": np.nan}),
+                              (1, {"a": -2, "b": -3, "c": -1, "random": 0, "dead": np.nan}))
+            for m, v in values.items()]
+    mv = surrogate_rank_movement(pd.DataFrame(rows), controls={"random"}).set_index("method")
+    assert set(mv.index) == {"a", "b", "c"}  # no control, no all-NaN method
+    assert (mv.loc["a", "rank_min"], mv.loc["a", "rank_max"]) == (1, 2) and mv.loc["c", "rank_max"] == 3
+    assert mv["mean_tau"].iloc[0] == pytest.approx(1 / 3)  # one swap among 3 pairs: (2 − 1) / 3
+
+
+def test_auc_needs_every_L():
+    from bench.tables import rel_delta_auc
+
+    assert rel_delta_auc([1, 10, 100], [-1.0, -2.0, -3.0]) == pytest.approx(-2.0)  # linear in log L
+    assert np.isnan(rel_delta_auc([1, 10, 100], [-1.0, np.nan, -3.0])) and np.isnan(rel_delta_auc([10], [-1.0]))
+
+
+def test_background_methods_with_one_cell_type(tmp_path):
+    from bench.config import PROFILES
+    from bench.errors import UserError
+    from bench.plan import plan_run
+    from tests.hand_models import cells_with_all_open
+
+    data = cells_with_all_open()  # one cell type, T
+    markers = {"T": ("target",)}
+    plan = plan_run(PROFILES["tiny"], data, markers, Ls=["3"])
+    assert "expected-gradients" not in plan.methods and "grids" in plan.methods
+    with pytest.raises(UserError, match="one cell type"):
+        plan_run(PROFILES["tiny"], data, markers, methods=["expected-gradients"], Ls=["3"])
+
+
+def test_api_rejects_bad_arguments_with_user_errors():
+    from bench.errors import UserError
+
+    for kwargs in ({"surrogate": "nope"}, {"L": 10}, {"L": ["10"]}, {"surrogate_seeds": 0}):
+        with pytest.raises(UserError):
+            bench.run("tiny", **kwargs)

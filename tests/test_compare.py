@@ -71,3 +71,12 @@ def test_bad_compare_input_is_one_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_surrogate_seeds_run_enters_with_each_jobs_mean(tmp_path):
+    records = [{"method": "a", "L": 10, "cell_type": "X", "gene": "g1", "seed": 0, "surrogate_seed": s,
+                "rel_delta_pct": v, "status": "ok", "seconds": 1.0} for s, v in ((0, -10.0), (1, -20.0))]
+    write_report(records, tmp_path / "multi", "# multi", ["a"], figure=False)
+    single = run_dir(tmp_path, "single", {"a": [("X", "g1", -5)]})
+    row = compare_runs({"single": load_run(single), "multi": load_run(tmp_path / "multi")}).iloc[0]
+    assert row["n_shared"] == 1 and row["avg@multi"] == pytest.approx(-15.0) and row["diff@multi"] == pytest.approx(-10)
