@@ -54,7 +54,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
                     markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir)
     dataset, truth, marker_table = load_inputs(inputs)
     plan = plan_run(PROFILES[scale], dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
-                    Ls=[str(x) for x in L], n_seeds=seeds, budget_seconds=budget_seconds,
+                    Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
     t0, records, models = time.perf_counter(), [], []
     for s in range(surrogate_seeds):
@@ -88,13 +88,12 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     """report.html's extras: the surrogate's fidelity scatter and the run's configuration."""
     import io
 
-    from bench.pipeline import marker_genes_in
-    from surrogates.fidelity import fidelity_report, plot_fidelity
+    from bench.pipeline import marker_fidelity
+    from surrogates.fidelity import plot_fidelity
 
-    genes = list(dict.fromkeys(g for _, g in marker_genes_in(data, markers)))
+    fidelity = marker_fidelity(model, data, markers)
     context = {}
-    if genes:  # data whose cell types or genes are not in the marker table (a --genes run) has no marker panel
-        fidelity = fidelity_report(model, data, genes)
+    if fidelity is not None:  # data whose cell types or genes are not in the marker table has no marker panel
         buf = io.BytesIO()
         plot_fidelity(fidelity, buf)
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}

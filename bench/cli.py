@@ -196,13 +196,16 @@ def cmd_compare(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from bench.pipeline import load_inputs, marker_genes_in
-    from surrogates.fidelity import fidelity_markdown, fidelity_report, fidelity_summary, plot_fidelity
+    from bench.pipeline import load_inputs, marker_fidelity, marker_genes_in
+    from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
 
     data, truth, markers = load_inputs(_inputs(args))
     t0 = time.perf_counter()
     model = _surrogate(args, data)
-    report = fidelity_report(model, data, list(dict.fromkeys(g for _, g in marker_genes_in(data, markers))))
+    report = marker_fidelity(model, data, markers)
+    if report is None:
+        raise UserError("none of the marker table's genes is in the data, so there is no fidelity to report; pass "
+                        "--markers FILE with genes the data has")
     md = fidelity_markdown(model, data, report, args.surrogate)
     summary = fidelity_summary(model, report, args.surrogate)
     out = args.out

@@ -4,7 +4,7 @@ report per run the Avg Rel Δ over those shared jobs, the paired difference to t
 
 A run is a results folder (its leaderboard.csv) or a leaderboard.csv itself; a run made with `--surrogate-seeds`
 enters with each job's mean over its surrogates. The Avg over shared jobs is computed
-as in the leaderboard (per cell type over its jobs, then over cell types), so with identical job sets it equals
+as in the leaderboard (`metrics.cell_type_average`: genes, then cell types), so with identical job sets it equals
 the leaderboard's Avg row.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.metrics import INTERVAL
+from bench.metrics import INTERVAL, cell_type_average
 from bench.tables import decimals_for, fmt_ci, render
 
 JOB_KEY = ["cell_type", "gene", "L", "seed"]
@@ -39,11 +39,6 @@ def load_run(path) -> pd.DataFrame:
     return jobs
 
 
-def _avg_over_types(values: pd.Series) -> float:
-    """Mean over cell types of the per-type mean of `values` (indexed by JOB_KEY), as the leaderboard's Avg."""
-    return float(values.groupby(level="cell_type").mean().mean())
-
-
 def compare_runs(runs: dict[str, pd.DataFrame], metric: str = "rel_delta_pct") -> pd.DataFrame:
     """One row per (method, L): per run `avg@NAME` and `rank@NAME` over the jobs shared by every run that has the
     method (finite values only); per later run `diff@NAME`, `ci_low@NAME`, `ci_high@NAME` (run − first run);
@@ -62,7 +57,7 @@ def compare_runs(runs: dict[str, pd.DataFrame], metric: str = "rel_delta_pct") -
             row = {"method": m, "L": L, "runs_with_method": ",".join(have), "n_shared": 0 if shared is None else len(shared)}
             for n in names:
                 s = per[n].loc[shared] if n in per and shared is not None and len(shared) else pd.Series(dtype=float)
-                row[f"avg@{n}"] = _avg_over_types(s) if len(s) else float("nan")
+                row[f"avg@{n}"] = cell_type_average(s.reset_index(), metric) if len(s) else float("nan")
                 if n != names[0] and names[0] in per and n in per and len(s):
                     mean, half = INTERVAL.fn(s.to_numpy() - per[names[0]].loc[shared].to_numpy())
                     row.update({f"diff@{n}": mean, f"ci_low@{n}": mean - half, f"ci_high@{n}": mean + half})
@@ -80,8 +75,8 @@ def compare_markdown(table: pd.DataFrame, names: list[str]) -> str:
     """Per L: one row per method, Avg Rel Δ in each run (later runs with the paired difference to the first and
     its CI), ranks; then the methods whose rank changed and those missing from some run."""
     lines = [f"# Comparison of {len(names)} runs", "", "Runs: " + ", ".join(f"`{n}`" for n in names) + ". "
-             f"Avg Rel Δ (%) over the (cell type, gene, L, seed) jobs every run finished for the method (per cell "
-             f"type, then over cell types); Δ = mean paired difference to `{names[0]}` over those jobs (each job weighs "
+             f"Avg Rel Δ (%) over the (cell type, gene, L, seed) jobs every run finished for the method (per gene, "
+             f"then cell type, then over cell types); Δ = mean paired difference to `{names[0]}` over those jobs (each job weighs "
              "the same, so Δ can differ slightly from the difference of the two Avgs) with its 95 % t-interval; "
              "rank among the methods present in every run (1 = most suppression).", ""]
     for L, part in table.groupby("L"):

@@ -66,7 +66,7 @@ def _key_values(items: dict) -> str:
 
 
 def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str:
-    """The page. `sec` is `report.report_sections(..., tablefmt="html")`; `context` may hold `fidelity_png` (bytes),
+    """The page. `sec` is `report.report_sections(data, "html")`; `context` may hold `fidelity_png` (bytes),
     `fidelity_summary` (str) and `config` (dict of the run's settings)."""
     title, _, lead = header.partition("\n")
     nav = [("headline", "Headline"), ("curves", "Rel Δ vs L")]

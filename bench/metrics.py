@@ -124,3 +124,12 @@ INTERVAL = IntervalSpec(
     "seeds averaged first), and over the cell-type means for a method's Avg (each cell type counts once, as in the "
     "paper's Table 1), so an Avg's ± is the spread between cell types; the paired tests of the discrimination "
     "tables separate methods more finely. No ± where there is one value.")
+
+
+def cell_type_average(jobs, column: str, by: tuple[str, ...] = ()):
+    """The leaderboard's Avg of per-job values in `jobs` (a DataFrame with `cell_type`, `gene`): a gene's
+    replicates averaged, then the genes of a cell type, then the cell types (each counts once, as in the paper's
+    Table 1). NaN values are left out. A float, or with `by` a Series indexed by those columns."""
+    per_gene = jobs.groupby([*by, "cell_type", "gene"])[column].mean()
+    per_type = per_gene.groupby(level=[*by, "cell_type"]).mean()
+    return per_type.groupby(level=list(by)).mean() if by else float(per_type.mean())

@@ -91,6 +91,15 @@ def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, 
                     ResultCache(cache_root(cache_dir) / "jobs"), context, scheduler=scheduler, progress=progress)
 
 
+def marker_fidelity(model, data, markers: dict):
+    """`surrogates.fidelity.fidelity_report` over the marker genes present in the data, or None when there are none
+    (a data set whose cell types or genes are not in the marker table)."""
+    from surrogates.fidelity import fidelity_report
+
+    genes = list(dict.fromkeys(g for _, g in marker_genes_in(data, markers)))
+    return fidelity_report(model, data, genes) if genes else None
+
+
 def marker_genes_in(data, markers: dict, among=None) -> list[tuple[str, str]]:
     """(cell type, gene) pairs of the marker table present in the data (and in `among`, when given)."""
     names = set(data.genes.index) if among is None else set(among)

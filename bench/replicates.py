@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.metrics import cell_type_average
+
 REPLICATE = ("seed", "surrogate_seed")
 
 
@@ -36,8 +38,8 @@ def selection_stability(records: list[dict]) -> pd.DataFrame:
 
 
 def surrogate_rank_movement(long: pd.DataFrame, controls=(), metric: str = "rel_delta_pct") -> pd.DataFrame:
-    """Per L, between surrogates trained with different seeds: each surrogate's Avg (per cell type over its jobs,
-    then over cell types) ranks the methods that have a value under every surrogate, controls left out (they
+    """Per L, between surrogates trained with different seeds: each surrogate's Avg (`metrics.cell_type_average`,
+    as the leaderboard's) ranks the methods that have a value under every surrogate, controls left out (they
     would pull τ towards +1 by construction); columns L, method, rank_min, rank_max, mean_tau (mean Kendall τ-b
     over pairs of surrogates, repeated on every row of the L). Empty with one surrogate."""
     cols = ["L", "method", "rank_min", "rank_max", "mean_tau"]
@@ -48,8 +50,8 @@ def surrogate_rank_movement(long: pd.DataFrame, controls=(), metric: str = "rel_
         return pd.DataFrame(columns=cols)
     rows = []
     for L, part in jobs.groupby("L"):
-        avg = (part.groupby(["surrogate_seed", "method", "cell_type"])[metric].mean()
-               .groupby(["surrogate_seed", "method"]).mean().unstack("method")).dropna(axis=1, how="any")
+        avg = (cell_type_average(part, metric, by=("surrogate_seed", "method")).unstack("method")
+               .dropna(axis=1, how="any"))
         if avg.shape[1] < 2:
             continue
         ranks = avg.rank(axis=1, method="min")

@@ -282,32 +282,39 @@ DETAIL_SECTIONS = (
 )
 
 
-def report_sections(records: list[dict], methods: list[str], tablefmt: str = "github") -> dict:
-    """Everything the markdown and HTML reports show, rendered in `tablefmt`: {'long', 'headline' (DataFrame),
-    'headline_table', 'Ls', 'order', 'per_L': {L: [(title, note, table)]}, 'disc', 'runtime', 'failed'}."""
+def report_data(records: list[dict], methods: list[str]) -> dict:
+    """What the reports show, computed once: {'long', 'agg', 'headline' (DataFrame), 'Ls', 'order', 'controls',
+    'disc', 'kendall', 'movement', 'failed'}. `report_sections` renders it as markdown or HTML."""
     long = long_table(records)
     agg = long[long["gene"] == "*"]
-    Ls = sorted(int(L) for L in long["L"].unique())
     controls = control_methods(long["method"].unique())
     head = headline(agg, controls, selection_stability(records))
     order = [m for m in head["method"] if m in set(methods)] + [m for m in head["method"] if m not in set(methods)]
-    disc, kendall = discrimination(long, controls), surrogate_oracle_kendall(long, controls)
-    per_L = {}
-    for L in Ls:
-        sections = [("Rel Δ (%) by cell type", INTERVAL.description,
-                     detail(agg, L, "rel_delta_pct", order, tablefmt, frozenset(controls))),
-                    ("Discrimination", "", "\n".join(discrimination_markdown(disc, kendall, L, controls,
-                                                                              tablefmt=tablefmt, order=order)))]
-        sections += [(title, note, detail(agg, L, metric, order, tablefmt, frozenset(controls)))
-                     for metric, title, note in DETAIL_SECTIONS if metric in long and long[metric].notna().any()]
-        per_L[L] = sections
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
-    movement = surrogate_rank_movement(long, controls)
-    return {"movement": _movement_table(movement, tablefmt) if len(movement) else "", "long": long, "agg": agg,
-            "headline": head, "headline_table": headline_markdown(head, tablefmt),
-            "Ls": Ls, "order": order, "per_L": per_L, "disc": disc, "runtime": runtime_table(long, order, tablefmt),
+    return {"long": long, "agg": agg, "headline": head, "Ls": sorted(int(L) for L in long["L"].unique()),
+            "order": order, "controls": controls, "disc": discrimination(long, controls),
+            "kendall": surrogate_oracle_kendall(long, controls), "movement": surrogate_rank_movement(long, controls),
             "failed": [f"{r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
                        for r in failed.itertuples()]}
+
+
+def report_sections(data: dict, tablefmt: str = "github") -> dict:
+    """`report_data` rendered in `tablefmt`: {'headline_table', 'per_L': {L: [(title, note, table)]}, 'movement',
+    'runtime', 'failed'}."""
+    long, agg, order, controls = data["long"], data["agg"], data["order"], frozenset(data["controls"])
+    per_L = {}
+    for L in data["Ls"]:
+        sections = [("Rel Δ (%) by cell type", INTERVAL.description,
+                     detail(agg, L, "rel_delta_pct", order, tablefmt, controls)),
+                    ("Discrimination", "", "\n".join(discrimination_markdown(data["disc"], data["kendall"], L, controls,
+                                                                              tablefmt=tablefmt, order=order)))]
+        sections += [(title, note, detail(agg, L, metric, order, tablefmt, controls))
+                     for metric, title, note in DETAIL_SECTIONS if metric in long and long[metric].notna().any()]
+        per_L[L] = sections
+    movement = data["movement"]
+    return {"movement": _movement_table(movement, tablefmt) if len(movement) else "",
+            "headline_table": headline_markdown(data["headline"], tablefmt), "per_L": per_L,
+            "runtime": runtime_table(long, order, tablefmt), "failed": data["failed"]}
 
 
 def _movement_table(movement: pd.DataFrame, tablefmt: str) -> str:
@@ -344,18 +351,18 @@ def write_report(records: list[dict], out: Path, header: str, methods: list[str]
     rel_delta_vs_L.png and the self-contained report.html (`context`: fidelity figure, run configuration)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    sec = report_sections(records, methods)
-    written = [atomic_write(out / "leaderboard.md", leaderboard_markdown(header, sec)),
-               atomic_write(out / "leaderboard.csv", sec["long"].to_csv(index=False)),
-               atomic_write(out / "headline.csv", sec["headline"].to_csv(index=False)),
-               atomic_write(out / "discrimination.csv", sec["disc"].to_csv(index=False)),
+    data = report_data(records, methods)
+    written = [atomic_write(out / "leaderboard.md", leaderboard_markdown(header, report_sections(data))),
+               atomic_write(out / "leaderboard.csv", data["long"].to_csv(index=False)),
+               atomic_write(out / "headline.csv", data["headline"].to_csv(index=False)),
+               atomic_write(out / "discrimination.csv", data["disc"].to_csv(index=False)),
                atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
     if figure:
         from bench.figures import rel_delta_curves
         from bench.html import report_html
 
-        png = rel_delta_curves(sec["agg"], sec["order"])
+        png = rel_delta_curves(data["agg"], data["order"])
         written.append(atomic_write(out / "rel_delta_vs_L.png", png))
-        html = report_html(header, report_sections(records, methods, "html"), png, context or {})
+        html = report_html(header, report_sections(data, "html"), png, context or {})
         written.append(atomic_write(out / "report.html", html))
     return written
