@@ -100,8 +100,10 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     config = {"data": inputs.describe(), "profile": plan.profile.name, "surrogate style": style,
               "surrogate seeds": surrogate_seeds, "checkpoint": model.meta.get("checkpoint", ""),
               "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
-              "(cell type, gene) pairs": len(plan.pairs), "per-job budget (s)": plan.profile.budget.seconds,
-              **{f"budget {m} (s)": b.seconds for m, b in plan.profile.method_budgets.items()},
+              "(cell type, gene) pairs": len(plan.pairs), "per-job evaluation budget": plan.profile.budget.samples,
+              "per-job wall-time safety stop (s)": plan.profile.budget.seconds,
+              **{f"budget {m}": f"{b.samples} evaluations, {b.seconds:g} s" for m, b in
+                 plan.profile.method_budgets.items()},
               **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
     return {**context, "config": config}
 

@@ -80,7 +80,8 @@ def _add_run(sub) -> None:
                      help="train the surrogate N times (seeds 0..N-1), run every job on each, and report how the "
                           "ranking moves between surrogates and how stable each method's peaks are (default: 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
-    run.add_argument("--budget-seconds", type=float, help="wall-time budget per job (default: from the profile)")
+    run.add_argument("--budget-seconds", type=float, help="wall-time safety stop per job; a job it cuts is marked time_limit. Answers are decided by "
+                     "the profile's evaluation budgets, not by this (default: from the profile)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run jobs on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
 

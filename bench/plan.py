@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from bench.config import Profile
 from bench.errors import UserError
 from methods import registry
-from methods.base import Budget
 
 log = logging.getLogger("bench")
 
@@ -60,8 +59,10 @@ def plan_run(profile: Profile, data, markers: dict, *, methods=None, cell_types=
     if n_seeds < 1:
         raise UserError(f"--seeds must be ≥ 1, got {n_seeds}")
     pairs = _pairs(data, markers, cell_types, genes)
-    if budget_seconds is not None:  # one budget for every method, replacing the profile's
-        profile = replace(profile, budget=Budget(budget_seconds, profile.budget.samples), method_budgets={})
+    if budget_seconds is not None:  # one wall-time safety stop for every method; the evaluation budgets stay
+        profile = replace(profile, budget=replace(profile.budget, seconds=budget_seconds),
+                          method_budgets={m: replace(b, seconds=budget_seconds)
+                                          for m, b in profile.method_budgets.items()})
     return RunPlan(profile=profile, methods=tuple(methods), pairs=tuple(pairs), Ls=Ls, seeds=tuple(range(n_seeds)))
 
 

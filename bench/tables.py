@@ -21,7 +21,7 @@ from tabulate import tabulate
 from bench.metrics import INTERVAL, METRICS
 
 # footnote marks for jobs that did not end ok, and for controls
-STATUS_MARKS = {"budget_exceeded": "ᵇ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}
+STATUS_MARKS = {"budget_exceeded": "ᵇ", "time_limit": "ᵗ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}
 CONTROL_MARK = "†"
 MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
 

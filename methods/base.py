@@ -14,11 +14,13 @@ if TYPE_CHECKING:
     from methods.registry import MethodSpec
     from surrogates.model import Surrogate
 
-# ok: finished as configured; budget_exceeded: stopped early, the peaks are the method's estimate so far;
-# not_converged: ran out of steps/budget before its convergence criterion; no_estimate: the budget ended before the
-# method's first real estimate, so there are no peaks (a fallback ranking would be another method under this one's
-# name); failed: raised or returned an invalid explanation (set by the harness).
-STATUSES = ("ok", "budget_exceeded", "not_converged", "no_estimate", "failed")
+# ok: finished as configured; budget_exceeded: its surrogate-evaluation budget stopped it early (deterministic), the
+# peaks are the method's estimate so far; time_limit: the wall-clock safety stop cut it (depends on the machine and
+# its load; the peaks are the estimate so far); not_converged: ran out of steps/budget before its convergence
+# criterion; no_estimate: a budget ended before the method's first real estimate, so there are no peaks (a fallback
+# ranking would be another method under this one's name); failed: raised or returned an invalid explanation (set by
+# the harness).
+STATUSES = ("ok", "budget_exceeded", "time_limit", "not_converged", "no_estimate", "failed")
 
 
 @dataclass
@@ -59,14 +61,17 @@ class Explanation:
 
 @dataclass(frozen=True)
 class Budget:
-    """Per-job limits. A method that hits one returns its best answer so far with status `budget_exceeded`."""
+    """Per-job limits. `samples` decides a method's answer: surrogate evaluations (cells × forward passes) counted by
+    the method, the same on every machine, so a method cut by it gives the same peaks on a quiet or a busy machine
+    (status `budget_exceeded`). `seconds` is only a safety stop against a run that would never end, sized well above
+    what a job needs; a job it cuts says so (status `time_limit`), because its answer depends on the machine."""
 
     seconds: float = 900.0
-    samples: int = 5_000_000  # surrogate evaluations (cells × forward passes), counted by each method
+    samples: int = 5_000_000
 
 
 class BudgetClock:
-    """Tracks wall time and surrogate evaluations against a `Budget`."""
+    """Tracks wall time and surrogate evaluations against a `Budget`; `stop_status()` says which one ran out."""
 
     def __init__(self, budget: Budget):
         self.budget = budget
@@ -81,7 +86,12 @@ class BudgetClock:
         return time.perf_counter() - self.start
 
     def exhausted(self) -> bool:
-        return self.seconds > self.budget.seconds or self.samples > self.budget.samples
+        return self.samples > self.budget.samples or self.seconds > self.budget.seconds
+
+    def stop_status(self) -> str:
+        """The status of a method this clock stopped: `budget_exceeded` when the evaluation count ran out (checked
+        first: it is what a quiet machine would also have hit), else `time_limit`."""
+        return "budget_exceeded" if self.samples > self.budget.samples else "time_limit"
 
 
 class Explainer(abc.ABC):

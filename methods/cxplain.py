@@ -21,12 +21,15 @@ feature is masked, normalised over features. Ours, for binary ATAC with the clos
   Memory is O(batch × channels × windows) — never O(batch × d²); the batch is lowered (from `batch_size` = 512)
   so that batch × windows × channels stays ≤ `max_batch_elements`.
 * **Objective.** KL(ω_c ‖ softmax(logits_c)) averaged over cells, Adam (lr 5e-4) — the paper's setting. The paper
-  trains 2,000 epochs; the default here is 100 (`epochs`), and the `BudgetClock` stops earlier if needed.
+  trains 2,000 epochs; the default here is 100 (`epochs`; the profiles size it to their time). The U-net's own
+  training evaluates no surrogate, so the epoch count, not the evaluation budget, decides how long it trains; the
+  wall-time safety stop can still cut it.
 * **Global importance.** Mean predicted attribution over all training cells per window; each peak gets its
   window's value, ties (same window) broken by how often the peak is open, then by index → top L.
 
-Status `budget_exceeded` when the clock cuts the Granger stage or the training short after at least one epoch: the
-ranking comes from the model as trained so far. CXPlain's estimate is the trained explanation model, so when no
+Status `budget_exceeded` when the evaluation budget cuts the Granger stage, `time_limit` when the wall-time safety
+stop cuts the Granger stage or the training short after at least one epoch: the ranking comes from the model as
+trained so far. CXPlain's estimate is the trained explanation model, so when no
 epoch finished — the budget ended first, or no cell has a non-zero Granger target to train on — the status is
 `no_estimate` with no peaks and `info["no_estimate_reason"]` says which (ranking by the mean Granger targets or by
 open frequency would be another method shown under CXPlain's name).
@@ -177,7 +180,7 @@ class CXPlain(Explainer):
             fit_cells = np.sort(rng.choice(n_cells, size=self.max_cells, replace=False))
         with surrogate.evaluating():
             omega, _, n_done = granger_targets(surrogate, X[fit_cells], gene, self.window, self.granger, clock)
-        status = "budget_exceeded" if n_done < len(fit_cells) else "ok"
+        status = clock.stop_status() if n_done < len(fit_cells) else "ok"
         # per-window open fraction of every cell: X @ (peaks × windows indicator) / w
         M = sp.csr_matrix((np.full(n_peaks, 1.0 / self.window), (np.arange(n_peaks), win)), shape=(n_peaks, n_win))
         counts = sp.csr_matrix(X.astype(np.float32) @ M.astype(np.float32))
@@ -193,7 +196,7 @@ class CXPlain(Explainer):
                 {**info, "no_estimate_reason": self._no_estimate_reason(n_done, len(fit_cells), len(has_target))})
         peak_score = self._mean_attribution(model, counts, bs, surrogate.device)[win]
         peaks = top_l(peak_score, L, tiebreak=open_frequency(X))
-        return Explanation(peaks=peaks, scores=peak_score[peaks], status="budget_exceeded" if stopped else status,
+        return Explanation(peaks=peaks, scores=peak_score[peaks], status=clock.stop_status() if stopped else status,
                            info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})
 
     def _fit(self, counts, omega, has_target, bs: int, rng, clock: BudgetClock, dev, gene: str):

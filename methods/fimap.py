@@ -31,8 +31,8 @@ perturbation (p = 0), sparse-aware so it runs at 127k peaks:
   magnitude; a peak closed in a cell has magnitude 0 there) → the top L peaks.
 
 Defaults: 300 steps, batch 64, Adam lr 0.05 (per-peak θ, P) and 1e-3 (network q), θ initialised at −4
-(m ≈ 0.02), rank 8. Status is `budget_exceeded` when the `BudgetClock` stops training early (the importance is
-then read from the current network); info carries the loss trace, the final mean target ratio and the expected
+(m ≈ 0.02), rank 8. Status is `budget_exceeded` (evaluation budget) or `time_limit` (wall-time safety stop) when
+the `BudgetClock` stops training early (the importance is then read from the current network); info carries the loss trace, the final mean target ratio and the expected
 number of closed peaks per cell.
 Paper: Chapman-Rounds, Bhatt, Pazos, Schulz, Georgatzis, "FIMAP: Feature Importance by Minimal Adversarial
 Perturbation", AAAI 2021.
@@ -145,7 +145,7 @@ class Fimap(Explainer):
         bar = tqdm(range(self.steps), desc=f"FIMAP {gene}", disable=not self.progress, leave=False)
         for step in bar:
             if clock.exhausted():
-                status = "budget_exceeded"
+                status = clock.stop_status()
                 break
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
             batch = surrogate.sparse_batch(X[cells])

@@ -92,7 +92,7 @@ class Grids(Explainer):
         bar = tqdm(range(steps), desc=f"GRIDS {gene} L={L}", disable=not self.progress, leave=False)
         for step in bar:
             if clock.exhausted():
-                status = "budget_exceeded"
+                status = clock.stop_status()
                 break
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
             Xb = X[cells]

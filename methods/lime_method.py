@@ -27,7 +27,8 @@ gives the global importance I_j = sqrt(Σ_c |W_cj|) (LIME's SubmodularPick). `ag
 runs SubmodularPick's greedy coverage pick over the cells: each pick adds the cell whose explanation most increases
 the coverage Σ_j I_j·[j covered]; the peaks a pick newly covers join the ranking in order of I_j, until L peaks are
 ranked (then the remaining peaks by I_j, then by how often they are open). `aggregate="importance"` ranks all
-peaks by I_j directly. Status `budget_exceeded` when the clock stops before every planned cell is explained.
+peaks by I_j directly. Status `budget_exceeded` (evaluation budget) or `time_limit` (wall-time safety stop) when the clock stops before
+every planned cell is explained.
 Paper: Ribeiro, Singh, Guestrin, "Why Should I Trust You?: Explaining the Predictions of Any Classifier", KDD 2016.
 """
 
@@ -97,7 +98,7 @@ class Lime(Explainer):
         with surrogate.evaluating():
             for c in bar:
                 if clock.exhausted():
-                    status = "budget_exceeded"
+                    status = clock.stop_status()
                     break
                 open_peaks = X.indices[X.indptr[c]:X.indptr[c + 1]].astype(np.int64)
                 if open_peaks.size == 0:

@@ -1,4 +1,4 @@
-"""SAGE (Covert et al., 2020) through the `sage-importance` package, with feature groups and a wall-time budget.
+"""SAGE (Covert et al., 2020) through the `sage-importance` package, with feature groups and an evaluation budget.
 
 SAGE assigns each feature (or feature group) the Shapley value of the *loss reduction* it brings when included in
 the model's input, estimated by unrolling random permutations (`sage.PermutationEstimator`). We explain the
@@ -23,9 +23,11 @@ the training cells, loss = MSE, so a group's value measures how much of the pred
   one batch of permutations (`n_permutations` = chunk, `detect_convergence=False`, a fresh `random_state` per
   chunk drawn from the method's seed), merge the chunks' means and variances (Welford/Chan), and stop when sage's
   own criterion holds — max std / (max value − min value) < `thresh` (0.025) — or when `n_permutations`
-  (default 256,000) or the budget is used up. A chunk that would overrun the wall time is aborted from inside the
-  model wrapper. Status: `ok` when converged; `not_converged` when the estimator ran but did not converge within
-  the budget or the permutation cap (the values so far are a real, noisier estimate); `no_estimate` when not a
+  (default 256,000) or the evaluation budget is used up (each permutation costs (groups + 1) × background
+  surrogate rows). A chunk that would overrun the wall-time safety stop is aborted from inside the model wrapper.
+  Status: `ok` when converged; `not_converged` when the estimator ran but did not converge within the evaluation
+  budget or the permutation cap (the values so far are a real, noisier estimate); `time_limit` when the wall-time
+  safety stop ended it first (the values so far, but they depend on the machine's speed); `no_estimate` when not a
   single chunk finished — there are no SAGE values, so no peaks are returned (any ranking would be another
   method's under SAGE's name). info: converged, std ratio, permutations, groups, values' std.
 * **Peak scores.** Each peak gets its group's SAGE value; within a group (and among equal values) peaks are
@@ -51,7 +53,7 @@ from methods.registry import register
 
 
 class _OutOfTime(Exception):
-    """Raised from the model wrapper to abort a sage chunk that would overrun the wall-time budget."""
+    """Raised from the model wrapper to abort a sage chunk that would overrun the wall-time safety stop."""
 
 
 class _FastInclusion:
@@ -164,14 +166,15 @@ class Sage(Explainer):
         peaks = top_l(peak_value, L, tiebreak=open_frequency(X_sp))
         top_groups = np.unique(group_of[peaks])
         return Explanation(
-            peaks=peaks, scores=peak_value[peaks], status="ok" if run["converged"] else "not_converged",
+            peaks=peaks, scores=peak_value[peaks],
+            status="ok" if run["converged"] else "time_limit" if run["stopped_by"] == "time" else "not_converged",
             info={**info, "max_std": float(np.max(std)), "top_group_values": values[top_groups].tolist(),
                   "top_group_std": std[top_groups].tolist()},
         )
 
     def _model(self, surrogate, head, d: int, clock: BudgetClock):
         """numpy rows (0/1 over all peaks) → the target's prediction, in row chunks of ≤ max_batch_elements; raises
-        `_OutOfTime` between chunks once the wall-time budget is spent."""
+        `_OutOfTime` between row chunks once the wall-time safety stop has passed."""
         rows = max(1, self.max_batch_elements // max(1, d))
 
         @torch.no_grad()
@@ -203,14 +206,14 @@ class Sage(Explainer):
         bar = tqdm(total=self.n_permutations, desc=f"SAGE {gene}", disable=not self.progress, leave=False)
         while done < self.n_permutations:
             if clock.exhausted():
-                stopped = "budget"
+                stopped = "budget" if clock.stop_status() == "budget_exceeded" else "time"
                 break
             k = int(min(chunk, self.n_permutations - done))
             estimator.random_state = int(rng.integers(2 ** 31 - 1))
             try:
                 res = estimator(X, Y, batch_size=k, detect_convergence=False, n_permutations=k, bar=False)
             except _OutOfTime:
-                stopped = "budget"
+                stopped = "time"
                 break
             acc = _merge(acc, res.values, res.std, k)
             done += k

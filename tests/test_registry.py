@@ -91,6 +91,17 @@ def test_a_spent_budget_is_reported_not_hidden(name):
         assert expl.status in ("budget_exceeded", "not_converged", "no_estimate"), expl.status
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_the_wall_time_safety_stop_is_told_apart_from_the_evaluation_budget(name):
+    """A job cut by the clock depends on the machine, so it must say `time_limit` (or `no_estimate` when it had
+    nothing yet), never `budget_exceeded`, which promises the same answer on every machine."""
+    m, d = redundant_pair_model(), cells_with_all_open()
+    expl = make(name, Budget(seconds=0.0, samples=10**9)).explain(m, d, "target", 4)
+    expl.check(d.n_peaks, 4)
+    allowed = ("ok",) if registry.get(name).is_baseline else ("time_limit", "no_estimate")
+    assert expl.status in allowed, expl.status
+
+
 @pytest.mark.parametrize("name", [n for n in METHODS if registry.get(n).ranking])
 def test_ranking_methods_answer_every_L_with_a_prefix_of_one_ranking(name):
     """The harness runs a `ranking` method once at the largest L and scores each L's prefix: that is only right

@@ -77,7 +77,7 @@ def test_budget_exhaustion_before_any_estimate_returns_no_peaks():
     e = Sage(budget=Budget(seconds=0)).explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)
     assert e.status == "no_estimate" and e.peaks.size == 0
-    assert e.info["permutations"] == 0 and e.info["stopped_by"] == "budget" and "seconds" in e.info
+    assert e.info["permutations"] == 0 and e.info["stopped_by"] == "time" and "seconds" in e.info
     assert "no_estimate_reason" in e.info
     with pytest.raises(ValueError, match="no peaks"):  # a fallback ranking under status no_estimate is a bug
         Explanation(peaks=np.arange(10), status="no_estimate").check(p.surrogate.n_peaks, 10)

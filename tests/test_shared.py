@@ -19,3 +19,4 @@ def test_open_frequency_counts_cells_per_peak():
     X = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0]], dtype=np.uint8))
     np.testing.assert_array_equal(open_frequency(X), [3.0, 1.0, 1.0])
     assert open_frequency(X).dtype == np.float64  # uint8 sums would wrap at 256 cells
+
