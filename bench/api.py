@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -26,19 +27,21 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
         seed: int = 0, methods=None, cell_types=None, genes=None, L=PAPER_LS, seeds: int = 1,
         surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, device: str = "auto", cache_dir=None,
-        retrain: bool = False, budget_seconds: float | None = None, scheduler: str | None = None, out=None,
-        progress: bool = True) -> pd.DataFrame:
+        retrain: bool = False, force: bool = False, budget_seconds: float | None = None,
+        scheduler: str | None = None, out=None, progress: bool = True) -> pd.DataFrame:
     """Run the benchmark; returns `report.long_table` (every job, cell-type row and Avg row), with
     `.attrs["records"]` (one dict per job) and `.attrs["written"]` (files, when `out` is given).
 
     The arguments are the `python -m bench run` flags (`L` a list of ints; `scale` one of tiny/quick/default/paper;
     the default here is `quick`, a notebook-sized run, where the command line's is `default`).
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
-    count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. Input
-    mistakes raise `bench.errors.UserError` before any training."""
+    count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. `force`
+    recomputes every job and retrains the surrogate instead of reusing cached ones. Input mistakes raise
+    `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
     from bench.plan import check_methods, plan_run
     from bench.report import leaderboard_header, long_table, write_report
+    from bench.versions import code_versions
 
     if scale not in PROFILES:
         raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
@@ -56,25 +59,42 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     plan = plan_run(PROFILES[scale], dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
                     Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
-    t0, records, models = time.perf_counter(), [], []
-    for s in range(surrogate_seeds):
-        profile = plan.profile if surrogate_seeds == 1 else replace(
-            plan.profile, surrogate=replace(plan.profile.surrogate, seed=s))
-        model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir, retrain=retrain,
-                              progress=progress)
-        recs = run_plan(replace(plan, profile=profile), model, dataset, truth, surrogate, cache_dir=cache_dir,
-                        scheduler=scheduler, progress=progress)
-        records += [{**r, "surrogate_seed": s} for r in recs] if surrogate_seeds > 1 else recs
-        models.append(model)
-    long = long_table(records)
-    long.attrs["records"] = _Shared(records)
-    if out is not None:
-        header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
-                                    time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
-                                    n_jobs=len(records))
-        context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
-        long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
+    with _output_lock(out):
+        t0, records, models = time.perf_counter(), [], []
+        for s in range(surrogate_seeds):
+            profile = plan.profile if surrogate_seeds == 1 else replace(
+                plan.profile, surrogate=replace(plan.profile.surrogate, seed=s))
+            model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir,
+                                  retrain=retrain or force, progress=progress)
+            recs = run_plan(replace(plan, profile=profile), model, dataset, truth, surrogate, cache_dir=cache_dir,
+                            scheduler=scheduler, progress=progress, force=force)
+            records += [{**r, "surrogate_seed": s} for r in recs] if surrogate_seeds > 1 else recs
+            models.append(model)
+        long = long_table(records)
+        long.attrs["records"] = _Shared(records)
+        if out is not None:
+            header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
+                                        time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
+                                        n_jobs=len(records), versions=code_versions(plan.methods, truth is not None))
+            context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
+            long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
     return long
+
+
+@contextlib.contextmanager
+def _output_lock(out):
+    """Hold `out`'s lock for the run (no lock without an output folder); a folder in use is a UserError."""
+    if out is None:
+        yield
+        return
+    from datasets.files import FolderLocked, folder_lock
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(out))
+        except FolderLocked as exc:
+            raise UserError(str(exc)) from None
+        yield
 
 
 class _Shared(list):

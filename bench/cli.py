@@ -80,8 +80,13 @@ def _add_run(sub) -> None:
                      help="train the surrogate N times (seeds 0..N-1), run every job on each, and report how the "
                           "ranking moves between surrogates and how stable each method's peaks are (default: 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
-    run.add_argument("--budget-seconds", type=float, help="wall-time safety stop per job; a job it cuts is marked time_limit. Answers are decided by "
-                     "the profile's evaluation budgets, not by this (default: from the profile)")
+    run.add_argument("--force", action="store_true",
+                     help="recompute every job and retrain the surrogate instead of reusing cached results (by "
+                          "default a cached job is reused only when its method's and the evaluator's code versions "
+                          "match; `list` shows the versions)")
+    run.add_argument("--budget-seconds", type=float,
+                     help="wall-time safety stop per job; a job it cuts is marked time_limit. Answers are decided "
+                          "by the profile's evaluation budgets, not by this (default: from the profile)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="run jobs on dask.distributed: a scheduler address, or 'local' for a LocalCluster")
 
@@ -178,7 +183,8 @@ def cmd_run(args) -> int:
                seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
                L=parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
                surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
-               retrain=args.retrain, budget_seconds=args.budget_seconds, scheduler=args.scheduler, out=args.out,
+               retrain=args.retrain, force=args.force, budget_seconds=args.budget_seconds,
+               scheduler=args.scheduler, out=args.out,
                progress=not args.no_progress)
     records = long.attrs["records"]
     print("\n".join(summary_lines(records, list(dict.fromkeys(r["method"] for r in records)))))
@@ -253,12 +259,16 @@ def cmd_list(args) -> int:
 
     from methods import registry
 
-    rows = [[s.name, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
+    from bench.versions import COMPONENTS
+
+    rows = [[s.name, s.version, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
              "yes" if s.ranking else "", "synthetic only" if s.needs_truth else "",
              "yes" if s.in_default else "opt-in", f"{s.paper}" + (f" ({s.year})" if s.year else ""), s.description]
             for s in registry.specs()]
-    print(tabulate(rows, headers=["name", "kind", "control", "gradients", "one ranking for all L", "truth",
+    print(tabulate(rows, headers=["name", "version", "kind", "control", "gradients", "one ranking for all L", "truth",
                                   "default", "paper", "description"], tablefmt="github"))
+    print("\ncode versions (cached results are reused only from the same versions): "
+          + ", ".join(f"{k} v{v}" for k, (v, _) in COMPONENTS.items()))
     return 0
 
 

@@ -7,6 +7,10 @@ import torch
 
 from bench import metrics as M
 
+# bump when a job's metrics can change (this module, bench/metrics.py, bench/genomic.py, bench/runner.py): cached
+# job results of another version are recomputed (bench/versions.py; tests/test_versions.py checks the sources)
+EVALUATOR_VERSION = 1
+
 
 def closure_gradients(surrogate, cells, gene: str):
     """(sparse batch of `cells`, g) with g_e = x_cj · ∂ŷ_c/∂x_cj for every open entry e = (c, j): the first-order

@@ -2,24 +2,30 @@
 in-process or on dask.distributed, and caches each result.
 
 A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the surrogate
-checkpoint), so its record is stored under a hash of those and a rerun skips finished jobs. A method that raises
-is recorded as `failed` with the error; the benchmark goes on.
+checkpoint, the code versions of its method and the evaluator), so its record is stored under a hash of those and a
+rerun skips finished jobs. Each record is written atomically the moment its task ends, so a run killed at any
+point (even SIGKILL) keeps every finished job and the next run resumes. A method that raises is recorded as
+`failed` with the error; the benchmark goes on, and a rerun retries it.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from bench.runner import Job, run_task
+from bench.versions import describe, job_versions
 from datasets.files import atomic_write
 from methods import registry
+from methods.base import STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -41,71 +47,147 @@ def tasks_of(jobs: list[Job], indices: list[int]) -> list[list[int]]:
 
 
 class ResultCache:
-    """One JSON file per finished job under `root`, written atomically."""
+    """One JSON file per finished job, `root/<slot>/<versions>.json`, written atomically.
+
+    The slot hashes what the job computes (the job, data, surrogate checkpoint, parameters, budget); the file name
+    hashes the code versions that computed it (bench/versions.py). A version bump therefore leaves the old record
+    beside the new one, which lets a rerun say why a job ran again. An entry that does not parse or does not
+    describe its job is corrupt: it is moved to `root/corrupt/` and the job is recomputed."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.json"
+    def path(self, slot: str, versions: dict) -> Path:
+        return self.root / slot / f"{_hash(versions)}.json"
 
-    def get(self, key: str) -> dict | None:
-        p = self.path(key)
+    def lookup(self, slot: str, versions: dict, job: Job) -> tuple[dict | None, str]:
+        """(record, outcome): outcome is `hit`, `missing`, `failed` (a failed job is retried), `corrupt` (moved
+        aside, reported) or `stale:<old versions>` (only other code versions have a record)."""
+        p = self.path(slot, versions)
         if not p.exists():
-            return None
+            return None, self._stale(slot, versions)
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
-            return None
+            record = json.loads(p.read_text())
+            problem = _problem(record, job)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            problem = f"not valid JSON ({exc})"
+        except OSError as exc:
+            problem = f"unreadable ({exc})"
+        if problem:
+            dest = self.root / "corrupt" / f"{slot}-{p.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(p, dest)
+            log.warning("corrupt cached result %s: %s; moved to %s, recomputing", p, problem, dest)
+            return None, "corrupt"
+        return (None, "failed") if record["status"] == "failed" else (record, "hit")
 
-    def put(self, key: str, record: dict) -> None:
-        atomic_write(self.path(key), json.dumps(record))
+    def put(self, slot: str, versions: dict, record: dict) -> None:
+        atomic_write(self.path(slot, versions), json.dumps(record))
+
+    def _stale(self, slot: str, versions: dict) -> str:
+        """'stale:grids v1' when the slot holds records of other code versions only, else 'missing'."""
+        for other in sorted((self.root / slot).glob("*.json")):
+            if other.name.startswith("."):  # a write a killed run left unfinished (datasets.files.atomic_path)
+                continue
+            try:
+                old = json.loads(other.read_text())
+                changed = {k: v for k, v in old["versions"].items() if versions.get(k) != v}
+                name = {"method": old["method"]}
+            except (OSError, ValueError, TypeError, KeyError, AttributeError):  # unreadable: not evidence
+                continue
+            if changed:
+                return "stale:" + ", ".join(f"{name.get(k, k)} v{v} → v{versions.get(k)}"
+                                            for k, v in sorted(changed.items()))
+        return "missing"
+
+
+def _problem(record, job: Job) -> str | None:
+    """Why a cached record cannot be the result of `job`, or None."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, found {type(record).__name__}"
+    mismatched = [k for k, v in asdict(job).items() if record.get(k) != v]
+    if mismatched:
+        return f"it belongs to another job (fields {', '.join(mismatched)} differ)"
+    if record.get("status") not in STATUSES:
+        return f"unknown status {record.get('status')!r}"
+    return None
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, truth, cache: ResultCache,
-             context: dict, scheduler: str | None = None, progress: bool = True) -> list[dict]:
-    """Run every job not already in the cache; returns records in job order.
+             context: dict, scheduler: str | None = None, progress: bool = True, force: bool = False) -> list[dict]:
+    """Run every job not already in the cache (all of them with `force`); returns records in job order, each with
+    the code `versions` that computed it and `cached` when it was reused.
 
     `budgets(method) -> Budget` gives each method's per-job budget (a `Profile.budget_for`)."""
-    keys = [job.key({**context, "params": method_params.get(job.method, {}), "budget": asdict(budgets(job.method))})
-            for job in jobs]
+    slots = [job.key({**context, "params": method_params.get(job.method, {}), "budget": asdict(budgets(job.method))})
+             for job in jobs]
+    vers = [job_versions(job.method, synthetic=truth is not None) for job in jobs]
     records: dict[int, dict] = {}
-    todo = []
-    for i, key in enumerate(keys):
-        cached = cache.get(key)
-        if cached is not None and cached.get("status") != "failed":
+    todo, outcomes = [], Counter()
+    for i, job in enumerate(jobs):
+        cached, outcome = (None, "forced") if force else cache.lookup(slots[i], vers[i], job)
+        outcomes[outcome] += 1
+        if cached is not None:
             records[i] = {**cached, "cached": True}
         else:
             todo.append(i)
-    if len(records):
-        log.info("%d of %d jobs reused from the result cache", len(records), len(jobs))
+    _log_reuse(outcomes, [records[i] for i in sorted(records)], len(jobs))
     bar = tqdm(total=len(jobs), initial=len(records), desc="benchmark jobs", unit="job", disable=not progress)
     tasks = tasks_of(jobs, todo)
+    store = _Store(cache, slots, vers, records, bar)
     if scheduler:
-        _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler)
+        _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store, scheduler)
     else:
         for task in tasks:
             job = jobs[task[0]]
             bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={','.join(str(jobs[i].L) for i in task)}")
-            recs = run_task([jobs[i] for i in task], method_params.get(job.method, {}), budgets(job.method),
-                            surrogate, data, truth)
-            _store(task, recs, keys, cache, records, bar)
+            store(task, run_task([jobs[i] for i in task], method_params.get(job.method, {}), budgets(job.method),
+                                 surrogate, data, truth))
     bar.close()
     return [records[i] for i in range(len(jobs))]
 
 
-def _store(task, results, keys, cache, records, bar) -> None:
-    for i, result in zip(task, results):
-        records[i] = result.record()
-        cache.put(keys[i], records[i])
-    bar.update(len(task))
+def _log_reuse(outcomes: Counter, reused: list[dict], n_jobs: int) -> None:
+    """One line on what the cache gave, with the versions reused, and one per reason a job runs again."""
+    if reused:
+        by_version = Counter(describe({r["method"]: r["versions"]["method"],
+                                       **{k: v for k, v in r["versions"].items() if k != "method"}})
+                             for r in reused)
+        log.info("%d of %d jobs reused from the result cache (computed by %s)", len(reused), n_jobs,
+                 "; ".join(f"{v}: {n}" for v, n in sorted(by_version.items())))
+    stale = {k[len("stale:"):]: n for k, n in outcomes.items() if k.startswith("stale:")}
+    for change, n in sorted(stale.items()):
+        log.info("%d jobs recomputed: code changed since they were cached (%s)", n, change)
+    for outcome, what in (("corrupt", "corrupt cache entries moved aside and recomputed"),
+                          ("failed", "jobs that failed last time retried"),
+                          ("forced", "jobs recomputed (--force)")):
+        if outcomes[outcome]:
+            log.info("%d %s", outcomes[outcome], what)
 
 
-def _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth, cache, records, bar, scheduler):
+class _Store:
+    """Keeps a finished task's records (with their code versions) in the cache and the run."""
+
+    def __init__(self, cache, slots, vers, records, bar):
+        self.cache, self.slots, self.vers, self.records, self.bar = cache, slots, vers, records, bar
+
+    def __call__(self, task, results) -> None:
+        for i, result in zip(task, results):
+            self.records[i] = {**result.record(), "versions": self.vers[i]}
+            self.cache.put(self.slots[i], self.vers[i], self.records[i])
+        self.bar.update(len(task))
+
+
+def _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store, scheduler):
     """Same tasks on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // 2), threads_per_worker=1,
+    # one worker per `threads` cores: each task runs on the surrogate's fixed torch thread count (bench/runner.py)
+    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // surrogate.config.threads), threads_per_worker=1,
                            processes=True, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:
@@ -115,8 +197,7 @@ def _run_dask(jobs, tasks, keys, method_params, budgets, surrogate, data, truth,
                                  budgets(jobs[task[0]].method), model, d, t, pure=False): k
                    for k, task in enumerate(tasks)}
         for fut in as_completed(futures):
-            task = tasks[futures[fut]]
-            _store(task, fut.result(), keys, cache, records, bar)
+            store(tasks[futures[fut]], fut.result())
     finally:
         client.close()
         if cluster is not None:

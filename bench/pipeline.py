@@ -76,8 +76,9 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
 
 
 def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, scheduler: str | None = None,
-             progress: bool = True) -> list[dict]:
-    """Every job of the plan, through the result cache (finished jobs are reused); records in job order."""
+             progress: bool = True, force: bool = False) -> list[dict]:
+    """Every job of the plan, through the result cache (finished jobs of the same code versions are reused, none
+    with `force`); records in job order."""
     from bench.harness import ResultCache, make_jobs, run_grid
     from datasets.files import cache_root
     from surrogates.checkpoint import checkpoint_key
@@ -88,7 +89,8 @@ def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, 
     context = {"data": data.fingerprint(),
                "surrogate": checkpoint_key(data, plan.profile.surrogate_config(style))}
     return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, surrogate, data, truth,
-                    ResultCache(cache_root(cache_dir) / "jobs"), context, scheduler=scheduler, progress=progress)
+                    ResultCache(cache_root(cache_dir) / "jobs"), context, scheduler=scheduler, progress=progress,
+                    force=force)
 
 
 def marker_fidelity(model, data, markers: dict):

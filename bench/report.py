@@ -37,6 +37,7 @@ METRIC_COLS = ("avg_delta", "rel_delta_pct", "off_target_pct", "first_order_rel_
                "median_tss_distance", "oracle_rel_delta_pct", "truth_recall")
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
 NO_NUMBERS = ("no_estimate", "failed")  # statuses whose jobs never show metric values
+MISSING_TYPES = "missing cell types:"  # in an Avg row's status when it averages fewer cell types than the table has
 # Two evaluations of the same peak set agree only to float32 rounding of the surrogate's log-predictions (~6e-7
 # at ~5 log-units → 100 · 6e-7 ≈ 6e-5 points of Rel Δ %), so smaller paired differences are ties, not wins.
 TIE_TOL = 1e-4
@@ -45,15 +46,18 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 
 
 def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float, reused: int = 0,
-                       n_jobs: int = 0) -> str:
-    """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, how to read the tables."""
-    budgets = "".join(f", {m} {b.seconds:g} s" for m, b in profile.method_budgets.items())
+                       n_jobs: int = 0, versions: dict | None = None) -> str:
+    """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, code versions, how to read the
+    tables."""
+    budgets = "".join(f", {m} {b.samples:,}" for m, b in profile.method_budgets.items())
     return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
             f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
-            f"`{profile.name}`, per-job budget {profile.budget.seconds:g} s{budgets}. Metrics on held-out test cells "
+            f"`{profile.name}`, per-job budget {profile.budget.samples:,} surrogate evaluations{budgets} "
+            f"(wall-time safety stop {profile.budget.seconds:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
             f"tables in bold. Total wall time {seconds:.0f} s"
-            + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else "."))
+            + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else ".")
+            + (f" Code versions: {', '.join(f'{k} v{v}' for k, v in versions.items())}." if versions else ""))
 
 
 def summary_lines(records: list[dict], methods) -> list[str]:
@@ -78,6 +82,7 @@ def long_table(records: list[dict]) -> pd.DataFrame:
     jobs = jobs.reindex(columns=ID_COLS + replicate + metric_cols + ["status", "error"])
     scored = [c for c in metric_cols if c not in CONTEXT_COLS]
     jobs.loc[jobs["status"].fillna("failed").isin(NO_NUMBERS), scored] = np.nan
+    all_types = list(jobs["cell_type"].unique())
     rows = []
     for (method, L), part in jobs.groupby(["method", "L"], sort=False):
         per_type = []
@@ -92,14 +97,25 @@ def long_table(records: list[dict]) -> pd.DataFrame:
             per_type.append(row)
         rows.extend(per_type)
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
-               **dict.fromkeys(replicate, "*"),
-               "status": status_summary(part["status"]), "n_jobs": len(part)}
+               **dict.fromkeys(replicate, "*"), "n_jobs": len(part),
+               **_coverage(per_type, all_types, status_summary(part["status"]))}
         for c in metric_cols:
             type_means = pd.Series([r[c] for r in per_type])
             avg[c], avg[f"{c}_stderr"] = _mean_se(type_means)
             avg[f"{c}_ci95"] = INTERVAL.fn(type_means)[1]
         rows.append(avg)
     return pd.concat([jobs.assign(n_jobs=1), pd.DataFrame(rows)], ignore_index=True)
+
+
+def _coverage(per_type: list[dict], all_types: list[str], status: str) -> dict:
+    """An Avg row's `n_cell_types` (those with a Rel Δ to average) and its status, which names the cell types of
+    the table it could not average (every job there failed or had no estimate, or the method never ran there)."""
+    have = [r["cell_type"] for r in per_type if np.isfinite(r.get("rel_delta_pct", np.nan))]
+    missing = [ct for ct in all_types if ct not in have]
+    if missing:
+        status = ("" if status == "ok" else status + "; ") + \
+            f"{MISSING_TYPES} {', '.join(missing)} (Avg of {len(have)}/{len(all_types)})"
+    return {"n_cell_types": len(have), "status": status}
 
 
 def _mean_se(values: pd.Series) -> tuple[float, float]:

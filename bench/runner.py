@@ -32,6 +32,7 @@ from bench.evaluate import evaluate_selection
 from bench.memory import PeakRSS
 from methods import registry
 from methods.base import Budget
+from surrogates.model import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,16 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
     does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
     and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
-    run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells."""
-    first = jobs[0]
+    run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells. Everything
+    runs on the surrogate's fixed torch thread count (`SurrogateConfig.threads`)."""
     L_max = max(job.L for job in jobs)
+    with torch_threads(surrogate.config.threads):  # the same answer in-process, on dask workers, on any machine
+        results = _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory)
+    return results
+
+
+def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory) -> list[JobResult]:
+    first = jobs[0]
     results = [JobResult(job) for job in jobs]
     if settle_memory:
         _release_freed_memory()

@@ -23,6 +23,7 @@ from bench.metrics import INTERVAL, METRICS
 # footnote marks for jobs that did not end ok, and for controls
 STATUS_MARKS = {"budget_exceeded": "ᵇ", "time_limit": "ᵗ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}
 CONTROL_MARK = "†"
+MISSING_MARK = "ᵐ"  # an Avg over fewer cell types than the table has (its status names them)
 MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
 
 
@@ -54,10 +55,12 @@ def rel_delta_auc(Ls, values) -> float:
 
 
 def _marks(statuses: pd.Series, control: bool) -> str:
-    found = set()
+    found, missing = set(), False
     for summary in statuses.dropna():
         found |= {s for s in STATUS_MARKS if s in summary}
-    return (CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
+        missing |= "missing cell types" in summary
+    return ((CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
+            + (MISSING_MARK if missing else ""))
 
 
 def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -124,8 +127,9 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
                      "job (seeds and surrogate seeds); 1 = the same peaks every time.")
     used = set("".join(table["marks"]))
     legend = {CONTROL_MARK: "control (bounds the scale; ranked here, but never bold or the best in the detail "
-                            "tables)", **{m: f"some jobs {s}" for s, m in
-                                                                               STATUS_MARKS.items()}}
+                            "tables)", **{m: f"some jobs {s}" for s, m in STATUS_MARKS.items()},
+              MISSING_MARK: "the Avg covers fewer cell types than the table (no numbers in the others; the status "
+                            "names them)"}
     marks = [f"{m} {text}" for m, text in legend.items() if m in used]
     if marks:
         notes.append("Marks: " + "; ".join(marks) + " (counts under Runtime and status).")

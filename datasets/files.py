@@ -1,5 +1,5 @@
 """File helpers shared by every layer (the lowest floor, so data, checkpoints, job results and reports use one):
-the cache root, atomic writes and reading a user's CSV/TSV table."""
+the cache root, atomic writes, an output folder's lock and reading a user's CSV/TSV table."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def atomic_path(path) -> Iterator[Path]:
     The result gets the permissions a plainly written file would have."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
+    # a hidden name: a writer killed mid-write leaves a stray `.name.tmp-…` that no reader of `*.json` etc. picks up
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -54,6 +55,44 @@ def atomic_write(path, content: str | bytes) -> Path:
         else:
             tmp.write_text(content, encoding="utf-8")
     return Path(path)
+
+
+class FolderLocked(RuntimeError):
+    """Another process holds the folder's lock (see `folder_lock`)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (a `.lock` file in it) for the block, so two runs writing the same output
+    folder never interleave their files: the second raises `FolderLocked` at once, naming the holder, before it
+    writes anything. The lock is the kernel's (fcntl.flock): a killed holder releases it, so a stale `.lock` file
+    never blocks a rerun. Where flock is missing (Windows) the block runs unlocked."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks; files are still written atomically one by one
+        yield path
+        return
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise FolderLocked(f"{folder} is being written by {holder}; wait for it to finish or choose another "
+                               "output folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        try:
+            yield path
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def read_table(path, **kwargs) -> pd.DataFrame:

@@ -32,8 +32,8 @@ perturbation (p = 0), sparse-aware so it runs at 127k peaks:
 
 Defaults: 300 steps, batch 64, Adam lr 0.05 (per-peak θ, P) and 1e-3 (network q), θ initialised at −4
 (m ≈ 0.02), rank 8. Status is `budget_exceeded` (evaluation budget) or `time_limit` (wall-time safety stop) when
-the `BudgetClock` stops training early (the importance is then read from the current network); info carries the loss trace, the final mean target ratio and the expected
-number of closed peaks per cell.
+the `BudgetClock` stops training early (the importance is then read from the current network); info carries
+the loss trace, the final mean target ratio and the expected number of closed peaks per cell.
 Paper: Chapman-Rounds, Bhatt, Pazos, Schulz, Georgatzis, "FIMAP: Feature Importance by Minimal Adversarial
 Perturbation", AAAI 2021.
 """
@@ -72,7 +72,7 @@ class _PerturbationNet(nn.Module):
 
 
 @register("fimap", paper="Chapman-Rounds et al., FIMAP", year=2021, kind="perturbation network",
-          needs_gradients=True, ranking=True)
+          needs_gradients=True, ranking=True, version=1)
 class Fimap(Explainer):
     """FIMAP: a perturbation network trained to close the fewest peaks that suppress the target gene."""
 

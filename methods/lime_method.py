@@ -27,8 +27,8 @@ gives the global importance I_j = sqrt(Σ_c |W_cj|) (LIME's SubmodularPick). `ag
 runs SubmodularPick's greedy coverage pick over the cells: each pick adds the cell whose explanation most increases
 the coverage Σ_j I_j·[j covered]; the peaks a pick newly covers join the ranking in order of I_j, until L peaks are
 ranked (then the remaining peaks by I_j, then by how often they are open). `aggregate="importance"` ranks all
-peaks by I_j directly. Status `budget_exceeded` (evaluation budget) or `time_limit` (wall-time safety stop) when the clock stops before
-every planned cell is explained.
+peaks by I_j directly. Status `budget_exceeded` (evaluation budget) or `time_limit` (wall-time safety stop)
+when the clock stops before every planned cell is explained.
 Paper: Ribeiro, Singh, Guestrin, "Why Should I Trust You?: Explaining the Predictions of Any Classifier", KDD 2016.
 """
 
@@ -54,7 +54,7 @@ def exponential_kernel(width: float):
 
 
 @register("lime", paper="Ribeiro et al., Why Should I Trust You?", year=2016, kind="local→global",
-          needs_gradients=False)
+          needs_gradients=False, version=1)
 class Lime(Explainer):
     """LIME: sparse local linear models around cells (lime's LimeBase), aggregated by submodular pick."""
 

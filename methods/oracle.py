@@ -23,7 +23,7 @@ from methods.registry import register
 
 
 @register("oracle", paper="control: best closure under the simulator's truth", kind="control", is_baseline=True,
-          needs_truth=True)
+          needs_truth=True, version=1)
 class Oracle(Explainer):
     """Oracle: the best closure of L planted peaks under the simulator's truth (synthetic data only)."""
 

@@ -24,7 +24,7 @@ def job_seed(seed: int, cell_types: list[str], gene: str, L: int) -> np.random.S
                                    *(zlib.crc32(ct.encode()) for ct in sorted(cell_types))])
 
 
-@register("random", paper="control baseline", kind="control", is_baseline=True)
+@register("random", paper="control baseline", kind="control", is_baseline=True, version=1)
 class RandomPeaks(Explainer):
     """Random: a seeded draw of L distinct peaks, one draw per (seed, cell type, gene, L)."""
 

@@ -25,11 +25,14 @@ class MethodSpec:
     ranking: bool = False
     needs_truth: bool = False  # a control that reads the simulator's truth (synthetic data only); gets `truth=`
     needs_background: bool = False  # gets `background=`: the training cells of the *other* cell types
+    # bump when the method's answers can change (code or defaults): cached job results of another version are not
+    # reused; tests/test_versions.py fails when its source changed since the recorded version (bench/versions.py)
+    version: int = 1
 
 
 def register(name: str, *, paper: str, year: int | None = None, kind: str = "global", is_baseline: bool = False,
              needs_gradients: bool = False, code_url: str | None = None, in_default: bool = True,
-             ranking: bool = False, needs_truth: bool = False, needs_background: bool = False):
+             ranking: bool = False, needs_truth: bool = False, needs_background: bool = False, version: int = 1):
     """Class decorator: `@register("grids", paper="Liu et al.", needs_gradients=True)`."""
 
     def wrap(cls):
@@ -39,7 +42,7 @@ def register(name: str, *, paper: str, year: int | None = None, kind: str = "glo
         spec = MethodSpec(name=name, cls=cls, paper=paper, year=year, kind=kind, is_baseline=is_baseline,
                           needs_gradients=needs_gradients, code_url=code_url, description=doc[0] if doc else "",
                           in_default=in_default, ranking=ranking, needs_truth=needs_truth,
-                          needs_background=needs_background)
+                          needs_background=needs_background, version=int(version))
         cls.spec = spec
         _REGISTRY[name] = spec
         return cls

@@ -111,7 +111,7 @@ def _merge(acc, values, std, n):
 
 
 @register("sage", paper="Covert et al., Understanding Global Feature Contributions With Additive Importance "
-          "Measures", year=2020, kind="global", needs_gradients=False, ranking=True)
+          "Measures", year=2020, kind="global", needs_gradients=False, ranking=True, version=1)
 class Sage(Explainer):
     """SAGE: Shapley values of loss reduction by permutation sampling (sage-importance), over peak groups."""
 

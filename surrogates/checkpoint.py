@@ -8,6 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,13 +52,24 @@ def load_surrogate(path, data: MultiomeData, device: str = "auto") -> Surrogate:
 
 def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
                 cache_dir=None, retrain: bool = False, progress: bool = True) -> Surrogate:
-    """The cached surrogate for (data, config) if one exists, else train one and cache it."""
+    """The cached surrogate for (data, config) if one exists, else train one and cache it. A checkpoint that cannot
+    be read (truncated, or not ours) is reported in one line, moved to `surrogates/corrupt/`, and retrained."""
     path = checkpoint_path(data, config, cache_dir)
     if path.exists() and not retrain:
-        log.info("reusing surrogate checkpoint %s", path)
-        model = load_surrogate(path, data, device)
-        model.meta["reused"] = True
-        return model
+        resolve_device(device)  # a device error is the user's, not a sign of a corrupt file
+        try:
+            model = load_surrogate(path, data, device)
+        except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
+                zipfile.BadZipFile) as exc:
+            dest = path.parent / "corrupt" / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+            log.warning("corrupt surrogate checkpoint %s (%s: %s); moved to %s, retraining", path,
+                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "", dest)
+        else:
+            log.info("reusing surrogate checkpoint %s", path)
+            model.meta["reused"] = True
+            return model
     model = train_surrogate(data, config, device=device, progress=progress)
     save_surrogate(model, path)
     model.meta.update({"checkpoint": str(path), "reused": False})

@@ -29,7 +29,9 @@ from torch import nn
 
 from datasets.data import gene_position
 
-MODEL_VERSION = 3  # 3: training styles (paired / reference), gated affine f_AR, column-sampled ATAC reconstruction
+# 3: training styles (paired / reference), gated affine f_AR, column-sampled ATAC reconstruction; 4: training on a
+# fixed number of torch threads with deterministic algorithms (reproducible weights)
+MODEL_VERSION = 4
 STYLES = ("paired", "reference")
 
 
@@ -73,6 +75,10 @@ class SurrogateConfig:
     disc_every: int = 1
     affine_layers: int = 3
     seed: int = 0
+    # torch threads for training and for every job on this surrogate. Part of the checkpoint key: float sums are
+    # split differently across threads, so only the same count gives the same weights (measured at quick scale:
+    # 1 and 2 threads train bit-identical weights, 4 differ by up to 8e-6 after one epoch). 2 = the CI machine.
+    threads: int = 2
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -84,6 +90,23 @@ class SurrogateConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run the block on exactly `n` torch intra-op threads with deterministic algorithms (what makes a seeded run
+    repeat bit for bit on a machine of the same kind); the caller's settings are restored afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(int(n))
+    # warn_only: an op without a deterministic CUDA kernel warns instead of failing (CUDA scatter-adds are not
+    # bit-deterministic, so GPU runs repeat only within a tolerance)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class GatedAffine(nn.Module):

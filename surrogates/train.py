@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from datasets.data import MultiomeData
-from surrogates.model import SparseAtac, Surrogate, SurrogateConfig
+from surrogates.model import SparseAtac, Surrogate, SurrogateConfig, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -323,20 +323,22 @@ def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfi
                     progress: bool = True) -> Surrogate:
     """Fit on the train split in `config.style`; returns the model in eval mode with `meta`."""
     dev = resolve_device(device)
-    torch.manual_seed(config.seed)  # nn.Linear initialisation draws from torch's global RNG: seed it here
-    rng = np.random.default_rng(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    model = build_surrogate(data, config).to(dev)
-    train, val = _Split(model, data.cells(split="train"), dev), data.cells(split="val")
-    with torch.no_grad():  # start the RNA decoders at the mean profile: no gene begins (and stays) below the clamp
-        model.dec_r[-1].bias.copy_(train.rna.mean(0))
-    t0 = time.perf_counter()
-    if config.style == "reference":
-        meta = _ReferenceTraining(model, train, val, config, rng, gen, progress).run()
-    else:
-        meta = _train_paired(model, train, val, config, rng, gen, progress)
+    with torch_threads(config.threads):  # reproducible: same seed, same threads → same weights
+        torch.manual_seed(config.seed)  # nn.Linear initialisation draws from torch's global RNG: seed it here
+        rng = np.random.default_rng(config.seed)
+        gen = torch.Generator().manual_seed(config.seed)
+        model = build_surrogate(data, config).to(dev)
+        train, val = _Split(model, data.cells(split="train"), dev), data.cells(split="val")
+        with torch.no_grad():  # start the RNA decoders at the mean profile: no gene begins (and stays) below the clamp
+            model.dec_r[-1].bias.copy_(train.rna.mean(0))
+        t0 = time.perf_counter()
+        if config.style == "reference":
+            meta = _ReferenceTraining(model, train, val, config, rng, gen, progress).run()
+        else:
+            meta = _train_paired(model, train, val, config, rng, gen, progress)
     model.eval()
-    model.meta = {**meta, "style": config.style, "seconds": time.perf_counter() - t0, "device": str(dev)}
+    model.meta = {**meta, "style": config.style, "seconds": time.perf_counter() - t0, "device": str(dev),
+                  "threads": config.threads}
     log.info("surrogate trained (%s): %s, val MSE %.4f, %.1fs", config.style, meta["stopped"], meta["best_val_mse"],
              model.meta["seconds"])
     return model

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models run faster single-threaded and do not suffer from a busy second core."""
-    from tests.toy_models import torch_threads
+    from surrogates.model import torch_threads
 
     with torch_threads(1):
         yield

@@ -1,6 +1,9 @@
 """The job runner: ranking methods are computed once per (cell type, gene, seed) and shared across L."""
 
+import json
+
 import numpy as np
+import torch
 
 from methods.base import Budget
 from bench.harness import ResultCache, run_grid, tasks_of
@@ -69,3 +72,77 @@ def test_records_are_strict_json_without_nan(tmp_path):
     rec = JobResult(Job("random", "Oligo", "MOG", 4, 0), error="E: never ran").record()
     assert rec["explain_seconds"] is None and rec["peak_rss_mb"] is None
     json.loads(json.dumps(rec), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+
+
+# ------------------------------------------------------------------------------------- the versioned job cache
+def _grid(tmp_path, params=None, **kw):
+    data, truth = simulate("tiny", seed=0)
+    torch.manual_seed(0)  # the same untrained model every call (nn.Linear draws from the global RNG)
+    model = build_surrogate(data, SurrogateConfig(hidden=16, latent=4, seed=0)).eval()
+    jobs = [Job(m, "Oligo", "MOG", L, 0) for m in ("input-x-gradient", "saliency") for L in (3, 5)]
+    return run_grid(jobs, params or {}, lambda m: Budget(), model, data, truth, ResultCache(tmp_path / "jobs"),
+                    {"t": 1}, progress=False, **kw)
+
+
+def _reused(records) -> list[str]:
+    return [f"{r['method']}@{r['L']}" for r in records if r.get("cached")]
+
+
+def test_changed_parameters_recompute_that_method_only(tmp_path):
+    first = _grid(tmp_path)
+    assert _reused(first) == [] and all(r["versions"]["method"] == 1 for r in first)
+    again = _grid(tmp_path)
+    assert len(_reused(again)) == 4
+    assert [r["peaks"] for r in again] == [r["peaks"] for r in first]
+    edited = _grid(tmp_path, params={"saliency": {"batch_size": 7}})
+    assert _reused(edited) == ["input-x-gradient@3", "input-x-gradient@5"]
+
+
+def test_a_version_bump_recomputes_that_method_and_says_why(tmp_path, monkeypatch, caplog):
+    import dataclasses
+
+    from methods import registry
+
+    _grid(tmp_path)
+    spec = registry.get("saliency")
+    monkeypatch.setitem(registry._REGISTRY, "saliency", dataclasses.replace(spec, version=spec.version + 1))
+    with caplog.at_level("INFO", logger="bench.harness"):
+        bumped = _grid(tmp_path)
+    assert _reused(bumped) == ["input-x-gradient@3", "input-x-gradient@5"]
+    assert {r["versions"]["method"] for r in bumped if r["method"] == "saliency"} == {spec.version + 1}
+    assert "2 of 4 jobs reused" in caplog.text and "input-x-gradient v1" in caplog.text
+    assert (f"2 jobs recomputed: code changed since they were cached (saliency v{spec.version} → "
+            f"v{spec.version + 1})") in caplog.text
+
+
+def test_a_truncated_cache_entry_is_reported_moved_aside_and_recomputed(tmp_path, caplog):
+    first = _grid(tmp_path)
+    files = sorted((tmp_path / "jobs").glob("*/*.json"))
+    assert len(files) == 4
+    victim = files[0]
+    victim.write_text(victim.read_text()[:40])  # a write cut short (by hand: the cache writes atomically)
+    with caplog.at_level("INFO", logger="bench.harness"):
+        again = _grid(tmp_path)
+    assert len(_reused(again)) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(victim) in warnings[0] and "not valid JSON" in warnings[0]
+    assert (tmp_path / "jobs" / "corrupt" / f"{victim.parent.name}-{victim.name}").exists()
+    assert victim.exists() and json.loads(victim.read_text())["status"] == "ok"  # recomputed in place
+    assert [r["peaks"] for r in again] == [r["peaks"] for r in first]
+
+
+def test_a_record_of_another_job_is_corrupt_not_reused(tmp_path, caplog):
+    _grid(tmp_path)
+    files = sorted((tmp_path / "jobs").glob("*/*.json"))
+    record = json.loads(files[0].read_text())
+    files[0].write_text(json.dumps({**record, "gene": "GFAP"}))
+    with caplog.at_level("WARNING", logger="bench.harness"):
+        again = _grid(tmp_path)
+    assert len(_reused(again)) == 3 and "fields gene differ" in caplog.text
+
+
+def test_force_recomputes_everything(tmp_path, caplog):
+    _grid(tmp_path)
+    with caplog.at_level("INFO", logger="bench.harness"):
+        forced = _grid(tmp_path, force=True)
+    assert _reused(forced) == [] and "4 jobs recomputed (--force)" in caplog.text

@@ -71,10 +71,11 @@ def test_no_estimate_jobs_show_no_numbers_and_are_not_paired():
     assert agg.loc[("c", "T"), "rel_delta_pct"] == pytest.approx(-20.0)  # mean of −16, −24 only
     assert np.isnan(agg.loc[("c", "U"), "rel_delta_pct"]) and agg.loc[("c", "U"), "status"] == "no_estimate 1/1"
     assert agg.loc[("c", "Avg"), "rel_delta_pct"] == pytest.approx(-20.0)  # average of finished cell types
-    assert agg.loc[("c", "Avg"), "status"] == "no_estimate 2/4"
+    assert agg.loc[("c", "Avg"), "status"] == "no_estimate 2/4; missing cell types: U (Avg of 1/2)"
     table = detail(long[long["gene"] == "*"], 10, "rel_delta_pct", ["a", "c"])
     c_row = next(line for line in table.splitlines() if line.startswith("| c")).split("|")[2:-1]
-    assert [cell.strip() for cell in c_row] == ["−20 ± 51ᵉ", "—ᵉ", "−20.00ᵉ"]  # T, U, Avg (one value: no ±, 2 decimals)
+    # T, U, Avg (one value: no ±, 2 decimals; ᵐ: U is missing from it)
+    assert [cell.strip() for cell in c_row] == ["−20 ± 51ᵉ", "—ᵉ", "−20.00ᵉᵐ"]
     # best = a (Avg of per-type means: (−20 − 40)/2 = −30 < −20); shared finished jobs: T/g1, T/g2
     c = discrimination(long, controls=()).set_index("method").loc["c"]
     assert c["n_jobs"] == 2 and c["mean_diff"] == pytest.approx(((-16 + 20) + (-24 + 30)) / 2)
@@ -165,3 +166,17 @@ def test_holm_step_down_hand_computed():
     # sorted 0.01, 0.03, 0.04 × (3, 2, 1) = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06; NaN not in the family
     assert [r["holm_p"] for r in rows[:2]] == pytest.approx([0.03, 0.06]) and rows[3]["holm_p"] == pytest.approx(0.06)
     assert np.isnan(rows[2]["holm_p"])
+
+
+def test_an_avg_over_fewer_cell_types_says_so_and_names_the_missing_ones():
+    """b failed every job of type T2: its Avg is T1's alone, and must not pass for an average over both."""
+    recs = records({"a": [-10, -20], "b": [-30, -40]}, cell_type="T1") + \
+        records({"a": [-50, -60], "b": [-70, -80]}, cell_type="T2", status={("b", 0): "failed", ("b", 1): "failed"})
+    avg = long_table(recs).query("cell_type == 'Avg'").set_index("method")
+    assert avg.loc["a", "n_cell_types"] == 2 and avg.loc["a", "status"] == "ok"
+    assert avg.loc["a", "rel_delta_pct"] == pytest.approx(-35.0)  # (−15 + −55) / 2
+    assert avg.loc["b", "n_cell_types"] == 1 and avg.loc["b", "rel_delta_pct"] == pytest.approx(-35.0)  # T1 only
+    assert avg.loc["b", "status"] == "failed 2/4; missing cell types: T2 (Avg of 1/2)"
+    agg = long_table(recs).query("gene == '*'")
+    b_row = next(line for line in detail(agg, 10, "rel_delta_pct", ["a", "b"]).splitlines() if line.startswith("| b"))
+    assert b_row.split("|")[-2].strip() == "−35.00ᶠᵐ"  # the Avg cell: some jobs failed, a cell type is missing

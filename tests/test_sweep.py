@@ -9,7 +9,7 @@ from methods.base import Budget
 from bench.sweep import run_sweep
 from methods.fimap import Fimap
 from surrogates.model import SurrogateConfig
-from tests.toy_models import torch_threads
+from surrogates.model import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,6 @@ must rank `STRONG` first. Training takes ~1 s and is cached per process.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -115,15 +114,3 @@ def rel_delta_pct(surrogate: Surrogate, cells: MultiomeData, gene: str, peaks) -
     y0 = surrogate.predict(cells.atac, genes=[gene])[:, 0].double()
     y1 = surrogate.predict(cells.atac, closed=np.asarray(peaks), genes=[gene])[:, 0].double()
     return float(100 * ((torch.exp(y1) - torch.exp(y0)) / torch.exp(y0)).mean())
-
-
-@contextlib.contextmanager
-def torch_threads(n: int = 1):
-    """Run with `n` torch threads (restored after). Tiny models are dominated by thread hand-off, and on a loaded
-    2-core machine the default two OpenMP threads make a toy training run ~100× slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)

@@ -1,0 +1,98 @@
+"""Code versions that key every cached artefact, and the source each one vouches for.
+
+A cached job result is reused only when the code that would compute it again is the code that did: each method's
+`version` (its `@register`), the evaluator's (`bench/evaluate.py`: the metrics of one job) and, on synthetic data,
+the simulator's (its truth feeds the truth metrics and the oracle). The surrogate's version keys its checkpoint
+(`surrogates/checkpoint.py`), the loader's the processed-data cache (`datasets/loaders.py`), and the checkpoint
+key is part of every job's key. The package version is deliberately not used: a release that does not touch a
+method should not void its results.
+
+Forgetting a bump is made hard by `tests/test_versions.py`: it hashes each component's source (`source_hash`:
+the AST without docstrings or comments, so a reformat or a comment is not a change) and compares it with the hash
+recorded for the component's current version in `tests/data/code_versions.json`. A changed hash fails the test
+with the version to bump; after deciding (bump when results can change, keep when they cannot), record the new
+hashes with `GRIDS_BENCH_RECORD_VERSIONS=1 pytest tests/test_versions.py`.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+from pathlib import Path
+
+from bench.evaluate import EVALUATOR_VERSION
+from datasets.loaders import LOADER_VERSION
+from datasets.synthetic import SIMULATOR_VERSION
+from methods import registry
+from surrogates.model import MODEL_VERSION
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# component → (version, the files whose behaviour it stands for, relative to the repository root)
+COMPONENTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "evaluator": (EVALUATOR_VERSION, ("bench/evaluate.py", "bench/metrics.py", "bench/genomic.py",
+                                      "bench/runner.py")),
+    "surrogate": (MODEL_VERSION, ("surrogates/model.py", "surrogates/train.py", "surrogates/checkpoint.py")),
+    "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py",)),
+    "loader": (LOADER_VERSION, ("datasets/loaders.py", "datasets/io.py")),
+}
+
+
+def job_versions(method: str, synthetic: bool) -> dict[str, int]:
+    """The versions a job's cached record must match: its method's, the evaluator's and (synthetic data) the
+    simulator's."""
+    out = {"method": registry.get(method).version, "evaluator": EVALUATOR_VERSION}
+    if synthetic:
+        out["simulator"] = SIMULATOR_VERSION
+    return out
+
+
+def code_versions(methods, synthetic: bool) -> dict[str, int]:
+    """The versions behind a run's tables: evaluator, surrogate, simulator (synthetic data) and each method."""
+    fixed = {k: v for k, (v, _) in COMPONENTS.items() if k != "loader" and (synthetic or k != "simulator")}
+    return {**fixed, **{m: registry.get(m).version for m in methods}}
+
+
+def method_files(method: str) -> tuple[str, ...]:
+    """The modules of the method's class and of its parent classes in `methods/` (GRIDS-mean runs GRIDS's code),
+    the base class, and the `methods` modules those import."""
+    own, helpers = [], set()
+    for cls in registry.get(method).cls.__mro__:
+        if not cls.__module__.startswith("methods.") or cls.__module__ == "methods.base":
+            continue
+        rel = str(Path(inspect.getfile(cls)).resolve().relative_to(ROOT))
+        if rel in own:
+            continue
+        own.append(rel)
+        for node in ast.walk(ast.parse((ROOT / rel).read_text())):
+            # helpers (`methods._shared`) and other methods' modules it borrows from (the oracle's job seed)
+            if (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("methods.")
+                    and node.module not in ("methods.base", "methods.registry")):
+                helpers.add(f"methods/{node.module.split('.', 1)[1]}.py")
+    return (*own, "methods/base.py", *sorted(helpers - set(own)))
+
+
+def all_components() -> dict[str, tuple[int, tuple[str, ...]]]:
+    """Every versioned component: the fixed ones and one `method:<name>` per registered method."""
+    methods = {f"method:{s.name}": (s.version, method_files(s.name)) for s in registry.specs()}
+    return {**COMPONENTS, **methods}
+
+
+def source_hash(files) -> str:
+    """SHA-256 (16 hex) of the files' syntax trees without docstrings: what a Python interpreter would run."""
+    h = hashlib.sha256()
+    for rel in files:
+        tree = ast.parse((ROOT / rel).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(rel.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def describe(versions: dict) -> str:
+    """'grids v2, evaluator v1' from a {name: version} mapping."""
+    return ", ".join(f"{k} v{v}" for k, v in sorted(versions.items()))
