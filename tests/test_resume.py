@@ -19,7 +19,7 @@ from datasets.files import folder_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 # a few seconds of jobs after a ~2 s training: long enough to be killed part-way, short enough for CI
-ARGS = ["--scale", "tiny", "--methods", "grids,fimap,input-x-gradient,random", "--L", "3,8"]
+ARGS = ["--scale", "tiny", "--methods", "grids,input-x-gradient,random", "--cell-types", "Astro,Oligo", "--L", "3,8"]
 MEASURED = ("seconds", "peak_rss_mb")  # the only columns allowed to differ between two runs
 
 
@@ -74,7 +74,7 @@ def test_a_sigkilled_run_resumes_from_its_finished_jobs(tmp_path, uninterrupted)
 def test_the_same_command_gives_the_same_table_in_process_and_on_dask(tmp_path, uninterrupted):
     """Fresh caches (the surrogate retrained each time), in this process and on a dask LocalCluster, and a forced
     rerun: each leaderboard.csv equals the subprocess run's."""
-    kw = dict(methods=ARGS[3].split(","), L=[3, 8], progress=False)
+    kw = dict(methods=ARGS[3].split(","), cell_types=ARGS[5].split(","), L=[3, 8], progress=False)
     bench.run("tiny", cache_dir=tmp_path / "c1", out=tmp_path / "local", scheduler="local", **kw)
     pd.testing.assert_frame_equal(_comparable(tmp_path / "local"), _comparable(uninterrupted))
     bench.run("tiny", cache_dir=tmp_path / "c2", out=tmp_path / "inproc", **kw)
