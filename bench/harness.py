@@ -5,7 +5,8 @@ A job is a pure function of (its fields, the method's parameters and budget, the
 checkpoint, the code versions of its method and the evaluator), so its record is stored under a hash of those and a
 rerun skips finished jobs. Each record is written atomically the moment its task ends, so a run killed at any
 point (even SIGKILL) keeps every finished job and the next run resumes. A method that raises is recorded as
-`failed` with the error; the benchmark goes on, and a rerun retries it.
+`failed` with the error; the benchmark goes on, and a rerun retries it (as it retries a job cut by the wall-time
+safety stop, `time_limit`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from methods import registry
 from methods.base import STATUSES
 
 log = logging.getLogger(__name__)
+RETRIED = ("failed", "time_limit")  # cached statuses that are not a method's answer: a rerun runs those jobs again
 
 
 def make_jobs(methods, pairs, Ls, seeds) -> list[Job]:
@@ -61,8 +63,9 @@ class ResultCache:
         return self.root / slot / f"{_hash(versions)}.json"
 
     def lookup(self, slot: str, versions: dict, job: Job) -> tuple[dict | None, str]:
-        """(record, outcome): outcome is `hit`, `missing`, `failed` (a failed job is retried), `corrupt` (moved
-        aside, reported) or `stale:<old versions>` (only other code versions have a record)."""
+        """(record, outcome): outcome is `hit`, `missing`, `retry` (the job failed or the wall-time safety stop cut
+        it: neither is the method's deterministic answer, so it runs again), `corrupt` (moved aside, reported) or
+        `stale:<old versions>` (only other code versions have a record)."""
         p = self.path(slot, versions)
         if not p.exists():
             return None, self._stale(slot, versions)
@@ -79,7 +82,7 @@ class ResultCache:
             os.replace(p, dest)
             log.warning("corrupt cached result %s: %s; moved to %s, recomputing", p, problem, dest)
             return None, "corrupt"
-        return (None, "failed") if record["status"] == "failed" else (record, "hit")
+        return (None, "retry") if record["status"] in RETRIED else (record, "hit")
 
     def put(self, slot: str, versions: dict, record: dict) -> None:
         atomic_write(self.path(slot, versions), json.dumps(record))
@@ -163,7 +166,7 @@ def _log_reuse(outcomes: Counter, reused: list[dict], n_jobs: int) -> None:
     for change, n in sorted(stale.items()):
         log.info("%d jobs recomputed: code changed since they were cached (%s)", n, change)
     for outcome, what in (("corrupt", "corrupt cache entries moved aside and recomputed"),
-                          ("failed", "jobs that failed last time retried"),
+                          ("retry", "jobs that failed or hit the wall-time stop last time retried"),
                           ("forced", "jobs recomputed (--force)")):
         if outcomes[outcome]:
             log.info("%d %s", outcomes[outcome], what)

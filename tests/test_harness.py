@@ -146,3 +146,14 @@ def test_force_recomputes_everything(tmp_path, caplog):
     with caplog.at_level("INFO", logger="bench.harness"):
         forced = _grid(tmp_path, force=True)
     assert _reused(forced) == [] and "4 jobs recomputed (--force)" in caplog.text
+
+
+def test_failed_and_time_limited_jobs_are_retried_not_reused(tmp_path, caplog):
+    _grid(tmp_path)
+    files = sorted((tmp_path / "jobs").glob("*/*.json"))
+    for path, status in zip(files[:2], ("failed", "time_limit")):
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
+    with caplog.at_level("INFO", logger="bench.harness"):
+        again = _grid(tmp_path)
+    assert len(_reused(again)) == 2 and "2 jobs that failed or hit the wall-time stop last time retried" in caplog.text
+    assert {r["status"] for r in again} == {"ok"}
