@@ -91,20 +91,51 @@ def test_peak_hidden_is_the_rank_one_update(model, X):
                                atol=1e-5)
 
 
-def test_training_checkpoint_and_fidelity(tmp_path):
+def test_training_checkpoint_and_fidelity(tmp_path, caplog):
+    from pathlib import Path
+
     from datasets.synthetic import SimulationScale, simulate
-    from surrogates.checkpoint import fit_or_load
+    from surrogates.checkpoint import checkpoint_key, fit_or_load
     from surrogates.fidelity import fidelity_report
 
     data, _ = simulate(SimulationScale(n_cells=600, n_peaks=1500, n_genes=30, n_chrom=3), seed=0)
     cfg = SurrogateConfig(hidden=64, max_epochs=4, min_epochs=1, patience=2)
     m1 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
-    assert not m1.meta["reused"] and m1.meta["epochs"] >= 1
+    assert not m1.meta["reused"] and m1.meta["epochs"] >= 1 and m1.meta["threads"] == cfg.threads
     m2 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
     assert m2.meta["reused"]
     torch.testing.assert_close(m1.predict(data.atac[:20]), m2.predict(data.atac[:20]))
     rep = fidelity_report(m2, data, ["AQP4", "MOG"])
     assert set(rep.table["gene"]) == {"AQP4", "MOG"} and np.isfinite(rep.marker_r2)
+    # a truncated checkpoint: one line, moved aside, retrained — to the same weights (same seed, same threads)
+    path = Path(m2.meta["checkpoint"])
+    path.write_bytes(path.read_bytes()[:2000])
+    with caplog.at_level("WARNING", logger="surrogates.checkpoint"):
+        m3 = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
+    assert not m3.meta["reused"] and len(caplog.records) == 1 and "corrupt surrogate checkpoint" in caplog.text
+    assert (path.parent / "corrupt" / path.name).exists() and path.exists()
+    for name, value in m1.state_dict().items():
+        assert torch.equal(value, m3.state_dict()[name]), name
+    # the thread count is part of the key: another count is another surrogate, never a silent reuse
+    assert checkpoint_key(data, dataclasses.replace(cfg, threads=1)) != checkpoint_key(data, cfg)
+
+
+def test_training_does_not_depend_on_the_callers_thread_setting():
+    """Training runs on `config.threads` whatever torch was set to before, and restores the caller's setting."""
+    from datasets.synthetic import simulate
+    from surrogates.train import train_surrogate
+
+    data, _ = simulate("tiny", seed=0)
+    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=2, min_epochs=1, patience=1)
+    weights = []
+    before = torch.get_num_threads()
+    for caller in (1, 3):
+        torch.set_num_threads(caller)
+        weights.append(train_surrogate(data, cfg, device="cpu", progress=False).state_dict())
+        assert torch.get_num_threads() == caller and not torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(before)
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
 
 
 def test_reference_style_trains_only_the_cross_maps_after_the_autoencoders():
