@@ -122,18 +122,6 @@ def test_reference_surrogate_runs_end_to_end(tmp_path):
     assert oracle and all(j["info"]["planted_closed"] == j["L"] for j in oracle)
 
 
-def test_dask_local_cluster_gives_the_same_results(tmp_path, monkeypatch):
-    argv = ["run", "--scale", "tiny", "--no-progress", "--methods", "random,grids", "--cell-types", "Oligo",
-            "--L", "3"]
-    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
-    monkeypatch.setenv("GRIDS_BENCH_CACHE", str(tmp_path / "cache2"))  # fresh job cache, same results expected
-    assert main([*argv, "--out", str(tmp_path / "b"), "--scheduler", "local"]) == 0
-    a = [json.loads(line) for line in (tmp_path / "a" / "jobs.jsonl").read_text().splitlines()]
-    b = [json.loads(line) for line in (tmp_path / "b" / "jobs.jsonl").read_text().splitlines()]
-    assert [r["peaks"] for r in a] == [r["peaks"] for r in b]
-    assert [round(r["rel_delta_pct"], 6) for r in a] == [round(r["rel_delta_pct"], 6) for r in b]
-
-
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present: --device cuda is valid here")
 def test_device_cuda_without_a_gpu_is_a_user_error(tmp_path, capsys):
     assert main(["fit", "--scale", "tiny", "--no-progress", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
