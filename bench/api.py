@@ -94,6 +94,9 @@ def _output_lock(out):
             stack.enter_context(folder_lock(out))
         except FolderLocked as exc:
             raise UserError(str(exc)) from None
+        except OSError as exc:  # e.g. `out` is a file, or not writable
+            raise UserError(f"cannot write to the output folder {out} ({exc.strerror or exc}); pass a writable "
+                            "folder with --out") from None
         yield
 
 

@@ -40,6 +40,7 @@ CASES = {
     "seeds < 1": lambda d: [*TINY, "--seeds", "0"],
     "surrogate seeds < 1": lambda d: [*TINY, "--surrogate-seeds", "0"],
     "output folder in use": _locked,
+    "output path is a file": lambda d: [*TINY, "--methods", "random", "--out", str(_touch(d / "results.txt"))],
     "labels without data": lambda d: [*TINY, "--labels", str(d / "labels.csv")],
     "data file missing": lambda d: [*TINY, "--data", str(d / "missing.h5mu")],
     "unknown data format": lambda d: [*TINY, "--data", str(_touch(d / "cells.txt"))],
