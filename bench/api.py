@@ -59,6 +59,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     plan = plan_run(PROFILES[scale], dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
                     Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
+    _check_device(device)  # the last input error to catch before the output folder is created and locked
     with _output_lock(out):
         t0, records, models = time.perf_counter(), [], []
         for s in range(surrogate_seeds):
@@ -79,6 +80,15 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
             context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
             long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
     return long
+
+
+def _check_device(device: str) -> None:
+    from surrogates.train import DeviceUnavailableError, resolve_device
+
+    try:
+        resolve_device(device)
+    except DeviceUnavailableError as exc:
+        raise UserError(str(exc)) from None
 
 
 @contextlib.contextmanager

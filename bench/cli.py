@@ -45,7 +45,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="torch device; auto uses a GPU when present (default: auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and job results "
                    "(default: $GRIDS_BENCH_CACHE or ~/.cache/grids-bench)")
-    p.add_argument("--retrain", action="store_true", help="train a new surrogate even if a checkpoint exists")
+    p.add_argument("--retrain", action="store_true", help="train a new surrogate even if a checkpoint exists "
+                   "(run --force also does)")
     _add_common_args(p)
 
 
@@ -81,9 +82,10 @@ def _add_run(sub) -> None:
                           "ranking moves between surrogates and how stable each method's peaks are (default: 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="output folder (default: results/)")
     run.add_argument("--force", action="store_true",
-                     help="recompute every job and retrain the surrogate instead of reusing cached results (by "
-                          "default a cached job is reused only when its method's and the evaluator's code versions "
-                          "match; `list` shows the versions)")
+                     help="recompute every job and retrain the surrogate instead of reusing cached results. "
+                          "Without it a cached job is reused only when its method's, the evaluator's and (synthetic "
+                          "data) the simulator's code versions match (`list` shows them); jobs that failed or hit "
+                          "the wall-time stop are always rerun")
     run.add_argument("--budget-seconds", type=float,
                      help="wall-time safety stop per job; a job it cuts is marked time_limit. Answers are decided "
                           "by the profile's evaluation budgets, not by this (default: from the profile)")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.runner import Job, run_task
+from bench.runner import Job, job_threads, run_task
 from bench.versions import describe, job_versions
-from datasets.files import atomic_write
+from datasets.files import atomic_write, move_aside
 from methods import registry
 from methods.base import STATUSES
 
@@ -71,18 +71,17 @@ class ResultCache:
             return None, self._stale(slot, versions)
         try:
             record = json.loads(p.read_text())
-            problem = _problem(record, job)
+            problem = _problem(record, job, versions)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             problem = f"not valid JSON ({exc})"
         except OSError as exc:
             problem = f"unreadable ({exc})"
         if problem:
-            dest = self.root / "corrupt" / f"{slot}-{p.name}"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(p, dest)
-            log.warning("corrupt cached result %s: %s; moved to %s, recomputing", p, problem, dest)
+            dest = move_aside(p, self.root / "corrupt" / slot)
+            log.warning("corrupt cached result %s: %s; %s, recomputing", p, problem,
+                        f"moved to {dest}" if dest else "could not move it aside")
             return None, "corrupt"
-        return (None, "retry") if record["status"] in RETRIED else (record, "hit")
+        return (None, "retry") if _retried(record) else (record, "hit")
 
     def put(self, slot: str, versions: dict, record: dict) -> None:
         atomic_write(self.path(slot, versions), json.dumps(record))
@@ -104,8 +103,8 @@ class ResultCache:
         return "missing"
 
 
-def _problem(record, job: Job) -> str | None:
-    """Why a cached record cannot be the result of `job`, or None."""
+def _problem(record, job: Job, versions: dict) -> str | None:
+    """Why a cached record cannot be the result of `job` computed by code `versions`, or None."""
     if not isinstance(record, dict):
         return f"expected a JSON object, found {type(record).__name__}"
     mismatched = [k for k, v in asdict(job).items() if record.get(k) != v]
@@ -113,7 +112,15 @@ def _problem(record, job: Job) -> str | None:
         return f"it belongs to another job (fields {', '.join(mismatched)} differ)"
     if record.get("status") not in STATUSES:
         return f"unknown status {record.get('status')!r}"
+    if record.get("versions") != versions:
+        return f"its code versions {record.get('versions')} are not the ones its file name says ({versions})"
     return None
+
+
+def _retried(record: dict) -> bool:
+    """A record that is not the method's deterministic answer: it failed, or the wall-time safety stop cut it
+    (`time_limit`, or `no_estimate` because the clock ran out first; bench/runner.py marks those)."""
+    return record["status"] in RETRIED or bool((record.get("info") or {}).get("cut_by_time"))
 
 
 def _hash(obj) -> str:
@@ -126,8 +133,10 @@ def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, tru
     the code `versions` that computed it and `cached` when it was reused.
 
     `budgets(method) -> Budget` gives each method's per-job budget (a `Profile.budget_for`)."""
-    slots = [job.key({**context, "params": method_params.get(job.method, {}), "budget": asdict(budgets(job.method))})
-             for job in jobs]
+    # the evaluation budget decides answers; the wall-time stop does not (a job it cut is retried), so it is not
+    # part of the key and changing --budget-seconds reuses finished jobs
+    slots = [job.key({**context, "params": method_params.get(job.method, {}),
+                      "budget": {"samples": budgets(job.method).samples}}) for job in jobs]
     vers = [job_versions(job.method, synthetic=truth is not None) for job in jobs]
     records: dict[int, dict] = {}
     todo, outcomes = [], Counter()
@@ -190,7 +199,8 @@ def _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store
     from dask.distributed import Client, LocalCluster, as_completed
 
     # one worker per `threads` cores: each task runs on the surrogate's fixed torch thread count (bench/runner.py)
-    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // surrogate.config.threads), threads_per_worker=1,
+    threads = job_threads(surrogate) or 1
+    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // threads), threads_per_worker=1,
                            processes=True, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:

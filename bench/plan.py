@@ -29,7 +29,7 @@ def check_methods(names) -> None:
     """UserError naming the unknown methods and listing the registered ones."""
     unknown = [m for m in names if m not in registry.available()]
     if unknown:
-        raise UserError(f"unknown method(s) {unknown}; available: {', '.join(registry.available())} "
+        raise UserError(f"unknown method(s) {unknown}; available: {', '.join(sorted(registry.available()))} "
                         "(see `python -m bench list`)")
 
 

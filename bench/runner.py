@@ -17,6 +17,7 @@ status `failed` with the error. Every result carries the same measured fields (`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import hashlib
@@ -87,9 +88,16 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells. Everything
     runs on the surrogate's fixed torch thread count (`SurrogateConfig.threads`)."""
     L_max = max(job.L for job in jobs)
-    with torch_threads(surrogate.config.threads):  # the same answer in-process, on dask workers, on any machine
+    threads = job_threads(surrogate)
+    # the same answer in-process, on dask workers, on any machine (a surrogate without a config keeps torch's)
+    with torch_threads(threads) if threads else contextlib.nullcontext():
         results = _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory)
     return results
+
+
+def job_threads(surrogate) -> int | None:
+    """The fixed torch thread count jobs on this surrogate run with (`SurrogateConfig.threads`), if it has one."""
+    return getattr(getattr(surrogate, "config", None), "threads", None)
 
 
 def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory) -> list[JobResult]:
@@ -111,6 +119,8 @@ def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory
                 explained = time.perf_counter()
         expl.check(data.n_peaks, L_max)
         info = _jsonable(expl.info)
+        if expl.status == "no_estimate" and _cut_by_time(info, budget):
+            info["cut_by_time"] = True  # not the method's answer on a faster machine: the cache retries it
         if len(jobs) > 1:
             info["ranking_shared_by_L"] = sorted(job.L for job in jobs)
         test = data.cells(first.cell_type, "test")
@@ -151,6 +161,13 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
         pass
+
+
+def _cut_by_time(info: dict, budget: Budget) -> bool:
+    """Whether the wall-time safety stop, not the evaluation budget, ended a method (from the `seconds` and
+    `samples` its clock reported)."""
+    seconds, samples = info.get("seconds"), info.get("samples")
+    return seconds is not None and seconds > budget.seconds and (samples is None or samples <= budget.samples)
 
 
 def _is_nan(value) -> bool:

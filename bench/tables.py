@@ -57,8 +57,9 @@ def rel_delta_auc(Ls, values) -> float:
 def _marks(statuses: pd.Series, control: bool) -> str:
     found, missing = set(), False
     for summary in statuses.dropna():
-        found |= {s for s in STATUS_MARKS if s in summary}
-        missing |= "missing cell types" in summary
+        counts, _, names = summary.partition("missing cell types:")  # cell-type names never count as statuses
+        found |= set(re.findall(r"[a-z_]+", counts)) & set(STATUS_MARKS)
+        missing |= bool(names)
     return ((CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
             + (MISSING_MARK if missing else ""))
 

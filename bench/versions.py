@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # component → (version, the files whose behaviour it stands for, relative to the repository root)
 COMPONENTS: dict[str, tuple[int, tuple[str, ...]]] = {
     "evaluator": (EVALUATOR_VERSION, ("bench/evaluate.py", "bench/metrics.py", "bench/genomic.py",
-                                      "bench/runner.py")),
+                                      "bench/runner.py", "datasets/data.py")),
     "surrogate": (MODEL_VERSION, ("surrogates/model.py", "surrogates/train.py", "surrogates/checkpoint.py")),
     "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py",)),
     "loader": (LOADER_VERSION, ("datasets/loaders.py", "datasets/io.py")),
@@ -56,21 +56,33 @@ def code_versions(methods, synthetic: bool) -> dict[str, int]:
 
 def method_files(method: str) -> tuple[str, ...]:
     """The modules of the method's class and of its parent classes in `methods/` (GRIDS-mean runs GRIDS's code),
-    the base class, and the `methods` modules those import."""
-    own, helpers = [], set()
-    for cls in registry.get(method).cls.__mro__:
-        if not cls.__module__.startswith("methods.") or cls.__module__ == "methods.base":
-            continue
-        rel = str(Path(inspect.getfile(cls)).resolve().relative_to(ROOT))
-        if rel in own:
-            continue
-        own.append(rel)
-        for node in ast.walk(ast.parse((ROOT / rel).read_text())):
-            # helpers (`methods._shared`) and other methods' modules it borrows from (the oracle's job seed)
-            if (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("methods.")
-                    and node.module not in ("methods.base", "methods.registry")):
-                helpers.add(f"methods/{node.module.split('.', 1)[1]}.py")
-    return (*own, "methods/base.py", *sorted(helpers - set(own)))
+    the base class, and every `methods` module those import, transitively (`from methods.x import …` or
+    `import methods.x`; the registry, which only dispatches, is left out)."""
+    own = [str(Path(inspect.getfile(cls)).resolve().relative_to(ROOT)) for cls in registry.get(method).cls.__mro__
+           if cls.__module__.startswith("methods.") and cls.__module__ != "methods.base"]
+    own = list(dict.fromkeys(own))
+    seen, todo = set(own) | {"methods/base.py", "methods/registry.py"}, list(own)
+    helpers = []
+    while todo:
+        for module in _imported_methods_modules(ROOT / todo.pop()):
+            rel = f"methods/{module}.py"
+            if rel not in seen and (ROOT / rel).exists():
+                seen.add(rel)
+                helpers.append(rel)
+                todo.append(rel)
+    return (*own, "methods/base.py", *sorted(helpers))
+
+
+def _imported_methods_modules(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("methods."):
+            names.append(node.module.split(".", 1)[1])
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:  # `from ._shared import …`
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("methods.")]
+    return names
 
 
 def all_components() -> dict[str, tuple[int, tuple[str, ...]]]:

@@ -57,6 +57,19 @@ def atomic_write(path, content: str | bytes) -> Path:
     return Path(path)
 
 
+def move_aside(path, folder) -> Path | None:
+    """Move a damaged cache file into `folder` (kept for inspection, out of the cache's way); None when it could
+    not be moved (another run moved it first, or `folder` cannot be made): the caller recomputes either way."""
+    path, folder = Path(path), Path(folder)
+    dest = folder / path.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(path, dest)
+    except OSError:
+        return None
+    return dest
+
+
 class FolderLocked(RuntimeError):
     """Another process holds the folder's lock (see `folder_lock`)."""
 

@@ -55,7 +55,7 @@ def get(name: str) -> MethodSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; available: {', '.join(available())}") from None
+        raise KeyError(f"unknown method {name!r}; available: {', '.join(sorted(available()))}") from None
 
 
 def available() -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from datasets.data import MultiomeData
-from datasets.files import atomic_path, cache_root
+from datasets.files import atomic_path, cache_root, move_aside
 from surrogates.model import MODEL_VERSION, Surrogate, SurrogateConfig
 from surrogates.train import build_surrogate, resolve_device, train_surrogate
 
@@ -43,11 +42,16 @@ def save_surrogate(model: Surrogate, path) -> Path:
 
 
 def load_surrogate(path, data: MultiomeData, device: str = "auto") -> Surrogate:
+    return _read_checkpoint(path, data).to(resolve_device(device)).eval()
+
+
+def _read_checkpoint(path, data: MultiomeData) -> Surrogate:
+    """The checkpoint's model on the CPU (errors here mean the file is damaged or not ours)."""
     payload = torch.load(path, map_location="cpu", weights_only=False)
     model = build_surrogate(data, SurrogateConfig(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     model.meta = {**payload.get("meta", {}), "checkpoint": str(path)}
-    return model.to(resolve_device(device)).eval()
+    return model
 
 
 def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
@@ -56,18 +60,18 @@ def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(),
     be read (truncated, or not ours) is reported in one line, moved to `surrogates/corrupt/`, and retrained."""
     path = checkpoint_path(data, config, cache_dir)
     if path.exists() and not retrain:
-        resolve_device(device)  # a device error is the user's, not a sign of a corrupt file
-        try:
-            model = load_surrogate(path, data, device)
+        dev = resolve_device(device)  # a device error is the user's, not a sign of a corrupt file
+        try:  # only reading is guarded: a device error while moving the model is not the file's fault
+            model = _read_checkpoint(path, data)
         except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
                 zipfile.BadZipFile) as exc:
-            dest = path.parent / "corrupt" / path.name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, dest)
-            log.warning("corrupt surrogate checkpoint %s (%s: %s); moved to %s, retraining", path,
-                        type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "", dest)
+            dest = move_aside(path, path.parent / "corrupt")
+            log.warning("corrupt surrogate checkpoint %s (%s: %s); %s, retraining", path, type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "",
+                        f"moved to {dest}" if dest else "could not move it aside")
         else:
             log.info("reusing surrogate checkpoint %s", path)
+            model = model.to(dev).eval()
             model.meta["reused"] = True
             return model
     model = train_surrogate(data, config, device=device, progress=progress)

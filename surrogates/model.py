@@ -18,6 +18,7 @@ open entry (eq. 4 of the paper), so GRIDS gets all gains from one backward pass.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -77,7 +78,9 @@ class SurrogateConfig:
     seed: int = 0
     # torch threads for training and for every job on this surrogate. Part of the checkpoint key: float sums are
     # split differently across threads, so only the same count gives the same weights (measured at quick scale:
-    # 1 and 2 threads train bit-identical weights, 4 differ by up to 8e-6 after one epoch). 2 = the CI machine.
+    # 1 and 2 threads train bit-identical weights, 4 differ by up to 8e-6 after one epoch). 2 = the CI machine; on
+    # more cores, scale out with --scheduler local (one worker per `threads` cores). torch's thread count is
+    # process-wide, so a dask worker must run one task at a time (threads_per_worker=1, as `local` does).
     threads: int = 2
 
     def __post_init__(self):
@@ -96,6 +99,8 @@ class SurrogateConfig:
 def torch_threads(n: int):
     """Run the block on exactly `n` torch intra-op threads with deterministic algorithms (what makes a seeded run
     repeat bit for bit on a machine of the same kind); the caller's settings are restored afterwards."""
+    # cuBLAS is deterministic only with a fixed workspace; must be set before its first use (no effect on CPU)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(int(n))

@@ -73,27 +73,47 @@ def test_ranks_the_regulating_peak_first_with_single_peak_windows():
     assert e.info["epochs"] == 300 and e.info["final_kl"] < e.info["kl_trace"][0]
 
 
-@pytest.mark.parametrize("budget, reason", [(Budget(seconds=0), "Granger stage"),  # cut before any target
-                                            (Budget(samples=50), "first training epoch")])  # targets, no epoch
-def test_budget_exhaustion_before_one_epoch_returns_no_peaks(budget, reason):
+def _clock_running_out_after(monkeypatch, n_reads: int):
+    """BudgetClock.seconds reads 0 for its first `n_reads` reads, then far past any budget."""
+    reads = iter(range(10**6))
+    monkeypatch.setattr(BudgetClock, "seconds", property(lambda self: 0.0 if next(reads) < n_reads else 1e9))
+
+
+@pytest.mark.parametrize("n_reads, reason", [(0, "Granger stage"),  # cut before any target
+                                             (1, "before its first epoch")])  # targets made, then no epoch
+def test_the_time_stop_before_one_epoch_returns_no_peaks(monkeypatch, n_reads, reason):
     """CXPlain's estimate is the trained explanation model: no finished epoch → no_estimate, no peaks."""
     p = toy_problem()
-    e = CXPlain(budget=budget).explain(p.surrogate, p.train, TARGET, 10)
+    _clock_running_out_after(monkeypatch, n_reads)  # one read per Granger chunk (the toy has one), one per batch
+    e = CXPlain().explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)
     assert e.status == "no_estimate" and e.peaks.size == 0 and e.info["epochs"] == 0
     assert reason in e.info["no_estimate_reason"]
 
 
-def test_budget_ending_after_some_epochs_keeps_the_estimate(monkeypatch):
-    """A clock that runs out on its 6th check (1 Granger chunk, then one check per batch of one-batch epochs).
-    The U-net's training evaluates no surrogate, so only the wall-time safety stop can cut it: `time_limit`."""
+def test_the_time_stop_after_some_epochs_keeps_the_estimate(monkeypatch):
+    """1 Granger chunk, then one read per batch of one-batch epochs: cut after 4 epochs. The U-net's training
+    evaluates no surrogate, so only the wall-time safety stop can cut it: `time_limit`."""
     p = toy_problem()
-    checks = iter(range(10**6))
-    monkeypatch.setattr(BudgetClock, "exhausted", lambda self: next(checks) >= 5)
+    _clock_running_out_after(monkeypatch, 5)
     e = CXPlain().explain(p.surrogate, p.train, TARGET, 4)
     e.check(p.surrogate.n_peaks, 4)
     assert e.status == "time_limit" and 1 <= e.info["epochs"] < e.info["epochs_planned"]
     assert e.info["cells_granger_done"] == p.train.n_cells
+
+
+def test_an_evaluation_budget_that_cuts_the_granger_stage_still_trains(monkeypatch):
+    """The budget ends the Granger stage (surrogate evaluations); the U-net then trains every planned epoch on the
+    targets made: an estimate, `budget_exceeded`, the same on any machine."""
+    import methods.cxplain as module
+
+    p = toy_problem()
+    granger = module.granger_targets  # chunks of a few cells, so the budget can end the stage part-way
+    monkeypatch.setattr(module, "granger_targets", lambda *a, **k: granger(*a, **k, max_entries=1))
+    e = CXPlain(epochs=5, budget=Budget(samples=50)).explain(p.surrogate, p.train, TARGET, 4)
+    e.check(p.surrogate.n_peaks, 4)
+    assert e.status == "budget_exceeded" and e.info["epochs"] == 5
+    assert e.info["cells_granger_done"] < p.train.n_cells
 
 
 def test_no_cell_with_a_target_is_no_estimate():

@@ -75,12 +75,12 @@ def test_records_are_strict_json_without_nan(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the versioned job cache
-def _grid(tmp_path, params=None, **kw):
+def _grid(tmp_path, params=None, budget=Budget(), **kw):
     data, truth = simulate("tiny", seed=0)
     torch.manual_seed(0)  # the same untrained model every call (nn.Linear draws from the global RNG)
     model = build_surrogate(data, SurrogateConfig(hidden=16, latent=4, seed=0)).eval()
     jobs = [Job(m, "Oligo", "MOG", L, 0) for m in ("input-x-gradient", "saliency") for L in (3, 5)]
-    return run_grid(jobs, params or {}, lambda m: Budget(), model, data, truth, ResultCache(tmp_path / "jobs"),
+    return run_grid(jobs, params or {}, lambda m: budget, model, data, truth, ResultCache(tmp_path / "jobs"),
                     {"t": 1}, progress=False, **kw)
 
 
@@ -126,7 +126,7 @@ def test_a_truncated_cache_entry_is_reported_moved_aside_and_recomputed(tmp_path
     assert len(_reused(again)) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and str(victim) in warnings[0] and "not valid JSON" in warnings[0]
-    assert (tmp_path / "jobs" / "corrupt" / f"{victim.parent.name}-{victim.name}").exists()
+    assert (tmp_path / "jobs" / "corrupt" / victim.parent.name / victim.name).exists()
     assert victim.exists() and json.loads(victim.read_text())["status"] == "ok"  # recomputed in place
     assert [r["peaks"] for r in again] == [r["peaks"] for r in first]
 
@@ -157,3 +157,24 @@ def test_failed_and_time_limited_jobs_are_retried_not_reused(tmp_path, caplog):
         again = _grid(tmp_path)
     assert len(_reused(again)) == 2 and "2 jobs that failed or hit the wall-time stop last time retried" in caplog.text
     assert {r["status"] for r in again} == {"ok"}
+
+
+def test_a_record_without_code_versions_is_corrupt_not_reused(tmp_path, caplog):
+    _grid(tmp_path)
+    path = sorted((tmp_path / "jobs").glob("*/*.json"))[0]
+    record = json.loads(path.read_text())
+    del record["versions"]
+    path.write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="bench.harness"):
+        assert len(_reused(_grid(tmp_path))) == 3
+    assert "code versions None" in caplog.text
+
+
+def test_the_wall_time_stop_is_not_part_of_the_key_but_a_job_it_cut_is_retried(tmp_path):
+    """Answers are decided by the evaluation budget, so a longer safety stop reuses finished jobs; a job the clock
+    cut before its first estimate (no_estimate) is marked and runs again."""
+    cut = _grid(tmp_path, budget=Budget(seconds=0.0))
+    assert {r["status"] for r in cut} == {"no_estimate"} and all(r["info"]["cut_by_time"] for r in cut)
+    done = _grid(tmp_path, budget=Budget(seconds=100.0))
+    assert _reused(done) == [] and {r["status"] for r in done} == {"ok"}
+    assert len(_reused(_grid(tmp_path, budget=Budget(seconds=200.0)))) == 4
