@@ -19,20 +19,37 @@ import torch
 from torch import nn
 
 
+def _decoder_parts(surrogate):
+    """(a → the decoder's last hidden layer, last weight, last bias) when the RNA decoder is a Sequential ending in
+    a Linear, else None: then a few output rows can be computed without the full 3,000-gene product."""
+    dec = surrogate.dec_r
+    if not (isinstance(dec, nn.Sequential) and isinstance(dec[-1], nn.Linear)):
+        return None  # pragma: no cover - other surrogate layouts
+    body = dec[:-1]
+    return (lambda a: body(surrogate.f_ar(surrogate.enc_a_rest(a)))), dec[-1].weight, dec[-1].bias
+
+
 def target_head(surrogate, gene: int):
     """a (first pre-activation, any leading shape) → predicted log-expression of one gene, computing only that
     gene's row of the decoder's last layer (the full 3,000-gene output is ~20× the cost when scoring many
     perturbations). Falls back to the full head when the decoder is not a Sequential ending in a Linear."""
-    dec = surrogate.dec_r
-    if isinstance(dec, nn.Sequential) and isinstance(dec[-1], nn.Linear):
-        w, b, body = dec[-1].weight[gene], dec[-1].bias[gene], dec[:-1]
+    parts = _decoder_parts(surrogate)
+    if parts is None:  # pragma: no cover - other surrogate layouts
+        return lambda a: surrogate.head_from_hidden(a)[..., gene]
+    hidden, weight, bias = parts
+    w, b = weight[gene], bias[gene]
+    return lambda a: (hidden(a) @ w + b).clamp_min(0.0)
 
-        def head(a: torch.Tensor) -> torch.Tensor:
-            return (body(surrogate.f_ar(surrogate.enc_a_rest(a))) @ w + b).clamp_min(0.0)
-    else:  # pragma: no cover - other surrogate layouts
-        def head(a: torch.Tensor) -> torch.Tensor:
-            return surrogate.head_from_hidden(a)[..., gene]
-    return head
+
+def genes_head(surrogate, genes: torch.Tensor):
+    """a → predicted log-expression of `genes` only (…, len(genes)), computing just those rows of the decoder's
+    last layer: scoring many perturbations on a few hundred of 3,000 genes costs a fraction of the full output."""
+    parts = _decoder_parts(surrogate)
+    if parts is None:  # pragma: no cover - other surrogate layouts
+        return lambda a: surrogate.head_from_hidden(a)[..., genes]
+    hidden, weight, bias = parts
+    w, b = weight[genes].T, bias[genes]
+    return lambda a: (hidden(a) @ w + b).clamp_min(0.0)
 
 
 def rank_peaks(scores: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:

@@ -14,6 +14,9 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
 3. takes the top-k (32) candidates j ∉ r and scores each swapped subset with the *true* objective,
    incrementally: a swap changes the first hidden pre-activation by two rank-1 terms (+x_{r_i} U_{r_i} − x_j U_j),
    so only the layers after the first are re-run; keeps the best of the candidates and the incumbent.
+   With `off_target_genes=m` the incumbent and the candidates of a step are scored on the target and one uniform
+   draw of m off-target genes (an unbiased estimate of eq. 2's off-target term at m/G of the output cost); the
+   default scores every gene.
 
 Default steps follow the paper (500 for L = 10, 5,000 for L = 128; min(5000, max(500, 50 L)) in general).
 The final subset is ordered by each peak's leave-one-out contribution on all training cells.
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from methods._shared import genes_head
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 
@@ -59,12 +63,19 @@ class Grids(Explainer):
     """GRIDS: gradient-guided coordinate descent on the joint closure of L peaks."""
 
     def __init__(self, steps: int | None = None, sweeps: int | None = None, batch_size: int = 64, top_k: int = 32,
-                 beta: float = 0.1, objective: str = "ratio", **common):
+                 beta: float = 0.1, objective: str = "ratio", off_target_genes: int | None = None, **common):
+        """off_target_genes: score the candidates of a step on the target plus this many off-target genes drawn
+        uniformly without replacement (the same draw for the incumbent and every candidate of the step), instead
+        of all G − 1: eq. 2's off-target term β/(G−1) Σ_j is then estimated by β/m Σ_{sample}, whose expectation
+        is the full term, at m/G of the decoder's output cost. None (default): all genes, as in the paper."""
         super().__init__(**common)
         if objective not in ("ratio", "mean"):
             raise ValueError("objective must be 'ratio' (eq. 2) or 'mean'")
+        if off_target_genes is not None and off_target_genes < 1:
+            raise ValueError("off_target_genes must be ≥ 1 or None (all genes)")
         self.steps, self.sweeps = steps, sweeps
         self.batch_size, self.top_k, self.beta, self.objective = batch_size, top_k, beta, objective
+        self.off_target_genes = off_target_genes
 
     def n_steps(self, L: int) -> int:
         """Default: Default steps of the paper; `sweeps` (passes over the L slots) overrides it for quick runs."""
@@ -109,7 +120,10 @@ class Grids(Explainer):
             k = min(self.top_k, int((~in_r).sum()))
             cand = torch.topk(gain.masked_fill(in_r, -torch.inf), k).indices
             old = int(r[slot])
-            cand_loss = self._swap_losses(surrogate, Xb, a_r.detach(), old, cand, y0, gi)
+            scorer = self._scorer(surrogate, gi, rng)
+            if scorer is not None:  # the incumbent on the same gene sample as its candidates
+                loss = float(scorer.loss(a_r.detach(), y0))
+            cand_loss = self._swap_losses(surrogate, Xb, a_r.detach(), old, cand, y0, gi, scorer)
             clock.spend(len(cells) * (k + 1))
             best = int(torch.argmin(cand_loss))
             if float(cand_loss[best]) < loss - 1e-12:
@@ -136,8 +150,18 @@ class Grids(Explainer):
                   "samples": clock.samples, "objective": self.objective},
         )
 
+    def _scorer(self, surrogate, gi: int, rng) -> "_GeneSample | None":
+        """This step's off-target gene sample (None: score on every gene)."""
+        n_other = surrogate.n_genes - 1
+        if self.objective != "ratio" or self.off_target_genes is None or self.off_target_genes >= n_other:
+            return None
+        other = rng.choice(n_other, size=self.off_target_genes, replace=False)
+        other = other + (other >= gi)  # skip the target's index
+        genes = torch.as_tensor(np.concatenate([[gi], np.sort(other)]), device=surrogate.device)
+        return _GeneSample(genes, genes_head(surrogate, genes), self.beta)
+
     @torch.no_grad()
-    def _swap_losses(self, surrogate, Xb, a_r, old: int, cand, y0, gi: int) -> torch.Tensor:
+    def _swap_losses(self, surrogate, Xb, a_r, old: int, cand, y0, gi: int, scorer=None) -> torch.Tensor:
         """The true objective of each subset with slot peak `old` swapped for one candidate, incrementally: the
         swap changes the first pre-activation a_r by +x_old U_old − x_j U_j, so only the later layers are re-run."""
         dev = a_r.device
@@ -146,6 +170,8 @@ class Grids(Explainer):
         U = surrogate.peak_hidden(torch.as_tensor(cols, device=dev))  # (1+k) × hidden
         reopen = x_cols[:, :1] * U[0]  # B × hidden
         a_swap = a_r.unsqueeze(0) + reopen.unsqueeze(0) - x_cols[:, 1:].T.unsqueeze(-1) * U[1:].unsqueeze(1)
+        if scorer is not None:
+            return scorer.loss(a_swap, y0)
         return subset_objective(surrogate.head_from_hidden(a_swap), y0, gi, self.beta, self.objective)
 
     @torch.no_grad()
@@ -164,3 +190,15 @@ class Grids(Explainer):
             a_open = a_r.unsqueeze(0) + x_cols[:, s:s + chunk].T.unsqueeze(-1) * U[s:s + chunk].unsqueeze(1)
             losses.append(subset_objective(surrogate.head_from_hidden(a_open), y0_all, gi, self.beta, self.objective))
         return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
+
+
+class _GeneSample:
+    """Eq. 2 on the target (column 0) and a uniform sample of m off-target genes: subset_objective over those
+    columns is target² + β/m Σ_{sample} (ratio − 1)², an unbiased estimate of target² + β/(G−1) Σ_{j≠i}."""
+
+    def __init__(self, genes: torch.Tensor, head, beta: float):
+        self.genes, self.head, self.beta = genes, head, beta
+
+    @torch.no_grad()
+    def loss(self, a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        return subset_objective(self.head(a), y0[:, self.genes], 0, self.beta, "ratio")

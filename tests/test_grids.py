@@ -64,3 +64,27 @@ def test_objective_and_default_steps():
     assert float(subset_objective(y_r, y0, 0, 0.1, "ratio")) == pytest.approx(expected, rel=1e-6)
     assert float(subset_objective(y_r, y0, 0, 0.1, "mean")) == pytest.approx(1.5)
     assert default_steps(10) == 500 and default_steps(128) == 5000
+
+
+def test_the_off_target_gene_sample_is_an_unbiased_estimate_of_eq_2():
+    """Averaged over every m-subset of the off-target genes, the sampled objective is the full one."""
+    from itertools import combinations
+
+    gen = torch.Generator().manual_seed(0)
+    y0, y = torch.rand(5, 6, generator=gen) * 3, torch.rand(3, 5, 6, generator=gen) * 3  # 3 subsets, 5 cells, 6 genes
+    target = 2
+    full = subset_objective(y, y0, target, 0.1, "ratio")
+    others = [j for j in range(6) if j != target]
+    sampled = [subset_objective(y[..., [target, *c]], y0[:, [target, *c]], 0, 0.1, "ratio")
+               for c in combinations(others, 2)]
+    torch.testing.assert_close(torch.stack(sampled).mean(0), full)
+    assert not torch.allclose(sampled[0], full)  # one draw is an estimate, not the full term
+
+
+def test_a_gene_sample_as_large_as_the_genes_is_the_full_objective():
+    m, d = redundant_pair_model(), cells_with_all_open()
+    full = Grids(steps=12, seed=3).explain(m, d, "target", 3)
+    same = Grids(steps=12, seed=3, off_target_genes=10_000).explain(m, d, "target", 3)
+    np.testing.assert_array_equal(full.peaks, same.peaks)
+    sampled = Grids(steps=12, seed=3, off_target_genes=1).explain(m, d, "target", 3)
+    sampled.check(d.n_peaks, 3)
