@@ -135,7 +135,8 @@ def _add_sweep_and_perf(sub) -> None:
     sweep.add_argument("--L", type=int, default=10, help="subset size (default: 10)")
     sweep.add_argument("--out", type=Path, default=Path("results") / "sweep", help="output folder")
     _add_common_args(sweep)
-    perf = sub.add_parser("perf", help="time data generation, a training epoch and the sparse kernels at a scale")
+    perf = sub.add_parser("perf", help="time data generation, a training epoch, sparse vs dense forward+backward "
+                          "and GRIDS steps at a scale (medians after warm-up; perf.md lists the ratios)")
     perf.add_argument("--scale", choices=("tiny", "quick", "default", "paper"), default="paper",
                       help="data scale (default: paper)")
     perf.add_argument("--epochs", type=int, default=1, help="training epochs to time (default: 1)")
@@ -292,7 +293,7 @@ def cmd_perf(args) -> int:
 
     table = run_perf(args.scale, args.out, epochs=args.epochs, progress=not args.no_progress)
     print(table.to_string(index=False))
-    print(f"wrote {args.out / 'perf.md'}, {args.out / 'perf.csv'}, {args.out / 'perf.png'}")
+    print(f"wrote {args.out / 'perf.md'}, {args.out / 'perf.csv'}, {args.out / 'perf.json'}, {args.out / 'perf.png'}")
     return 0
 
 

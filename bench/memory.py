@@ -3,6 +3,8 @@ tracemalloc cannot)."""
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 
 import psutil
@@ -35,3 +37,13 @@ class PeakRSS:
     @property
     def delta_mb(self) -> float:
         return self.peak_mb - self.start_mb
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc only), so RSS increases see new
+    allocations rather than pages freed by earlier work."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
+        pass

@@ -1,73 +1,97 @@
 """Speed and memory benchmarks at a chosen scale (default: paper, 10,266 × 127,219 peaks × 3,000 genes).
 
-`python -m bench perf` measures, each in a fresh process-local section with peak RSS sampled by `PeakRSS`:
+`python -m bench perf` measures, in one process and one run:
   * synthetic data generation (target at paper scale: < 2 min, < 4 GB);
-  * one surrogate training epoch;
-  * forward and forward+backward of the sparse first layer for 64 cells vs the dense-input path, and the eq. 4
-    gains for all peaks;
-  * one GRIDS step (gains + 32 incremental candidates).
-It writes `perf.md`, `perf.csv` and `perf.png` to the output folder. Timings are wall-clock on this machine.
+  * one surrogate training epoch (cells/s);
+  * for 64 cells, the surrogate's forward+backward three ways on the same weights: the sparse path (embedding bag
+    with per-sample weights; backward gives every open entry's closure gradient, then the eq. 4 gains of all
+    peaks), the dense-input path (x @ Δ per chromosome, captum's form) and the **dense-embedding** form of the
+    reference code (gather a float32 [cells × peaks × embedding] tensor of open/closed embeddings, then sum per
+    chromosome) at the largest batch that fits `dense_memory_gb`, reported per cell;
+  * one GRIDS step (eq. 2, and the mean objective) next to the sparse forward+backward + gains row.
+Times are medians over repeats after a warm-up (`torch.utils.benchmark`, with the interquartile range); memory is
+the peak RSS increase of one call over the RSS before it, after freed pages went back to the OS (activations and
+gradients: the weights exist before the call). It writes `perf.md` (with the ratios), `perf.csv`, `perf.json`
+and `perf.png` to the output folder.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from bench.memory import PeakRSS
+from bench.memory import PeakRSS, release_freed_memory
 from datasets.files import atomic_write
 
+SPARSE, DENSE_EMB = "sparse forward+backward + all-peak gains", "dense-embedding forward+backward (reference form)"
 
-def _timed(fn, repeat: int = 1):
+
+def _measure(fn, min_run_time: float = 1.0) -> dict:
+    """Median and IQR of `fn`'s wall time after a warm-up (torch.utils.benchmark), and the peak RSS increase of
+    one more call."""
+    from torch.utils import benchmark
+
+    fn()  # warm-up: lazy allocations and one-time set-up are not the kernel's cost
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
+                        ).blocked_autorange(min_run_time=min_run_time)
+    release_freed_memory()
+    with PeakRSS(interval=0.002) as mem:
+        fn()
+    return {"seconds": m.median, "iqr_seconds": m.iqr, "repeats": len(m.times) * m.number_per_run,
+            "peak_rss_mib": mem.peak_mb, "rss_increase_mib": mem.delta_mb}
+
+
+def _once(fn) -> tuple:
+    release_freed_memory()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        for _ in range(repeat):
-            out = fn()
-        seconds = (time.perf_counter() - t0) / repeat
-    return out, seconds, mem.peak_mb, mem.delta_mb
+        out = fn()
+        seconds = time.perf_counter() - t0
+    return out, {"seconds": seconds, "iqr_seconds": float("nan"), "repeats": 1, "peak_rss_mib": mem.peak_mb,
+                 "rss_increase_mib": mem.delta_mb}
 
 
-def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int = 1, progress: bool = True
-             ) -> pd.DataFrame:
+def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int = 1, progress: bool = True,
+             min_run_time: float = 1.0, dense_memory_gb: float = 6.0) -> pd.DataFrame:
     from datasets.synthetic import simulate
-    from methods.grids import Grids
-    from surrogates.model import SurrogateConfig
+    from surrogates.model import SurrogateConfig, torch_threads
     from surrogates.train import build_surrogate, train_surrogate
 
     rows = []
 
-    def record(step, seconds, peak_mb, delta_mb, note=""):
-        rows.append({"step": step, "seconds": seconds, "peak_rss_mib": peak_mb, "rss_increase_mib": delta_mb,
-                     "note": note})
+    def record(step, measured: dict, cells: int | None = None, note: str = ""):
+        per_cell = measured["seconds"] / cells * 1e3 if cells else float("nan")
+        rows.append({"step": step, **measured, "cells": cells, "ms_per_cell": per_cell, "note": note})
 
-    (data, _truth), s, peak, delta = _timed(lambda: simulate(scale, seed=0))
-    record(f"simulate({scale})", s, peak, delta, f"{data.n_cells}×{data.n_peaks} peaks, "
-           f"{data.atac.nnz / data.n_cells:.0f} open/cell")
+    (data, _truth), m = _once(lambda: simulate(scale, seed=0))
+    record(f"simulate({scale})", m, note=f"{data.n_cells}×{data.n_peaks} peaks, {data.atac.nnz / data.n_cells:.0f} "
+                                          "open/cell")
     cfg = SurrogateConfig(max_epochs=epochs, min_epochs=epochs)
-    model, s, peak, delta = _timed(lambda: train_surrogate(data, cfg, device="cpu", progress=progress))
-    record(f"train surrogate, {epochs} epoch(s)", s / epochs, peak, delta, "per epoch, incl. validation")
-
+    n_train = int((data.obs["split"] == "train").sum())
+    _, m = _once(lambda: train_surrogate(data, cfg, device="cpu", progress=progress))
+    m["seconds"] /= epochs
+    record(f"train surrogate, {epochs} epoch(s)", m, n_train, f"per epoch incl. validation, "
+                                                              f"{n_train / m['seconds']:.0f} cells/s")
+    torch.manual_seed(0)
     model = build_surrogate(data, SurrogateConfig()).eval()
-    for name, fn, note in _kernels(model, data.atac[:64]):
-        fn()  # warm-up
-        _, s, peak, delta = _timed(fn, repeat=5)
-        record(name, s, peak, delta, note)
-
-    ct = data.cell_types[3]
-    gene = data.gene_names[1]
-    train = data.cells(ct, "train")
-    _, s, peak, delta = _timed(lambda: Grids(steps=20, seed=0).explain(model, train, gene, 128))
-    record("GRIDS step (L=128, 64 cells, k=32, ratio objective)", s / 20, peak, delta, "mean of 20 steps incl. set-up")
+    with torch_threads(cfg.threads):
+        for name, fn, cells, note in _kernels(model, data, dense_memory_gb):
+            record(name, _measure(fn, min_run_time), cells, note)
+        for step, cells, note in _grids_steps(model, data):
+            record(*step, cells, note)
     table = pd.DataFrame(rows)
     _write(table, Path(out), scale)
     return table
 
 
-def _kernels(model, X, gi: int = 0) -> tuple:
-    """(name, function, note) of the sparse and dense kernels timed on the cells `X`."""
+def _kernels(model, data, dense_memory_gb: float, gi: int = 0) -> list:
+    """(name, function, cells, note) of the sparse and dense kernels on the first cells of `data`."""
+    X = data.atac[:64]
     batch = model.sparse_batch(X)
 
     def sparse_fwd():
@@ -85,19 +109,88 @@ def _kernels(model, X, gi: int = 0) -> tuple:
         model(x)[:, gi].sum().backward()
         return x.grad
 
-    return (("sparse first layer forward, 64 cells", sparse_fwd, "embedding_bag"),
-            ("sparse forward+backward + all-peak gains, 64 cells", sparse_fwd_bwd, "per_sample_weights"),
-            ("dense-input forward+backward, 64 cells", dense_fwd_bwd, "x (64×peaks) @ Δ per chromosome"))
+    # the reference's form: ~ 4 bytes × peaks × embedding per cell, ×3 with the backward's copies
+    per_cell = 3 * 4 * model.n_peaks * model.config.emb_dim
+    n_dense = int(max(1, min(64, dense_memory_gb * 2**30 // per_cell)))
+    x_dense = torch.as_tensor(data.atac[:n_dense].toarray(), dtype=torch.float32)
+
+    def dense_embedding_fwd_bwd():
+        x = x_dense.clone().requires_grad_(True)
+        return dense_embedding_grad(model, x, gi)
+
+    return [("sparse first layer forward", sparse_fwd, 64, "embedding_bag"),
+            (SPARSE, sparse_fwd_bwd, 64, "per_sample_weights, gains by index_add"),
+            ("dense-input forward+backward", dense_fwd_bwd, 64, "x (cells×peaks) @ Δ per chromosome"),
+            (DENSE_EMB, dense_embedding_fwd_bwd, n_dense,
+             f"float32 [{n_dense} × {model.n_peaks} × {model.config.emb_dim}] gather + per-chromosome sum")]
+
+
+def dense_embedding_grad(model, x: torch.Tensor, gi: int) -> torch.Tensor:
+    """The reference code's first layer on the same weights: every peak's embedding (open or closed) as one dense
+    [cells × peaks × embedding] tensor, summed per chromosome, then the rest of the network; returns ∂ŷ_gi/∂x."""
+    e = x.unsqueeze(-1) * model.emb_open + (1 - x).unsqueeze(-1) * model.emb_closed
+    s = torch.zeros(x.shape[0], model.n_chrom, model.config.emb_dim).index_add_(1, model.peak_chrom, e)
+    y = model.head_from_hidden(model.first(s.flatten(1)))[:, gi].sum()
+    (g,) = torch.autograd.grad(y, x)
+    return g
+
+
+def _grids_steps(model, data, repeats: int = 3) -> list:
+    """One GRIDS step (L = 128, 64 cells, k = 32) per objective: (time of 12 steps − time of 2 steps) / 10, so the
+    set-up and the final leave-one-out ordering are not counted; median over `repeats`."""
+    from methods.grids import Grids
+
+    train = data.cells(data.cell_types[3], "train")
+    gene = data.gene_names[1]
+    out = []
+    for objective, extra in (("ratio", {}), ("ratio", {"off_target_genes": 256}), ("mean", {})):
+        def run(steps, objective=objective, extra=extra):
+            return Grids(steps=steps, seed=0, objective=objective, **extra).explain(model, train, gene, 128)
+
+        run(2)  # warm-up
+        per_step = []
+        for _ in range(repeats):
+            _, short = _once(lambda: run(2))
+            _, long = _once(lambda: run(12))
+            per_step.append((long["seconds"] - short["seconds"]) / 10)
+        q75, q25 = np.percentile(per_step, [75, 25])
+        m = {**long, "seconds": float(np.median(per_step)), "iqr_seconds": float(q75 - q25), "repeats": repeats}
+        label = f"GRIDS step, L=128, k=32, {objective} objective" + (", 256 off-target genes" if extra else "")
+        out.append(((label, m), 64, "(12 steps − 2 steps) / 10"))
+    return out
 
 
 def _write(table: pd.DataFrame, out: Path, scale: str) -> None:
     from tabulate import tabulate
 
+    ratios = perf_ratios(table)
     atomic_write(out / "perf.csv", table.to_csv(index=False))
-    md = [f"# Performance at `{scale}` scale", "", f"torch {torch.__version__}, {torch.get_num_threads()} threads",
-          "", tabulate(table.round(4).values.tolist(), headers=list(table.columns), tablefmt="github")]
+    atomic_write(out / "perf.json", json.dumps({"scale": scale, "torch": torch.__version__,
+                                                "threads": torch.get_num_threads(), "ratios": ratios,
+                                                "rows": json.loads(table.to_json(orient="records"))}, indent=1))
+    shown = table.drop(columns=["peak_rss_mib"]).round(4)
+    md = [f"# Performance at `{scale}` scale", "",
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads. Times: median over repeats after a warm-up "
+          "(`torch.utils.benchmark`), with the interquartile range; memory: peak RSS increase of one call over the "
+          "RSS before it (activations and gradients; the weights exist before the call).", "",
+          tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="github"), "",
+          "## Ratios", ""] + [f"- {k}: {v:.3g}" for k, v in ratios.items()]
     atomic_write(out / "perf.md", "\n".join(md) + "\n")
     _plot(table, out / "perf.png", scale)
+
+
+def perf_ratios(table: pd.DataFrame) -> dict[str, float]:
+    """Dense-embedding vs sparse forward+backward per cell (time, memory beyond the weights), and each GRIDS step
+    vs the sparse forward+backward + gains of the same 64 cells."""
+    rows = table.set_index("step")
+    sparse, dense = rows.loc[SPARSE], rows.loc[DENSE_EMB]
+    out = {"dense-embedding / sparse forward+backward, time per cell": dense["ms_per_cell"] / sparse["ms_per_cell"],
+           # one MiB floor: the sparse call's increase is within the sampler's resolution
+           "dense-embedding / sparse forward+backward, memory per cell beyond the weights":
+               (dense["rss_increase_mib"] / dense["cells"]) / (max(sparse["rss_increase_mib"], 1.0) / sparse["cells"])}
+    for step in (s for s in rows.index if s.startswith("GRIDS step")):
+        out[f"{step} / sparse forward+backward + gains"] = rows.loc[step, "seconds"] / sparse["seconds"]
+    return out
 
 
 def _plot(table: pd.DataFrame, path: Path, scale: str) -> None:

@@ -18,8 +18,6 @@ status `failed` with the error. Every result carries the same measured fields (`
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
 import hashlib
 import json
 import logging
@@ -30,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from bench.evaluate import evaluate_selection
-from bench.memory import PeakRSS
+from bench.memory import PeakRSS, release_freed_memory
 from methods import registry
 from methods.base import Budget
 from surrogates.model import torch_threads
@@ -104,7 +102,7 @@ def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory
     first = jobs[0]
     results = [JobResult(job) for job in jobs]
     if settle_memory:
-        _release_freed_memory()
+        release_freed_memory()
     mem, t0, explained = PeakRSS(), time.perf_counter(), None
     try:
         spec = registry.get(first.method)
@@ -151,16 +149,6 @@ def _other_types_train(data, cell_type: str):
     """The training cells of every cell type but `cell_type` (a background distribution)."""
     mask = (data.obs["split"] == "train").to_numpy() & (data.obs["cell_type"] != cell_type).to_numpy()
     return data.subset(mask)
-
-
-def _release_freed_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc only), so RSS increases see new
-    allocations rather than pages freed by earlier jobs."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
-        pass
 
 
 def _cut_by_time(info: dict, budget: Budget) -> bool:
