@@ -27,7 +27,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
         seed: int = 0, methods=None, cell_types=None, genes=None, L=PAPER_LS, seeds: int = 1,
         surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, device: str = "auto", cache_dir=None,
-        retrain: bool = False, force: bool = False, budget_seconds: float | None = None,
+        retrain: bool = False, force: bool = False, threads: int | None = None, budget_seconds: float | None = None,
         scheduler: str | None = None, out=None, progress: bool = True) -> pd.DataFrame:
     """Run the benchmark; returns `report.long_table` (every job, cell-type row and Avg row), with
     `.attrs["records"]` (one dict per job) and `.attrs["written"]` (files, when `out` is given).
@@ -36,15 +36,15 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     the default here is `quick`, a notebook-sized run, where the command line's is `default`).
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
     count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. `force`
-    recomputes every job and retrains the surrogate instead of reusing cached ones. Input mistakes raise
+    recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
+    torch thread count of training and jobs (`SurrogateConfig.threads`, 2). Input mistakes raise
     `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
     from bench.plan import check_methods, plan_run
     from bench.report import leaderboard_header, long_table, write_report
     from bench.versions import code_versions
 
-    if scale not in PROFILES:
-        raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
+    profile = profile_for(scale, threads)
     if surrogate not in ("paired", "reference"):
         raise UserError(f"surrogate must be 'paired' or 'reference', got {surrogate!r}")
     if isinstance(L, (int, str)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in L):
@@ -53,10 +53,10 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         check_methods(methods)  # fail fast on typos, before data and training
     if surrogate_seeds < 1:
         raise UserError(f"--surrogate-seeds must be ≥ 1, got {surrogate_seeds}")
-    inputs = Inputs(scale=PROFILES[scale].scale, seed=seed, data=data, labels=labels, label_key=label_key,
+    inputs = Inputs(scale=profile.scale, seed=seed, data=data, labels=labels, label_key=label_key,
                     markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir)
     dataset, truth, marker_table = load_inputs(inputs)
-    plan = plan_run(PROFILES[scale], dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
+    plan = plan_run(profile, dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
                     Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
     _check_device(device)  # the last input error to catch before the output folder is created and locked
@@ -80,6 +80,17 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
             context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
             long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
     return long
+
+
+def profile_for(scale: str, threads: int | None = None):
+    """The named profile, with `threads` torch threads when given; bad values are UserErrors."""
+    if scale not in PROFILES:
+        raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
+    if threads is None:
+        return PROFILES[scale]
+    if threads < 1:
+        raise UserError(f"--threads must be ≥ 1, got {threads}")
+    return PROFILES[scale].with_threads(threads)
 
 
 def _check_device(device: str) -> None:

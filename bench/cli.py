@@ -61,6 +61,10 @@ def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
                         "prediction loss) or 'reference' (the released reference code: autoencoders first, then "
                         "unpaired cell-type-level alignment of gated affine cross-maps, no paired loss) "
                         "(default: %(default)s)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads for training and every job; fixed so that a run repeats bit for bit, and "
+                        "part of the surrogate's checkpoint key (default: 2; on more cores prefer --scheduler local, "
+                        "one worker per 2 cores)")
 
 
 def _add_run(sub) -> None:
@@ -159,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- commands
 def _profile(args):
-    return PROFILES["quick" if args.quick else args.scale]
+    from bench.api import profile_for
+
+    return profile_for("quick" if args.quick else args.scale, getattr(args, "threads", None))
 
 
 def _inputs(args):
@@ -186,7 +192,7 @@ def cmd_run(args) -> int:
                seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
                L=parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
                surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
-               retrain=args.retrain, force=args.force, budget_seconds=args.budget_seconds,
+               retrain=args.retrain, force=args.force, threads=args.threads, budget_seconds=args.budget_seconds,
                scheduler=args.scheduler, out=args.out,
                progress=not args.no_progress)
     records = long.attrs["records"]

@@ -28,6 +28,11 @@ class Profile:
     # profile; its cross-map phase runs on cached latents of the frozen autoencoders, a few ms per step
     reference_steps: tuple[int, int, int] = SurrogateConfig.reference_steps
 
+    def with_threads(self, threads: int) -> "Profile":
+        """The profile with training and every job on `threads` torch threads (a different surrogate checkpoint:
+        float sums split across another number of threads give other weights)."""
+        return replace(self, surrogate=replace(self.surrogate, threads=int(threads)))
+
     def budget_for(self, method: str) -> Budget:
         return self.method_budgets.get(method, self.budget)
 

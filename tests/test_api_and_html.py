@@ -118,3 +118,11 @@ def test_api_rejects_bad_arguments_with_user_errors():
     for kwargs in ({"surrogate": "nope"}, {"L": 10}, {"L": ["10"]}, {"surrogate_seeds": 0}):
         with pytest.raises(UserError):
             bench.run("tiny", **kwargs)
+
+
+def test_threads_make_another_surrogate_configuration():
+    from bench.api import profile_for
+
+    profile = profile_for("tiny", threads=3)
+    assert profile.surrogate_config("paired").threads == 3 and profile.surrogate_config("reference").threads == 3
+    assert profile_for("tiny").surrogate.threads == 2 and profile.budget == profile_for("tiny").budget

@@ -39,6 +39,7 @@ CASES = {
     "L not an integer": lambda d: [*TINY, "--L", "10,many"],
     "seeds < 1": lambda d: [*TINY, "--seeds", "0"],
     "surrogate seeds < 1": lambda d: [*TINY, "--surrogate-seeds", "0"],
+    "threads < 1": lambda d: [*TINY, "--threads", "0"],
     "output folder in use": _locked,
     "output path is a file": lambda d: [*TINY, "--methods", "random", "--out", str(_touch(d / "results.txt"))],
     "labels without data": lambda d: [*TINY, "--labels", str(d / "labels.csv")],
