@@ -268,7 +268,7 @@ def cmd_list(args) -> int:
 
     from methods import registry
 
-    from bench.versions import COMPONENTS
+    from bench.versions import COMPONENTS, describe
 
     rows = [[s.name, s.version, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
              "yes" if s.ranking else "", "synthetic only" if s.needs_truth else "",
@@ -277,7 +277,7 @@ def cmd_list(args) -> int:
     print(tabulate(rows, headers=["name", "version", "kind", "control", "gradients", "one ranking for all L", "truth",
                                   "default", "paper", "description"], tablefmt="github"))
     print("\ncode versions (cached results are reused only from the same versions): "
-          + ", ".join(f"{k} v{v}" for k, (v, _) in COMPONENTS.items()))
+          + describe({k: v for k, (v, _) in COMPONENTS.items()}))
     return 0
 
 

@@ -39,16 +39,14 @@ def _measure(fn, min_run_time: float = 1.0) -> dict:
     fn()  # warm-up: lazy allocations and one-time set-up are not the kernel's cost
     m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
                         ).blocked_autorange(min_run_time=min_run_time)
-    release_freed_memory()
-    with PeakRSS(interval=0.002) as mem:
-        fn()
-    return {"seconds": m.median, "iqr_seconds": m.iqr, "repeats": len(m.times) * m.number_per_run,
-            "peak_rss_mib": mem.peak_mb, "rss_increase_mib": mem.delta_mb}
+    _, once = _once(fn, interval=0.002)  # kernels take milliseconds: sample RSS finely
+    return {**once, "seconds": m.median, "iqr_seconds": m.iqr, "repeats": len(m.times) * m.number_per_run}
 
 
-def _once(fn) -> tuple:
+def _once(fn, interval: float = 0.02) -> tuple:
+    """(fn's result, its wall time and peak RSS increase over one call, freed memory returned to the OS first)."""
     release_freed_memory()
-    with PeakRSS() as mem:
+    with PeakRSS(interval=interval) as mem:
         t0 = time.perf_counter()
         out = fn()
         seconds = time.perf_counter() - t0

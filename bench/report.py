@@ -29,6 +29,7 @@ from scipy import stats
 from bench.metrics import INTERVAL, METRICS
 from bench.replicates import selection_stability, surrogate_rank_movement
 from bench.tables import decimals_for, detail, fmt_ci, headline, headline_markdown, render
+from bench.versions import describe
 from datasets.files import atomic_write
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
@@ -57,7 +58,7 @@ def leaderboard_header(source: str, data, surrogate, style: str, profile, second
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
             f"tables in bold. Total wall time {seconds:.0f} s"
             + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else ".")
-            + (f" Code versions: {', '.join(f'{k} v{v}' for k, v in versions.items())}." if versions else ""))
+            + (f" Code versions: {describe(versions)}." if versions else ""))
 
 
 def summary_lines(records: list[dict], methods) -> list[str]:

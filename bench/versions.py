@@ -106,5 +106,5 @@ def source_hash(files) -> str:
 
 
 def describe(versions: dict) -> str:
-    """'grids v2, evaluator v1' from a {name: version} mapping."""
-    return ", ".join(f"{k} v{v}" for k, v in sorted(versions.items()))
+    """'grids v2, evaluator v1' from a {name: version} mapping, in its order."""
+    return ", ".join(f"{k} v{v}" for k, v in versions.items())
