@@ -41,9 +41,11 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
     from bench.plan import check_methods, plan_run
+    from bench.memory import process_peak_rss_mb
     from bench.report import leaderboard_header, long_table, write_report
     from bench.versions import code_versions
 
+    t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
     profile = profile_for(scale, threads)
     if surrogate not in ("paired", "reference"):
         raise UserError(f"surrogate must be 'paired' or 'reference', got {surrogate!r}")
@@ -61,7 +63,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
                     truth_available=truth is not None)
     _check_device(device)  # the last input error to catch before the output folder is created and locked
     with _output_lock(out):
-        t0, records, models = time.perf_counter(), [], []
+        records, models = [], []
         for s in range(surrogate_seeds):
             profile = plan.profile if surrogate_seeds == 1 else replace(
                 plan.profile, surrogate=replace(plan.profile.surrogate, seed=s))
@@ -76,7 +78,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         if out is not None:
             header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
                                         time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
-                                        n_jobs=len(records), versions=code_versions(plan.methods, truth is not None))
+                                        n_jobs=len(records), versions=code_versions(plan.methods, truth is not None),
+                                        peak_rss_mb=process_peak_rss_mb())
             context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
             long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
     return long

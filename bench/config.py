@@ -91,13 +91,26 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper", scale="paper",
-        surrogate=SurrogateConfig(max_epochs=100, patience=10),
+        # Sized so the Table 1 grid (GRIDS, Random, four gradient baselines, FIMAP; 16 genes; L 10 / 128) runs in
+        # about an hour on 2 CPU cores, training included (measured at this scale, 2 threads: a training epoch
+        # 12.9 s with the fused Adam kernel; 56 mini-batches an epoch, so 30 epochs are ~2.5× the quick profile's
+        # most steps).
+        surrogate=SurrogateConfig(max_epochs=30, min_epochs=10, patience=5, fused_adam=True),
         reference_steps=(4000, 1000, 16000),
         budget=Budget(seconds=3600.0, samples=256_000 * 512),
         # GRIDS scores its 32 candidates on the target + 256 of the 2,999 off-target genes (an unbiased estimate of
-        # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads: 103 ms → 69 ms. Checked
-        # on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ −8.34 ± 1.84 / −52.26 ± 9.49
-        # vs the full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128 (paired: −0.16 ± 0.10, −0.06 ± 0.17).
-        method_params={"grids": {"off_target_genes": 256}},
+        # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads: 61 ms → 26 ms (all
+        # genes: 60 ms). Checked on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ
+        # −8.34 ± 1.84 / −52.26 ± 9.49 vs the full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128
+        # (paired: −0.16 ± 0.10, −0.06 ± 0.17).
+        # The many-sample gradient baselines average over a seeded subset of each type's ~720 training cells: a
+        # cell costs `samples` dense forward+backward passes of ~4 ms here (captum differentiates the dense input),
+        # so captum's 50 SmoothGrad samples or 50 IG steps on every cell would take ~2.5 min per gene, ~40 min
+        # each for the grid. Saliency and Input × Gradient (one pass a cell) use every cell.
+        method_params={"grids": {"off_target_genes": 256},
+                       "smoothgrad": {"n_samples": 10, "n_cells": 128},
+                       "smoothgrad-x-input": {"n_samples": 10, "n_cells": 128},
+                       "integrated-gradients": {"n_cells": 32},
+                       "expected-gradients": {"n_cells": 32}},
     ),
 }

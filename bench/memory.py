@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import resource
+import sys
 import threading
 
 import psutil
@@ -47,3 +49,10 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: increases are only a looser lower bound
         pass
+
+
+def process_peak_rss_mb() -> float:
+    """The peak resident memory of this process since it started, in MiB (getrusage's ru_maxrss: KiB on Linux,
+    bytes on macOS). Work in dask worker processes is not included."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

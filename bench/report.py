@@ -47,18 +47,28 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 
 
 def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float, reused: int = 0,
-                       n_jobs: int = 0, versions: dict | None = None) -> str:
+                       n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None) -> str:
     """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, code versions, how to read the
     tables."""
     budgets = "".join(f", {m} {b.samples:,}" for m, b in profile.method_budgets.items())
     return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
-            f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}. Profile "
+            f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}"
+            f"{_training(surrogate.meta)}. Profile "
             f"`{profile.name}`, per-job budget {profile.budget.samples:,} surrogate evaluations{budgets} "
             f"(wall-time safety stop {profile.budget.seconds:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
             f"tables in bold. Total wall time {seconds:.0f} s"
-            + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)." if reused else ".")
+            + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)" if reused else "")
+            + (f", peak RSS {peak_rss_mb / 1024:.1f} GiB (the main process)." if peak_rss_mb else ".")
             + (f" Code versions: {describe(versions)}." if versions else ""))
+
+
+def _training(meta: dict) -> str:
+    """', trained 12 epochs in 150 s (early_stopping)' from a checkpoint's meta (empty when it lacks them)."""
+    if "seconds" not in meta or "stopped" not in meta:
+        return ""
+    n = f"{meta['epochs']} epochs" if "epochs" in meta else f"{sum(meta.get('steps', []))} steps"
+    return f", trained {n} in {meta['seconds']:.0f} s ({meta['stopped']})"
 
 
 def summary_lines(records: list[dict], methods) -> list[str]:

@@ -66,10 +66,15 @@ class MeanAttribution(Explainer):
 
     times_input: ClassVar[bool] = False
 
-    def __init__(self, batch_size: int = 64, **common):
-        """batch_size: cells per dense gradient batch (memory O(batch × peaks)). Default: 64."""
+    def __init__(self, batch_size: int = 64, n_cells: int | None = None, **common):
+        """batch_size: cells per dense gradient batch (memory O(batch × peaks)). Default: 64.
+        n_cells: average over at most this many training cells, a seeded subset (the paper profile caps the
+        many-sample methods this way: a cell costs `samples_per_cell` dense passes, ~4 ms each at paper scale).
+        Default: None (all)."""
         super().__init__(**common)
-        self.batch_size = batch_size
+        if n_cells is not None and n_cells < 1:
+            raise ValueError("n_cells must be ≥ 1 or None (all training cells)")
+        self.batch_size, self.n_cells = batch_size, n_cells
 
     @abc.abstractmethod
     def attribution(self, model: TargetGene) -> Attribution:
@@ -83,8 +88,12 @@ class MeanAttribution(Explainer):
         return contextlib.nullcontext()
 
     def cells_to_explain(self, data):
-        """The cells whose attributions are averaged (default: all training cells of the type)."""
-        return data
+        """The cells whose attributions are averaged: all training cells of the type, or a seeded subset of
+        `n_cells` of them."""
+        if self.n_cells is None or data.n_cells <= self.n_cells:
+            return data
+        rng = np.random.default_rng(self.seed)
+        return data.subset(np.sort(rng.choice(data.n_cells, size=self.n_cells, replace=False)))
 
     def explain(self, surrogate, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)

@@ -53,20 +53,14 @@ class ExpectedGradients(MeanAttribution):
         max_background: background cells kept, a seeded subset. Default: 256.
         n_cells: explain at most this many training cells (seeded subset). Default: None (all).
         batch_size: cells per batch. Default: 8."""
-        super().__init__(batch_size=batch_size, **common)
+        super().__init__(batch_size=batch_size, n_cells=n_cells, **common)
         if nsamples < 1 or max_background < 1:
             raise ValueError("nsamples and max_background must be ≥ 1")
-        self.background, self.nsamples, self.max_background, self.n_cells = background, nsamples, max_background, n_cells
+        self.background, self.nsamples, self.max_background = background, nsamples, max_background
 
     @property
     def samples_per_cell(self) -> int:
         return self.nsamples
-
-    def cells_to_explain(self, data):
-        if self.n_cells is None or data.n_cells <= self.n_cells:
-            return data
-        rng = np.random.default_rng(self.seed)
-        return data.subset(np.sort(rng.choice(data.n_cells, size=self.n_cells, replace=False)))
 
     def attribution(self, model):
         import shap

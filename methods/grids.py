@@ -28,12 +28,15 @@ Understanding Transcriptional Regulatory Redundancy".
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from methods._shared import genes_head
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
+from surrogates.model import SparseAtac
 
 # Pseudo-count (log1p units) in both ratios of eq. 2. With a tiny one (0.01), genes predicted at ~0 in the target's
 # cell type dominate the off-target term: a silent gene moving to 0.1 adds (10)² = 100, while halving the target
@@ -46,19 +49,24 @@ def default_steps(L: int) -> int:
     return int(min(5000, max(500, 50 * L)))
 
 
-def subset_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float, kind: str) -> torch.Tensor:
-    """ℒ over the last-but-one (cell) axis: y_r (..., cells, genes), y0 (cells, genes) → (...)."""
+def cell_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float, kind: str) -> torch.Tensor:
+    """ℒ of each cell, the term eq. 2 averages: y_r (..., cells, genes), y0 (cells, genes) → (..., cells)."""
     if kind == "mean":
-        return y_r[..., gene].mean(-1)
+        return y_r[..., gene]
     ratio = (y_r + RATIO_PSEUDOCOUNT) / (y0 + RATIO_PSEUDOCOUNT)
     target = ratio[..., gene] ** 2
     n_other = y_r.shape[-1] - 1
     other = ((ratio - 1) ** 2).sum(-1) - (ratio[..., gene] - 1) ** 2
-    return (target + (beta / max(1, n_other)) * other).mean(-1)
+    return target + (beta / max(1, n_other)) * other
+
+
+def subset_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float, kind: str) -> torch.Tensor:
+    """ℒ over the last-but-one (cell) axis: y_r (..., cells, genes), y0 (cells, genes) → (...)."""
+    return cell_objective(y_r, y0, gene, beta, kind).mean(-1)
 
 
 @register("grids", paper="Liu et al., Learnable Subset Perturbations for Understanding Transcriptional "
-          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=1)
+          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=2)
 class Grids(Explainer):
     """GRIDS: gradient-guided coordinate descent on the joint closure of L peaks."""
 
@@ -92,9 +100,10 @@ class Grids(Explainer):
         gi = surrogate.gene_index(gene)
         X = data.atac
         n_cells, n_peaks = X.shape
+        cells_atac = _CellBatches(surrogate, X)
         with torch.no_grad():
-            a_full = surrogate.first_hidden(surrogate.sparse_batch(X))
-            y0_all = surrogate.head_from_hidden(a_full)
+            y0_all = surrogate.head_from_hidden(surrogate.first_hidden(surrogate.sparse_batch(X)))
+            tables = surrogate.embedding_tables()  # frozen weights: Δ and the chromosome constant once per job
         r = rng.choice(n_peaks, size=L, replace=False)
         in_r = torch.zeros(n_peaks, dtype=torch.bool, device=dev)
         in_r[torch.as_tensor(r, device=dev)] = True
@@ -106,24 +115,17 @@ class Grids(Explainer):
                 status = clock.stop_status()
                 break
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
-            Xb = X[cells]
-            batch = surrogate.sparse_batch(Xb)
+            batch = cells_atac.batch(cells)
             y0 = y0_all[cells]
-            # forward with the current closure; closure = zero weight, so d loss / d weight = eq. 4 gain
-            w = (~in_r[batch.idx]).float().requires_grad_(True)
-            a_r = surrogate.first_hidden(batch, w)
-            loss = subset_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
-            (g_entry,) = torch.autograd.grad(loss, w)
-            loss = float(loss.detach())
-            gain = torch.zeros(n_peaks, device=dev).index_add_(0, batch.idx, g_entry)
+            a_r, per_cell, gain = self._gains(surrogate, batch, tables, in_r, y0, gi)
             slot = step % L
             k = min(self.top_k, int((~in_r).sum()))
             cand = torch.topk(gain.masked_fill(in_r, -torch.inf), k).indices
             old = int(r[slot])
             scorer = self._scorer(surrogate, gi, rng)
             if scorer is not None:  # the incumbent on the same gene sample as its candidates
-                loss = float(scorer.loss(a_r.detach(), y0))
-            cand_loss = self._swap_losses(surrogate, Xb, a_r.detach(), old, cand, y0, gi, scorer)
+                per_cell = scorer.cell_loss(a_r, y0)
+            loss, cand_loss = self._swap_losses(surrogate, batch, a_r, old, cand, per_cell, y0, gi, scorer)
             clock.spend(len(cells) * (k + 1))
             best = int(torch.argmin(cand_loss))
             if float(cand_loss[best]) < loss - 1e-12:
@@ -150,6 +152,29 @@ class Grids(Explainer):
                   "samples": clock.samples, "objective": self.objective},
         )
 
+    def _gains(self, surrogate, batch: "_Batch", tables, in_r, y0, gi: int):
+        """(first pre-activation a_r with the subset closed, each cell's objective, eq. 4 gain of every peak).
+
+        Closure is a zero per-entry weight w_e of the embedding bag, so ∂ℒ/∂w_e = ⟨∂ℒ/∂s_b(e), Δ_idx(e)⟩ with s_b
+        the summed embeddings of entry e's (cell, chromosome) bag. The gain of peak j sums that over its entries,
+        g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩: one embedding bag over the tiny (cells·chromosomes × 32) gradient,
+        bagged by peak, then one dot product per peak. The same numbers as autograd's per-sample-weight gradient
+        followed by a scatter into peaks, at half the time at paper scale (gathering Δ per entry is the cost)."""
+        delta, const = tables
+        w = (~in_r[batch.atac.idx]).to(delta.dtype)
+        with torch.no_grad():
+            s = F.embedding_bag(batch.atac.idx, delta, batch.atac.offsets, mode="sum", per_sample_weights=w)
+            s = (s.view(batch.atac.n_cells, surrogate.n_chrom, -1) + const).requires_grad_(True)
+        with torch.enable_grad():
+            a_r = surrogate.first(s.flatten(1))
+            per_cell = cell_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
+            (d_s,) = torch.autograd.grad(per_cell.mean(), s)
+        with torch.no_grad():
+            by_peak = F.embedding_bag(batch.peak_bags, d_s.reshape(-1, delta.shape[1]), batch.peak_offsets,
+                                      mode="sum")
+            gain = (by_peak * delta).sum(1)
+        return a_r.detach(), per_cell.detach(), gain
+
     def _scorer(self, surrogate, gi: int, rng) -> "_GeneSample | None":
         """This step's off-target gene sample (None: score on every gene)."""
         n_other = surrogate.n_genes - 1
@@ -161,18 +186,26 @@ class Grids(Explainer):
         return _GeneSample(genes, genes_head(surrogate, genes), self.beta)
 
     @torch.no_grad()
-    def _swap_losses(self, surrogate, Xb, a_r, old: int, cand, y0, gi: int, scorer=None) -> torch.Tensor:
-        """The true objective of each subset with slot peak `old` swapped for one candidate, incrementally: the
-        swap changes the first pre-activation a_r by +x_old U_old − x_j U_j, so only the later layers are re-run."""
+    def _swap_losses(self, surrogate, batch: "_Batch", a_r, old: int, cand, per_cell, y0, gi: int, scorer=None):
+        """(the incumbent's objective, the true objective of each subset with slot peak `old` swapped for one
+        candidate), incrementally: the swap changes cell c's first pre-activation by +x_c,old U_old − x_c,j U_j, so
+        only the layers after the first are re-run, and only for the cells it changes (x_c,old = 1 or x_c,j = 1);
+        every other cell keeps the incumbent's value. Sums run in float64 so a swap that changes no cell scores
+        exactly the incumbent's objective."""
         dev = a_r.device
-        cols = np.concatenate([[old], cand.cpu().numpy()])
-        x_cols = torch.as_tensor(Xb[:, cols].toarray(), dtype=torch.float32, device=dev)  # B × (1+k)
-        U = surrogate.peak_hidden(torch.as_tensor(cols, device=dev))  # (1+k) × hidden
-        reopen = x_cols[:, :1] * U[0]  # B × hidden
-        a_swap = a_r.unsqueeze(0) + reopen.unsqueeze(0) - x_cols[:, 1:].T.unsqueeze(-1) * U[1:].unsqueeze(1)
-        if scorer is not None:
-            return scorer.loss(a_swap, y0)
-        return subset_objective(surrogate.head_from_hidden(a_swap), y0, gi, self.beta, self.objective)
+        cols = torch.as_tensor(np.concatenate([[old], cand.cpu().numpy()]), device=dev)
+        x_cols = batch.columns(cols)  # cells × (1 + k), 0/1
+        U = surrogate.peak_hidden(cols)  # (1 + k) × hidden
+        cell, j = torch.nonzero((x_cols[:, 1:] + x_cols[:, :1]) > 0, as_tuple=True)
+        a_swap = a_r[cell] + x_cols[cell, :1] * U[0] - x_cols[cell, 1 + j].unsqueeze(1) * U[1 + j]
+        if scorer is not None:  # gather the sampled genes' y0 before the rows: 64 × 257 instead of rows × 3,000
+            changed = scorer.cell_loss(a_swap, y0[:, scorer.genes][cell], sampled=True)
+        else:
+            changed = cell_objective(surrogate.head_from_hidden(a_swap), y0[cell], gi, self.beta, self.objective)
+        base = per_cell.double()
+        moved = torch.zeros(len(cand), dtype=torch.float64, device=dev).index_add_(0, j, changed.double() - base[cell])
+        n = len(base)
+        return float(base.sum() / n), (base.sum() + moved) / n
 
     @torch.no_grad()
     def _leave_one_out(self, surrogate, X, r, y0_all, gi) -> np.ndarray:
@@ -193,12 +226,56 @@ class Grids(Explainer):
 
 
 class _GeneSample:
-    """Eq. 2 on the target (column 0) and a uniform sample of m off-target genes: subset_objective over those
+    """Eq. 2 on the target (column 0) and a uniform sample of m off-target genes: cell_objective over those
     columns is target² + β/m Σ_{sample} (ratio − 1)², an unbiased estimate of target² + β/(G−1) Σ_{j≠i}."""
 
     def __init__(self, genes: torch.Tensor, head, beta: float):
         self.genes, self.head, self.beta = genes, head, beta
 
     @torch.no_grad()
-    def loss(self, a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
-        return subset_objective(self.head(a), y0[:, self.genes], 0, self.beta, "ratio")
+    def cell_loss(self, a: torch.Tensor, y0: torch.Tensor, sampled: bool = False) -> torch.Tensor:
+        """Each row's sampled objective: a (rows × hidden), y0 (rows × all genes, or × the sample's genes when
+        `sampled`) → (rows,)."""
+        return cell_objective(self.head(a), y0 if sampled else y0[:, self.genes], 0, self.beta, "ratio")
+
+
+class _Batch:
+    """One step's cells in the two orders the step needs: by cell (the embedding bags of the forward pass) and by
+    peak (the gains' bags, and the candidate columns)."""
+
+    def __init__(self, atac: SparseAtac, by_peak: sp.csc_matrix, dev):
+        self.atac, self.by_peak, self.dev = atac, by_peak, dev
+        self.peak_bags = torch.as_tensor(by_peak.data, device=dev)  # each entry's (cell, chromosome) bag, by peak
+        self.peak_offsets = torch.as_tensor(by_peak.indptr[:-1].astype(np.int64), device=dev)
+
+    def columns(self, peaks: torch.Tensor) -> torch.Tensor:
+        """x[:, peaks] as float 0/1 (cells × len(peaks)), from the peak-ordered entries."""
+        sub = self.by_peak[:, peaks.cpu().numpy()]
+        out = np.zeros((self.atac.n_cells, len(peaks)), dtype=np.float32)
+        out[sub.indices, np.repeat(np.arange(len(peaks)), np.diff(sub.indptr))] = 1.0
+        return torch.as_tensor(out, device=self.dev)
+
+
+class _CellBatches:
+    """The explained cells' ATAC prepared once per job, so a step's batch costs O(its open entries): a CSR copy
+    whose values are each open entry's chromosome, from which a row sample gives both the embedding bags
+    (cell × chromosome, what `Surrogate.sparse_batch` builds) and, through one CSR → CSC conversion, the same
+    entries grouped by peak."""
+
+    def __init__(self, surrogate, X: sp.spmatrix):
+        X = sp.csr_matrix(X)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+        chrom = surrogate.peak_chrom.cpu().numpy().astype(np.int64)
+        self.chrom = sp.csr_matrix((chrom[X.indices], X.indices, X.indptr), shape=X.shape)
+        self.n_chrom, self.dev = surrogate.n_chrom, surrogate.device
+
+    def batch(self, cells: np.ndarray) -> _Batch:
+        sub = self.chrom[cells]
+        n = len(cells)
+        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(sub.indptr))
+        bag = row * self.n_chrom + sub.data
+        offsets = np.searchsorted(bag, np.arange(n * self.n_chrom))  # bags are sorted: peaks in genome order
+        by_peak = sp.csr_matrix((bag, sub.indices, sub.indptr), shape=sub.shape).tocsc()
+        idx, offsets, row = (torch.as_tensor(a, device=self.dev) for a in (sub.indices.astype(np.int64), offsets, row))
+        return _Batch(SparseAtac(idx=idx, offsets=offsets, row=row, n_cells=n), by_peak, self.dev)

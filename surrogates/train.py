@@ -138,6 +138,11 @@ def _params(model: Surrogate, prefixes: tuple[str, ...]):
     return [p for n, p in model.named_parameters() if n.startswith(prefixes)]
 
 
+def _adam(params, config: SurrogateConfig, **settings) -> torch.optim.Adam:
+    """torch's Adam, with its fused kernel when the configuration asks for it (`SurrogateConfig.fused_adam`)."""
+    return torch.optim.Adam(params, fused=True if config.fused_adam else None, **settings)
+
+
 ATAC_AE = ("emb_open", "emb_closed", "first.", "enc_a_rest.", "dec_a.")
 RNA_AE = ("enc_r.", "dec_r.")
 CROSS_MAPS = ("f_ar.", "f_ra.")
@@ -147,9 +152,9 @@ DISCRIMINATORS = ("disc_a.", "disc_r.")
 # ---------------------------------------------------------------------------------------------- paired style
 def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
                   progress: bool) -> dict:
-    opt = torch.optim.Adam(_params(model, ATAC_AE + RNA_AE + CROSS_MAPS), lr=config.lr,
-                           weight_decay=config.weight_decay)
-    opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.lr)
+    opt = _adam(_params(model, ATAC_AE + RNA_AE + CROSS_MAPS), config, lr=config.lr,
+                weight_decay=config.weight_decay)
+    opt_d = _adam(_params(model, DISCRIMINATORS), config, lr=config.lr)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
     t0, stopped = time.perf_counter(), "max_epochs"
     bar = tqdm(range(config.max_epochs), desc="training surrogate (paired)", disable=not progress, unit="epoch")
@@ -269,7 +274,7 @@ class _ReferenceTraining:
     def autoencoder(self, phase: int, prefixes: tuple[str, ...], lr: float, loss_of_next_batch) -> bool:
         """Up to `n_steps[phase]` clipped Adam steps of one autoencoder; False when the time budget ran out."""
         params = _params(self.model, prefixes)
-        opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS)
+        opt = _adam(params, self.config, lr=lr, betas=ADAM_BETAS)
         for step in range(self.n_steps[phase]):
             loss = loss_of_next_batch()
             _clipped_step(opt, loss, params)
@@ -285,8 +290,8 @@ class _ReferenceTraining:
         """Phase 3 on the frozen autoencoders' latents, encoded once; False when the time budget ran out."""
         model, train, config = self.model, self.train, self.config
         params = _params(model, CROSS_MAPS)
-        opt = torch.optim.Adam(params, lr=config.cross_lr, betas=ADAM_BETAS)
-        opt_d = torch.optim.Adam(_params(model, DISCRIMINATORS), lr=config.disc_lr, betas=ADAM_BETAS)
+        opt = _adam(params, config, lr=config.cross_lr, betas=ADAM_BETAS)
+        opt_d = _adam(_params(model, DISCRIMINATORS), config, lr=config.disc_lr, betas=ADAM_BETAS)
         with torch.no_grad():
             Z_a = torch.cat([model.encode_atac(model.sparse_batch(train.atac[s:s + 512]))
                              for s in range(0, train.n, 512)])
