@@ -132,8 +132,9 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
               MISSING_MARK: "the Avg covers fewer cell types than the table (no numbers in the others; the status "
                             "names them)"}
     marks = [f"{m} {text}" for m, text in legend.items() if m in used]
-    if marks:
-        notes.append("Marks: " + "; ".join(marks) + " (counts under Runtime and status).")
+    if marks:  # only status marks have counts to point at
+        counts = " (counts under Runtime and status)" if used & (set(STATUS_MARKS.values()) | {MISSING_MARK}) else ""
+        notes.append("Marks: " + "; ".join(marks) + counts + ".")
     return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 

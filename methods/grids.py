@@ -10,10 +10,12 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
 2. gets the eq. 4 gains of every peak from one backward pass: with closure expressed as zero
    `per_sample_weights` of the surrogate's embedding bag, g_j = Σ_c ∂ℒ/∂w_cj is the first-order loss
    decrease from closing j (and the loss increase from re-opening a closed one), so the transition advantage of
-   swapping slot i for j is g_j − g_{r_i};
+   swapping slot i for j is g_j − g_{r_i} (computed as ⟨Σ_{c: x_cj = 1} ∂ℒ/∂s_c,chr(j), Δ_j⟩ from the gradient
+   of the per-chromosome embedding sums s, see `peak_gains`);
 3. takes the top-k (32) candidates j ∉ r and scores each swapped subset with the *true* objective,
    incrementally: a swap changes the first hidden pre-activation by two rank-1 terms (+x_{r_i} U_{r_i} − x_j U_j),
-   so only the layers after the first are re-run; keeps the best of the candidates and the incumbent.
+   so only the layers after the first are re-run, and only for the cells where x_{r_i} or x_j is open (the others
+   keep the incumbent's value); keeps the best of the candidates and the incumbent.
    With `off_target_genes=m` the incumbent and the candidates of a step are scored on the target and one uniform
    draw of m off-target genes (an unbiased estimate of eq. 2's off-target term at m/G of the output cost); the
    default scores every gene.
@@ -100,7 +102,7 @@ class Grids(Explainer):
         gi = surrogate.gene_index(gene)
         X = data.atac
         n_cells, n_peaks = X.shape
-        cells_atac = _CellBatches(surrogate, X)
+        cells_atac = CellBatches(surrogate, X)
         with torch.no_grad():
             y0_all = surrogate.head_from_hidden(surrogate.first_hidden(surrogate.sparse_batch(X)))
             tables = surrogate.embedding_tables()  # frozen weights: Δ and the chromosome constant once per job
@@ -160,20 +162,12 @@ class Grids(Explainer):
         g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩: one embedding bag over the tiny (cells·chromosomes × 32) gradient,
         bagged by peak, then one dot product per peak. The same numbers as autograd's per-sample-weight gradient
         followed by a scatter into peaks, at half the time at paper scale (gathering Δ per entry is the cost)."""
-        delta, const = tables
-        w = (~in_r[batch.atac.idx]).to(delta.dtype)
-        with torch.no_grad():
-            s = F.embedding_bag(batch.atac.idx, delta, batch.atac.offsets, mode="sum", per_sample_weights=w)
-            s = (s.view(batch.atac.n_cells, surrogate.n_chrom, -1) + const).requires_grad_(True)
+        s = summed_embeddings(surrogate, batch, tables, (~in_r[batch.atac.idx]).to(tables[0].dtype))
         with torch.enable_grad():
             a_r = surrogate.first(s.flatten(1))
             per_cell = cell_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
             (d_s,) = torch.autograd.grad(per_cell.mean(), s)
-        with torch.no_grad():
-            by_peak = F.embedding_bag(batch.peak_bags, d_s.reshape(-1, delta.shape[1]), batch.peak_offsets,
-                                      mode="sum")
-            gain = (by_peak * delta).sum(1)
-        return a_r.detach(), per_cell.detach(), gain
+        return a_r.detach(), per_cell.detach(), peak_gains(batch, tables[0], d_s)
 
     def _scorer(self, surrogate, gi: int, rng) -> "_GeneSample | None":
         """This step's off-target gene sample (None: score on every gene)."""
@@ -225,6 +219,23 @@ class Grids(Explainer):
         return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
 
 
+@torch.no_grad()
+def summed_embeddings(surrogate, batch: "_Batch", tables, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The per-chromosome embedding sums s (cells × chromosomes × emb) of a batch with per-entry `weights` (0 =
+    closed), as a leaf that requires grad: ∂ℒ/∂s is all `peak_gains` needs."""
+    delta, const = tables
+    s = F.embedding_bag(batch.atac.idx, delta, batch.atac.offsets, mode="sum", per_sample_weights=weights)
+    return (s.view(batch.atac.n_cells, surrogate.n_chrom, -1) + const).requires_grad_(True)
+
+
+@torch.no_grad()
+def peak_gains(batch: "_Batch", delta: torch.Tensor, d_s: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 for every peak, g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩, from ∂ℒ/∂s (cells × chromosomes × emb):
+    one embedding bag over the small gradient table, bagged by peak, then a dot product per peak."""
+    by_peak = F.embedding_bag(batch.peak_bags, d_s.reshape(-1, delta.shape[1]), batch.peak_offsets, mode="sum")
+    return (by_peak * delta).sum(1)
+
+
 class _GeneSample:
     """Eq. 2 on the target (column 0) and a uniform sample of m off-target genes: cell_objective over those
     columns is target² + β/m Σ_{sample} (ratio − 1)², an unbiased estimate of target² + β/(G−1) Σ_{j≠i}."""
@@ -256,7 +267,7 @@ class _Batch:
         return torch.as_tensor(out, device=self.dev)
 
 
-class _CellBatches:
+class CellBatches:
     """The explained cells' ATAC prepared once per job, so a step's batch costs O(its open entries): a CSR copy
     whose values are each open entry's chromosome, from which a row sample gives both the embedding bags
     (cell × chromosome, what `Surrogate.sparse_batch` builds) and, through one CSR → CSC conversion, the same

@@ -88,3 +88,87 @@ def test_a_gene_sample_as_large_as_the_genes_is_the_full_objective():
     np.testing.assert_array_equal(full.peaks, same.peaks)
     sampled = Grids(steps=12, seed=3, off_target_genes=1).explain(m, d, "target", 3)
     sampled.check(d.n_peaks, 3)
+
+
+def _random_surrogate_case():
+    """An untrained surrogate (random weights, several chromosomes) on tiny simulated cells."""
+    from datasets.synthetic import simulate
+    from surrogates.model import SurrogateConfig
+    from surrogates.train import build_surrogate
+
+    data, _ = simulate("tiny", seed=0)
+    torch.manual_seed(0)
+    return build_surrogate(data, SurrogateConfig(hidden=32)).eval(), data
+
+
+def test_a_step_batch_is_the_surrogate_s_own_sparse_batch():
+    from methods.grids import CellBatches
+
+    m, d = _random_surrogate_case()
+    cells = np.array([0, 3, 4, 9, 17])
+    batch = CellBatches(m, d.atac).batch(cells)
+    ref = m.sparse_batch(d.atac[cells])
+    for field in ("idx", "offsets", "row"):
+        assert torch.equal(getattr(batch.atac, field), getattr(ref, field))
+    peaks = torch.tensor([0, 5, 11, int(ref.idx[0])])
+    torch.testing.assert_close(batch.columns(peaks),
+                               torch.as_tensor((d.atac[cells][:, peaks.numpy()].toarray() != 0).astype(np.float32)))
+
+
+def test_the_gains_are_the_closure_gradients_of_each_entry_summed_by_peak():
+    """Eq. 4 by autograd on the per-entry weights, scattered into peaks, against the peak-bagged computation."""
+    from methods.grids import CellBatches
+
+    m, d = _random_surrogate_case()
+    cells, gi = np.arange(16), 2
+    in_r = torch.zeros(d.n_peaks, dtype=torch.bool)
+    in_r[torch.as_tensor(d.atac[cells].indices[:4].astype(np.int64))] = True  # closes entries of the batch
+    y0 = m.predict(d.atac[cells])
+    a_r, per_cell, gain = Grids(seed=0)._gains(m, CellBatches(m, d.atac).batch(cells), m.embedding_tables(), in_r,
+                                               y0, gi)
+    ref = m.sparse_batch(d.atac[cells])
+    w = (~in_r[ref.idx]).float().requires_grad_(True)
+    a = m.first_hidden(ref, w)
+    loss = subset_objective(m.head_from_hidden(a), y0, gi, 0.1, "ratio")
+    (g_entry,) = torch.autograd.grad(loss, w)
+    expected = torch.zeros(d.n_peaks).index_add_(0, ref.idx, g_entry)
+    torch.testing.assert_close(gain, expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(a_r, a.detach())
+    assert float(per_cell.mean()) == pytest.approx(float(loss.detach()), rel=1e-6)
+    assert torch.count_nonzero(gain[in_r]) > 0  # a closed peak's gain is the loss increase of re-opening it
+
+
+@pytest.mark.parametrize("genes", [None, 5])
+def test_swap_losses_equal_rescoring_every_cell(genes):
+    """Scoring only the cells a swap changes gives each swapped subset's full objective; a swap that changes no
+    cell scores exactly the incumbent."""
+    from methods.grids import CellBatches
+
+    m, d = _random_surrogate_case()
+    cells, gi = np.arange(12), 1
+    X = d.atac[cells]
+    open_count = np.asarray((X != 0).sum(0)).ravel()
+    never_open = np.flatnonzero(open_count == 0)
+    some_open = np.flatnonzero(open_count > 0)
+    r = np.array([some_open[0], some_open[1], never_open[0]])
+    cand = torch.as_tensor([some_open[2], some_open[3], never_open[1], some_open[4]])
+    in_r = torch.zeros(d.n_peaks, dtype=torch.bool)
+    in_r[torch.as_tensor(r)] = True
+    y0 = m.predict(X)
+    grids = Grids(seed=0, off_target_genes=genes)
+    scorer = grids._scorer(m, gi, np.random.default_rng(0))
+    batch = CellBatches(m, d.atac).batch(cells)
+    a_r, per_cell, _ = grids._gains(m, batch, m.embedding_tables(), in_r, y0, gi)
+    if scorer is not None:
+        per_cell = scorer.cell_loss(a_r, y0)
+    for slot in (0, 2):  # re-open a peak some cells have, or one none has
+        incumbent, losses = grids._swap_losses(m, batch, a_r, int(r[slot]), cand, per_cell, y0, gi, scorer)
+        for j, peak in enumerate(cand.tolist()):
+            closed = np.where(np.arange(len(r)) == slot, peak, r)
+            with torch.no_grad():
+                a = m.first_hidden(m.sparse_batch(X), m.closed_weights(m.sparse_batch(X), closed))
+                full = (scorer.cell_loss(a, y0) if scorer is not None
+                        else subset_objective(m.head_from_hidden(a), y0, gi, 0.1, "ratio")[None]).mean()
+            assert float(losses[j]) == pytest.approx(float(full), rel=1e-5)
+        if slot == 2:
+            assert float(losses[2]) == incumbent  # never-open for never-open: no cell changes, exactly equal

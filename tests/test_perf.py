@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.perf import DENSE_EMB, SPARSE, dense_embedding_grad, perf_ratios
+from bench.perf import DENSE_EMB, SPARSE, _kernels, dense_embedding_grad, perf_ratios
 from datasets.synthetic import simulate
 from surrogates.model import SurrogateConfig
 from surrogates.train import build_surrogate
@@ -23,6 +23,17 @@ def test_the_reference_form_has_the_models_gradient():
     xd = x.clone().requires_grad_(True)
     model(xd)[:, 3].sum().backward()
     torch.testing.assert_close(reference, xd.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_two_sparse_rows_compute_the_same_gains():
+    """The timed sparse row (GRIDS's peak-bagged gains) and the per-entry autograd row give the same eq. 4 gains."""
+    data, _ = simulate("tiny", seed=0)
+    torch.manual_seed(0)
+    model = build_surrogate(data, SurrogateConfig(hidden=16, latent=4)).eval()
+    kernels = {name: fn for name, fn, _, _ in _kernels(model, data, dense_memory_gb=0.01)}
+    gains = kernels[SPARSE]()
+    torch.testing.assert_close(gains, kernels[SPARSE + ", per-entry autograd"](), rtol=1e-4, atol=1e-7)
+    assert gains.shape == (data.n_peaks,) and torch.count_nonzero(gains) > 0
 
 
 def test_ratios_per_cell_and_per_step():

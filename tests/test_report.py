@@ -180,3 +180,21 @@ def test_an_avg_over_fewer_cell_types_says_so_and_names_the_missing_ones():
     agg = long_table(recs).query("gene == '*'")
     b_row = next(line for line in detail(agg, 10, "rel_delta_pct", ["a", "b"]).splitlines() if line.startswith("| b"))
     assert b_row.split("|")[-2].strip() == "−35.00ᶠᵐ"  # the Avg cell: some jobs failed, a cell type is missing
+
+
+def test_the_header_states_training_wall_time_and_peak_memory():
+    from types import SimpleNamespace
+
+    from bench.config import PROFILES
+    from bench.report import leaderboard_header
+
+    data = SimpleNamespace(n_cells=10, n_peaks=20, n_genes=3)
+    meta = {"checkpoint": "/c/s.pt", "epochs": 12, "seconds": 150.4, "stopped": "early_stopping"}
+    text = leaderboard_header("synthetic", data, SimpleNamespace(meta=meta), "paired", PROFILES["paper"], 3599.6,
+                              peak_rss_mb=5.5 * 1024)
+    assert "Surrogate (paired style): /c/s.pt, trained 12 epochs in 150 s (early_stopping). Profile `paper`" in text
+    assert "Total wall time 3600 s, peak RSS 5.5 GiB (the main process)." in text
+    reference = {"checkpoint": "/c/r.pt", "steps": [3, 2, 5], "seconds": 9.0, "stopped": "max_steps"}
+    text = leaderboard_header("synthetic", data, SimpleNamespace(meta=reference), "reference", PROFILES["tiny"], 1.0)
+    assert ", trained 10 steps in 9 s (max_steps)." in text and "Total wall time 1 s." in text
+    assert "trained" not in leaderboard_header("x", data, SimpleNamespace(meta={}), "paired", PROFILES["tiny"], 1.0)

@@ -59,3 +59,20 @@ def test_saliency_ranks_the_one_regulating_peak_of_the_toy_first(one_torch_threa
     toy = toy_problem()
     e = Saliency().explain(toy.surrogate, toy.train, TARGET, 3)
     assert e.peaks[0] == STRONG and e.status == "ok"
+
+
+def test_n_cells_averages_a_seeded_subset_of_the_cells(one_torch_thread):
+    """`n_cells` (MeanAttribution, used by the paper profile) averages the same seeded subset every time, the mean
+    over exactly those cells; more than there are is every cell; fewer than 1 is an error."""
+    toy = toy_problem()
+    _, grad = autograd_gradients(toy.surrogate, toy.train, TARGET)
+    e = Saliency(n_cells=7, seed=3).explain(toy.surrogate, toy.train, TARGET, 5)
+    subset = np.sort(np.random.default_rng(3).choice(toy.train.n_cells, size=7, replace=False))
+    np.testing.assert_allclose(e.scores, np.abs(grad[subset]).mean(0)[e.peaks], rtol=1e-5, atol=1e-7)
+    assert e.info["cells"] == 7
+    again = Saliency(n_cells=7, seed=3).explain(toy.surrogate, toy.train, TARGET, 5)
+    np.testing.assert_array_equal(again.scores, e.scores)
+    every = Saliency(n_cells=10_000).explain(toy.surrogate, toy.train, TARGET, 5)
+    assert every.info["cells"] == toy.train.n_cells
+    with pytest.raises(ValueError, match="n_cells"):
+        Saliency(n_cells=0)

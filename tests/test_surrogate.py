@@ -239,3 +239,39 @@ def test_one_gene_lookup_error_for_the_data_the_surrogate_and_the_truth(model):
     with pytest.raises(KeyError, match=r"Similar: \['g0', 'g1', 'g2', 'g3'\]"):
         model.gene_index("g")
     assert model.gene_index("g2") == 2 and data.gene_index(data.gene_names[5]) == 5
+
+
+def test_the_fused_adam_kernel_is_the_same_update_rounded_differently():
+    """`fused_adam` (the paper profile's training kernel) trains to the default kernel's weights up to float
+    rounding, and is its own checkpoint."""
+    from datasets.synthetic import simulate
+    from surrogates.checkpoint import checkpoint_key
+    from surrogates.train import train_surrogate
+
+    data, _ = simulate("tiny", seed=0)
+    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=2, min_epochs=2, patience=1)
+    plain = train_surrogate(data, cfg, device="cpu", progress=False).state_dict()
+    fused_cfg = dataclasses.replace(cfg, fused_adam=True)
+    fused = train_surrogate(data, fused_cfg, device="cpu", progress=False).state_dict()
+    for name, value in plain.items():
+        torch.testing.assert_close(fused[name], value, rtol=1e-3, atol=1e-5, msg=name)
+    assert checkpoint_key(data, cfg) != checkpoint_key(data, fused_cfg)
+
+
+def test_embedding_tables_and_peak_hidden_are_what_embed_uses(model, X):
+    """Precomputed tables give the same embedding as computing them per call; U_j of a few peaks is the row of
+    all peaks' U (computed from only those peaks' embeddings)."""
+    batch = model.sparse_batch(X)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(batch, tables=model.embedding_tables()), model.embed(batch))
+        every = model.peak_hidden(torch.arange(len(CHROM)))
+        torch.testing.assert_close(model.peak_hidden(torch.tensor([7, 2])), every[[7, 2]])
+
+
+def test_keep_freed_memory_is_set_once_and_torch_threads_applies_it():
+    from surrogates.model import keep_freed_memory, torch_threads
+
+    first = keep_freed_memory()
+    assert isinstance(first, bool) and keep_freed_memory() is first  # cached: mallopt runs once per process
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
