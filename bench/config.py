@@ -99,8 +99,8 @@ PROFILES: dict[str, Profile] = {
         reference_steps=(4000, 1000, 16000),
         budget=Budget(seconds=3600.0, samples=256_000 * 512),
         # GRIDS scores its 32 candidates on the target + 256 of the 2,999 off-target genes (an unbiased estimate of
-        # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads: 61 ms → 26 ms (all
-        # genes: 60 ms). Checked on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ
+        # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads, alone in a process:
+        # 26 ms against 57–65 ms on all genes (37–40 ms inside the paper run, trained surrogate). Checked on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ
         # −8.34 ± 1.84 / −52.26 ± 9.49 vs the full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128
         # (paired: −0.16 ± 0.10, −0.06 ± 0.17).
         # The many-sample gradient baselines average over a seeded subset of each type's ~720 training cells: a

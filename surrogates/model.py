@@ -85,8 +85,9 @@ class SurrogateConfig:
     # more cores, scale out with --scheduler local (one worker per `threads` cores). torch's thread count is
     # process-wide, so a dask worker must run one task at a time (threads_per_worker=1, as `local` does).
     threads: int = 2
-    # torch's fused Adam kernel (one pass over each parameter) instead of its default multi-tensor ("foreach") one:
-    # the same update rule, rounded differently, so other weights at the last bits. At paper scale (41M parameters,
+    # torch's fused Adam kernel (one pass over each parameter) instead of its default one (per-parameter tensor ops
+    # on CPU, multi-tensor "foreach" on CUDA): the same update rule, rounded differently, so other weights at the
+    # last bits. At paper scale (41M parameters,
     # most in the 127,219-peak ATAC decoder and embeddings) it takes a training epoch from 19.3 s to 12.9 s on 2
     # threads. Off by default so the smaller profiles keep their committed, bit-reproducible weights; the paper
     # profile turns it on.
