@@ -105,7 +105,7 @@ def _kernels(model, data, dense_memory_gb: float, gi: int = 0) -> list:
 
     def sparse_fwd_bwd():  # what GRIDS runs: ∂ŷ/∂s by autograd, then every peak's eq. 4 gain from it
         s = summed_embeddings(model, by_peak, tables)
-        y = model.head_from_hidden(model.first(s.flatten(1)))[:, gi].sum()
+        y = model.head_from_hidden(model.first(s))[:, gi].sum()
         (d_s,) = torch.autograd.grad(y, s)
         return peak_gains(by_peak, tables[0], d_s)
 

@@ -164,7 +164,7 @@ class Grids(Explainer):
         followed by a scatter into peaks, at half the time at paper scale (gathering Δ per entry is the cost)."""
         s = summed_embeddings(surrogate, batch, tables, (~in_r[batch.atac.idx]).to(tables[0].dtype))
         with torch.enable_grad():
-            a_r = surrogate.first(s.flatten(1))
+            a_r = surrogate.first(s)
             per_cell = cell_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
             (d_s,) = torch.autograd.grad(per_cell.mean(), s)
         return a_r.detach(), per_cell.detach(), peak_gains(batch, tables[0], d_s)
@@ -221,16 +221,15 @@ class Grids(Explainer):
 
 @torch.no_grad()
 def summed_embeddings(surrogate, batch: "_Batch", tables, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The per-chromosome embedding sums s (cells × chromosomes × emb) of a batch with per-entry `weights` (0 =
-    closed), as a leaf that requires grad: ∂ℒ/∂s is all `peak_gains` needs."""
-    delta, const = tables
-    s = F.embedding_bag(batch.atac.idx, delta, batch.atac.offsets, mode="sum", per_sample_weights=weights)
-    return (s.view(batch.atac.n_cells, surrogate.n_chrom, -1) + const).requires_grad_(True)
+    """`Surrogate.embed` of a batch with per-entry `weights` (0 = closed) on precomputed `tables`: the
+    per-chromosome embedding sums s (cells × chromosomes·emb), as a leaf that requires grad (∂ℒ/∂s is all
+    `peak_gains` needs)."""
+    return surrogate.embed(batch.atac, weights, tables).requires_grad_(True)
 
 
 @torch.no_grad()
 def peak_gains(batch: "_Batch", delta: torch.Tensor, d_s: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 for every peak, g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩, from ∂ℒ/∂s (cells × chromosomes × emb):
+    """Eq. 4 for every peak, g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩, from ∂ℒ/∂s (cells × chromosomes·emb):
     one embedding bag over the small gradient table, bagged by peak, then a dot product per peak."""
     by_peak = F.embedding_bag(batch.peak_bags, d_s.reshape(-1, delta.shape[1]), batch.peak_offsets, mode="sum")
     return (by_peak * delta).sum(1)
