@@ -10,6 +10,6 @@ import os
 # passive waiting keeps it at 1.6 s. An explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench.api import compare, run  # noqa: E402
+from bench.api import compare, report, run  # noqa: E402
 
-__all__ = ["run", "compare"]
+__all__ = ["run", "compare", "report"]

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import replace
@@ -42,7 +43,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
     from bench.plan import check_methods, plan_run
     from bench.memory import process_peak_rss_mb
-    from bench.report import leaderboard_header, long_table, write_report
+    from bench.report import long_table, run_facts, write_report
     from bench.versions import code_versions
 
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
@@ -76,12 +77,12 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         long = long_table(records)
         long.attrs["records"] = _Shared(records)
         if out is not None:
-            header = leaderboard_header(inputs.describe(), dataset, models[0], surrogate, plan.profile,
-                                        time.perf_counter() - t0, reused=sum(bool(r.get("cached")) for r in records),
-                                        n_jobs=len(records), versions=code_versions(plan.methods, truth is not None),
-                                        peak_rss_mb=process_peak_rss_mb())
             context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
-            long.attrs["written"] = write_report(records, Path(out), header, list(plan.methods), context=context)
+            facts = run_facts(inputs.describe(), dataset, models, surrogate, plan.profile, time.perf_counter() - t0,
+                              reused=sum(bool(r.get("cached")) for r in records), n_jobs=len(records),
+                              versions=code_versions(plan.methods, truth is not None),
+                              peak_rss_mb=process_peak_rss_mb())
+            long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long
 
 
@@ -136,6 +137,7 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     import io
 
     from bench.pipeline import marker_fidelity
+    from surrogates.checkpoint import checkpoint_name
     from surrogates.fidelity import plot_fidelity
 
     fidelity = marker_fidelity(model, data, markers)
@@ -145,7 +147,8 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
         plot_fidelity(fidelity, buf)
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
     config = {"data": inputs.describe(), "profile": plan.profile.name, "surrogate style": style,
-              "surrogate seeds": surrogate_seeds, "checkpoint": model.meta.get("checkpoint", ""),
+              "surrogate seeds": surrogate_seeds,
+              "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", "")),
               "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
               "(cell type, gene) pairs": len(plan.pairs), "per-job evaluation budget": plan.profile.budget.samples,
               "per-job wall-time safety stop (s)": plan.profile.budget.seconds,
@@ -176,6 +179,18 @@ def compare(*runs, names=None, out=None) -> pd.DataFrame:
         atomic_write(Path(out) / "compare.md", table.attrs["markdown"] + "\n")
         atomic_write(Path(out) / "compare.csv", table.to_csv(index=False))
     return table
+
+
+def report(run_dir, out=None) -> list[Path]:
+    """Render a finished run's leaderboard.md/.csv, headline.csv, discrimination.csv, figures and report.html again
+    from its jobs.jsonl and run.json with the current report code (into `out`, default the run's folder); returns
+    the files written. Nothing is recomputed, so the header keeps the run's measured time and memory."""
+    from bench.report import rerender
+
+    try:
+        return rerender(Path(run_dir), None if out is None else Path(out))
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+        raise UserError(f"cannot render {run_dir} again: {exc}") from None
 
 
 def _names(runs) -> list[str]:

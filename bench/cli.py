@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,fit,data,list,sweep,perf}` — parsing and thin commands only.
+"""Command line: `python -m bench {run,compare,report,fit,data,list,sweep,perf}` — parsing and thin commands only.
 
 Planning lives in bench/plan.py, orchestration in bench/pipeline.py, rendering in bench/report.py and
 surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are
@@ -130,6 +130,17 @@ def _add_compare(sub) -> None:
     compare.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _add_report(sub) -> None:
+    report = sub.add_parser("report", help="render a finished run's tables and report.html again (no job runs)",
+                            description="Render leaderboard.md/.csv, headline.csv, discrimination.csv, the figures "
+                                        "and report.html of a finished run again from its jobs.jsonl and run.json, "
+                                        "with the current report code. The header keeps the run's measured wall "
+                                        "time and memory.")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder written by `bench run --out`")
+    report.add_argument("--out", type=Path, help="write here instead of into RUN_DIR")
+    report.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
 def _add_sweep_and_perf(sub) -> None:
     sweep = sub.add_parser("sweep", help="run every method at increasing numbers of peaks under one budget")
     sweep.add_argument("--dims", type=_csv, default=["2000", "10000", "127219"],
@@ -152,9 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,compare,fit,data,list,sweep,perf}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,compare,report,fit,data,list,sweep,perf}")
     _add_run(sub)
     _add_compare(sub)
+    _add_report(sub)
     _add_fit_and_data(sub)
     sub.add_parser("list", help="list the registered explainers with their metadata")
     _add_sweep_and_perf(sub)
@@ -208,6 +220,14 @@ def cmd_compare(args) -> int:
     print(table.attrs["markdown"])
     if args.out:
         log.info("wrote %s, %s", args.out / "compare.md", args.out / "compare.csv")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench.api import report
+
+    written = report(args.run_dir, out=args.out)
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -303,7 +323,7 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

@@ -31,6 +31,7 @@ from bench.replicates import selection_stability, surrogate_rank_movement
 from bench.tables import decimals_for, detail, fmt_ci, headline, headline_markdown, render
 from bench.versions import describe
 from datasets.files import atomic_write
+from surrogates.checkpoint import checkpoint_name
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 # the per-job columns the tables aggregate, in leaderboard.csv's column order
@@ -46,25 +47,47 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
                        "n_tied", "n_worse", "wilcoxon_p", "holm_p"]
 
 
-def leaderboard_header(source: str, data, surrogate, style: str, profile, seconds: float, reused: int = 0,
-                       n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None) -> str:
-    """The paragraph on top of leaderboard.md: data, surrogate, profile and budgets, code versions, how to read the
-    tables."""
-    budgets = "".join(f", {m} {b.samples:,}" for m, b in profile.method_budgets.items())
-    return (f"# GRIDS-Bench leaderboard\n\nData: {source} — {data.n_cells} cells × {data.n_peaks} peaks × "
-            f"{data.n_genes} genes. Surrogate ({style} style): {surrogate.meta.get('checkpoint', '')}"
-            f"{_training(surrogate.meta)}. Profile "
-            f"`{profile.name}`, per-job budget {profile.budget.samples:,} surrogate evaluations{budgets} "
-            f"(wall-time safety stop {profile.budget.seconds:g} s). Metrics on held-out test cells "
+def run_facts(source: str, data, surrogates, style: str, profile, seconds: float, reused: int = 0,
+              n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None) -> dict:
+    """What a run's header states, as JSON-able facts (written to run.json, so `bench report` can render the
+    header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
+    key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
+    versions."""
+    metas = [s.meta for s in surrogates]
+    return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
+            "n_genes": int(data.n_genes), "style": style,
+            "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],
+            "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped") if k in metas[0]}
+            if metas else {},
+            "profile": profile.name, "budget_samples": int(profile.budget.samples),
+            "method_budgets": {m: int(b.samples) for m, b in profile.method_budgets.items()},
+            "safety_stop_s": float(profile.budget.seconds), "seconds": float(seconds), "reused": int(reused),
+            "n_jobs": int(n_jobs), "peak_rss_mb": None if peak_rss_mb is None else float(peak_rss_mb),
+            "versions": dict(versions or {})}
+
+
+def leaderboard_header(facts: dict) -> str:
+    """The paragraph on top of leaderboard.md, from `run_facts`: data, surrogate, profile and budgets, wall time,
+    code versions, how to read the tables."""
+    budgets = "".join(f", {m} {n:,}" for m, n in facts.get("method_budgets", {}).items())
+    keys = [k for k in facts.get("checkpoints", []) if k]
+    surrogate = (f"checkpoint{'s' if len(keys) > 1 else ''} {', '.join(f'`{k}`' for k in keys)} (cache key)"
+                 if keys else "not cached")
+    reused, n_jobs, rss = facts.get("reused", 0), facts.get("n_jobs", 0), facts.get("peak_rss_mb")
+    return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
+            f"peaks × {facts['n_genes']} genes. Surrogate ({facts['style']} style): {surrogate}"
+            f"{_training(facts.get('training', {}))}. Profile `{facts['profile']}`, per-job budget "
+            f"{facts['budget_samples']:,} surrogate evaluations{budgets} "
+            f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
-            f"tables in bold. Total wall time {seconds:.0f} s"
+            f"tables in bold. Total wall time {facts['seconds']:.0f} s"
             + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)" if reused else "")
-            + (f", peak RSS {peak_rss_mb / 1024:.1f} GiB (the main process)." if peak_rss_mb else ".")
-            + (f" Code versions: {describe(versions)}." if versions else ""))
+            + (f", peak RSS {rss / 1024:.1f} GiB (the main process)." if rss else ".")
+            + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else ""))
 
 
 def _training(meta: dict) -> str:
-    """', trained 12 epochs in 150 s (early_stopping)' from a checkpoint's meta (empty when it lacks them)."""
+    """', trained 12 epochs in 150 s (early_stopping)' from a checkpoint's training facts (empty without them)."""
     if "seconds" not in meta or "stopped" not in meta:
         return ""
     n = f"{meta['epochs']} epochs" if "epochs" in meta else f"{sum(meta.get('steps', []))} steps"
@@ -372,24 +395,53 @@ def leaderboard_markdown(header: str, sec: dict) -> str:
     return "\n".join(md)
 
 
-def write_report(records: list[dict], out: Path, header: str, methods: list[str], figure: bool = True,
+RUN_FILE = "run.json"  # the header's facts and report.html's context, so `bench report` can render a run again
+
+
+def write_report(records: list[dict], out: Path, facts: dict, methods: list[str], figure: bool = True,
                  context: dict | None = None) -> list[Path]:
-    """Write leaderboard.md/.csv, headline.csv, discrimination.csv, jobs.jsonl and, with `figure`,
-    rel_delta_vs_L.png and the self-contained report.html (`context`: fidelity figure, run configuration)."""
+    """Write leaderboard.md/.csv, headline.csv, discrimination.csv, jobs.jsonl, run.json and, with `figure`,
+    rel_delta_vs_L.png, the surrogate's fidelity.png (when `context` has one) and the self-contained report.html.
+    `facts` are `run_facts`; `context` may hold `fidelity_png` (bytes), `fidelity_summary` and `config`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    context = dict(context or {})
     data = report_data(records, methods)
+    header = leaderboard_header(facts)
+    saved = {"facts": facts, "methods": list(methods),
+             "context": {k: v for k, v in context.items() if k != "fidelity_png"}}
     written = [atomic_write(out / "leaderboard.md", leaderboard_markdown(header, report_sections(data))),
                atomic_write(out / "leaderboard.csv", data["long"].to_csv(index=False)),
                atomic_write(out / "headline.csv", data["headline"].to_csv(index=False)),
                atomic_write(out / "discrimination.csv", data["disc"].to_csv(index=False)),
-               atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records))]
+               atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records)),
+               atomic_write(out / RUN_FILE, json.dumps(saved, indent=1, default=str) + "\n")]
     if figure:
         from bench.figures import rel_delta_curves
         from bench.html import report_html
 
         png = rel_delta_curves(data["agg"], data["order"])
         written.append(atomic_write(out / "rel_delta_vs_L.png", png))
-        html = report_html(header, report_sections(data, "html"), png, context or {})
+        if context.get("fidelity_png"):
+            written.append(atomic_write(out / "fidelity.png", context["fidelity_png"]))
+        html = report_html(header, report_sections(data, "html"), png, context)
         written.append(atomic_write(out / "report.html", html))
     return written
+
+
+def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
+    """Render a finished run's files again from its jobs.jsonl and run.json (and fidelity.png when present) with
+    the current report code, into `out` (default: the run's own folder). No job runs; the header keeps the run's
+    measured wall time and memory. A folder without those files raises FileNotFoundError naming what is missing."""
+    run_dir = Path(run_dir)
+    missing = [n for n in ("jobs.jsonl", RUN_FILE) if not (run_dir / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir} has no {' or '.join(missing)}; `bench report` renders a folder that "
+                                "`bench run --out` wrote (runs before run.json existed cannot be rendered again)")
+    records = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines() if line.strip()]
+    saved = json.loads((run_dir / RUN_FILE).read_text())
+    context = dict(saved.get("context", {}))
+    if (run_dir / "fidelity.png").is_file():
+        context["fidelity_png"] = (run_dir / "fidelity.png").read_bytes()
+    return write_report(records, Path(out) if out is not None else run_dir, saved["facts"], saved["methods"],
+                        context=context)

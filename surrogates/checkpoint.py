@@ -32,6 +32,12 @@ def checkpoint_path(data: MultiomeData, config: SurrogateConfig, cache_dir=None)
     return cache_root(cache_dir) / "surrogates" / f"surrogate-{checkpoint_key(data, config)}.pt"
 
 
+def checkpoint_name(path) -> str:
+    """A checkpoint's cache key as the tables print it ('surrogate-57956fff1a8efb73'), from its path or meta entry;
+    '' for none. Committed outputs name checkpoints this way, never by a path on the machine that made them."""
+    return Path(str(path)).stem if path else ""
+
+
 def save_surrogate(model: Surrogate, path) -> Path:
     payload = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                "config": model.config.to_dict(), "gene_names": model.gene_names,

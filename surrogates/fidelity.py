@@ -87,13 +87,16 @@ def fidelity_markdown(model: Surrogate, data: MultiomeData, report: FidelityRepo
     """fidelity.md's body: training provenance, the R² summary and the per-gene observed → predicted table."""
     from tabulate import tabulate
 
+    from surrogates.checkpoint import checkpoint_name
+
     meta = model.meta
     table = report.table.pivot(index="gene", columns="cell_type", values=["observed", "predicted"])
     rows = [[gene, f"{report.per_gene_r2[gene]:.3f}"]
             + [f"{table.loc[gene, ('observed', ct)]:.2f} → {table.loc[gene, ('predicted', ct)]:.2f}"
                for ct in table["observed"].columns] for gene in table.index]
     lines = [f"# Surrogate fidelity ({data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes)", "",
-             f"Style: {style}. Checkpoint: {meta.get('checkpoint')} (reused: {meta.get('reused')}); "
+             f"Style: {style}. Checkpoint: {checkpoint_name(meta.get('checkpoint'))} (cache key; reused: "
+             f"{meta.get('reused')}); "
              f"training: {meta.get('epochs', meta.get('steps'))} ({meta.get('stopped')}, "
              f"{meta.get('seconds', float('nan')):.0f} s); val MSE: {meta.get('best_val_mse', float('nan')):.4f}", "",
              report.summary(), "", "Mean log-expression per cell type on test cells, observed → predicted:", "",
@@ -103,7 +106,9 @@ def fidelity_markdown(model: Surrogate, data: MultiomeData, report: FidelityRepo
 
 
 def fidelity_summary(model: Surrogate, report: FidelityReport, style: str) -> dict:
-    """fidelity.json's fields."""
-    return {"surrogate": style, "marker_r2": report.marker_r2, "pooled_marker_r2": report.pooled_r2,
+    """fidelity.json's fields (the checkpoint by its cache key)."""
+    from surrogates.checkpoint import checkpoint_name
+
+    return {"surrogate": style, "checkpoint": checkpoint_name(model.meta.get("checkpoint")), "marker_r2": report.marker_r2, "pooled_marker_r2": report.pooled_r2,
             "all_genes_r2": report.all_genes_r2, "training_seconds": model.meta.get("seconds"),
             "reused": model.meta.get("reused")}

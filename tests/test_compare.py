@@ -11,6 +11,7 @@ import bench
 from bench.cli import main
 from bench.comparison import compare_runs, load_run
 from bench.report import write_report
+from tests.toy_models import toy_facts
 
 EXAMPLES = Path(__file__).parent.parent / "results" / "examples"
 
@@ -20,7 +21,7 @@ def run_dir(tmp_path, name: str, values: dict) -> Path:
     records = [{"method": m, "L": 10, "cell_type": ct, "gene": g, "seed": 0, "rel_delta_pct": v,
                 "avg_delta": v / 10, "status": "ok", "seconds": 1.0}
                for m, jobs in values.items() for ct, g, v in jobs]
-    write_report(records, tmp_path / name, f"# {name}", list(values), figure=False)
+    write_report(records, tmp_path / name, toy_facts(name), list(values), figure=False)
     return tmp_path / name
 
 
@@ -76,7 +77,7 @@ def test_bad_compare_input_is_one_line(capsys, argv, message):
 def test_a_surrogate_seeds_run_enters_with_each_jobs_mean(tmp_path):
     records = [{"method": "a", "L": 10, "cell_type": "X", "gene": "g1", "seed": 0, "surrogate_seed": s,
                 "rel_delta_pct": v, "status": "ok", "seconds": 1.0} for s, v in ((0, -10.0), (1, -20.0))]
-    write_report(records, tmp_path / "multi", "# multi", ["a"], figure=False)
+    write_report(records, tmp_path / "multi", toy_facts("multi"), ["a"], figure=False)
     single = run_dir(tmp_path, "single", {"a": [("X", "g1", -5)]})
     row = compare_runs({"single": load_run(single), "multi": load_run(tmp_path / "multi")}).iloc[0]
     assert row["n_shared"] == 1 and row["avg@multi"] == pytest.approx(-15.0) and row["diff@multi"] == pytest.approx(-10)

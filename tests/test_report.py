@@ -7,6 +7,7 @@ import pytest
 
 from bench.report import DISCRIMINATION_COLS, discrimination, long_table, surrogate_oracle_kendall, write_report
 from bench.tables import detail
+from tests.toy_models import toy_facts
 
 T975_2 = 4.302652729749462  # t_{0.975, 2}, from tables: 4.303
 
@@ -102,7 +103,7 @@ def test_write_report_adds_discrimination_csv_and_sections(tmp_path):
     rel = {"a": [-10, -20, -30], "b": [-8, -21, -25], "c": [-1, -2, -3]}
     oracle = {"a": [-5, -6, -7], "b": [-4, -5, -6], "c": [-1, -1, -1]}
     recs = records(rel, oracle=oracle) + records(rel, L=20, oracle=oracle)
-    write_report(recs, tmp_path, "# test", ["a", "b", "c"], figure=False)
+    write_report(recs, tmp_path, toy_facts("test"), ["a", "b", "c"], figure=False)
     disc = pd.read_csv(tmp_path / "discrimination.csv")
     assert list(disc.columns) == DISCRIMINATION_COLS and len(disc) == 3 * 2
     assert set(disc["best_method"]) == {"a"}
@@ -186,15 +187,19 @@ def test_the_header_states_training_wall_time_and_peak_memory():
     from types import SimpleNamespace
 
     from bench.config import PROFILES
-    from bench.report import leaderboard_header
+    from bench.report import leaderboard_header, run_facts
 
     data = SimpleNamespace(n_cells=10, n_peaks=20, n_genes=3)
     meta = {"checkpoint": "/c/s.pt", "epochs": 12, "seconds": 150.4, "stopped": "early_stopping"}
-    text = leaderboard_header("synthetic", data, SimpleNamespace(meta=meta), "paired", PROFILES["paper"], 3599.6,
-                              peak_rss_mb=5.5 * 1024)
-    assert "Surrogate (paired style): /c/s.pt, trained 12 epochs in 150 s (early_stopping). Profile `paper`" in text
+    text = leaderboard_header(run_facts("synthetic", data, [SimpleNamespace(meta=meta)], "paired", PROFILES["paper"],
+                                        3599.6, peak_rss_mb=5.5 * 1024))
+    assert ("Surrogate (paired style): checkpoint `s` (cache key), trained 12 epochs in 150 s (early_stopping). "
+            "Profile `paper`") in text
+    assert "/c/" not in text  # never a path of the machine that made it
     assert "Total wall time 3600 s, peak RSS 5.5 GiB (the main process)." in text
     reference = {"checkpoint": "/c/r.pt", "steps": [3, 2, 5], "seconds": 9.0, "stopped": "max_steps"}
-    text = leaderboard_header("synthetic", data, SimpleNamespace(meta=reference), "reference", PROFILES["tiny"], 1.0)
+    text = leaderboard_header(run_facts("synthetic", data, [SimpleNamespace(meta=reference)], "reference",
+                                        PROFILES["tiny"], 1.0))
     assert ", trained 10 steps in 9 s (max_steps)." in text and "Total wall time 1 s." in text
-    assert "trained" not in leaderboard_header("x", data, SimpleNamespace(meta={}), "paired", PROFILES["tiny"], 1.0)
+    assert "trained" not in leaderboard_header(run_facts("x", data, [SimpleNamespace(meta={})], "paired",
+                                                         PROFILES["tiny"], 1.0))
