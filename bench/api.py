@@ -42,6 +42,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
     from bench.plan import check_methods, plan_run
+    from bench.machine import describe_machine
     from bench.memory import process_peak_rss_mb
     from bench.report import long_table, run_facts, write_report
     from bench.versions import code_versions
@@ -81,7 +82,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
             facts = run_facts(inputs.describe(), dataset, models, surrogate, plan.profile, time.perf_counter() - t0,
                               reused=sum(bool(r.get("cached")) for r in records), n_jobs=len(records),
                               versions=code_versions(plan.methods, truth is not None),
-                              peak_rss_mb=process_peak_rss_mb())
+                              peak_rss_mb=process_peak_rss_mb(), machine=describe_machine(device))
             long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long
 
@@ -155,7 +156,9 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
               **{f"budget {m}": f"{b.samples} evaluations, {b.seconds:g} s" for m, b in
                  plan.profile.method_budgets.items()},
               **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
-    return {**context, "config": config}
+    from bench.html import package_versions
+
+    return {**context, "config": config, "packages": package_versions()}
 
 
 def compare(*runs, names=None, out=None) -> pd.DataFrame:

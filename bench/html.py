@@ -67,7 +67,8 @@ def _key_values(items: dict) -> str:
 
 def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str:
     """The page. `sec` is `report.report_sections(data, "html")`; `context` may hold `fidelity_png` (bytes),
-    `fidelity_summary` (str) and `config` (dict of the run's settings)."""
+    `fidelity_summary` (str), `config` (dict of the run's settings) and `packages` (the package versions the run
+    used; default: this process's)."""
     title, _, lead = header.partition("\n")
     nav = [("headline", "Headline"), ("curves", "Rel Δ vs L")]
     body = [f'<section id="headline"><h2>Headline</h2>{_text(sec["headline_table"])}</section>',
@@ -89,7 +90,7 @@ def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str
     body.append(f'<section id="runtime"><h2>Runtime and status</h2>{_text(sec["runtime"])}'
                 + (f"<h3>Failed jobs</h3><ul>{failed}</ul>" if failed else "") + "</section>")
     body.append(f'<section id="config"><h2>Run configuration</h2>{_key_values(context.get("config", {}))}'
-                f"<h3>Package versions</h3>{_key_values(package_versions())}</section>")
+                f"<h3>Package versions</h3>{_key_values(context.get('packages') or package_versions())}</section>")
     links = "".join(f'<a href="#{i}">{html.escape(label)}</a>' for i, label in nav)
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -13,6 +13,15 @@ from typing import Callable
 import numpy as np
 
 
+# How tables print a metric (its unit and sign convention):
+#   "points" — percentage points, signed (+ / −: the direction of the change matters);
+#   "points≥0" — percentage points of a magnitude, never negative, printed without a sign;
+#   "counts" — normalised counts, signed;
+#   "fraction" — a share in [0, 1], printed as 0.35 without a sign;
+#   "bp" — a genomic distance, never negative and skewed: printed in bp / kb / Mb, summarised by medians.
+UNITS = ("points", "points≥0", "counts", "fraction", "bp")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
@@ -20,6 +29,17 @@ class MetricSpec:
     higher_is_better: bool | None  # None: context only, no "best"
     fn: Callable[..., float]
     description: str = ""
+    unit: str = "points"  # one of UNITS
+
+    @property
+    def signed(self) -> bool:
+        """Whether the value can be negative, so its sign is printed."""
+        return self.unit in ("points", "counts")
+
+    @property
+    def skewed(self) -> bool:
+        """Summarised by the median and interquartile range instead of a mean ± t-interval."""
+        return self.unit == "bp"
 
     @property
     def arrow(self) -> str:
@@ -29,17 +49,20 @@ class MetricSpec:
 METRICS: dict[str, MetricSpec] = {}
 
 
-def metric(name: str, label: str, higher_is_better: bool | None):
+def metric(name: str, label: str, higher_is_better: bool | None, unit: str = "points"):
+    if unit not in UNITS:
+        raise ValueError(f"metric {name!r}: unit must be one of {UNITS}, got {unit!r}")
+
     def wrap(fn):
         if name in METRICS:
             raise ValueError(f"metric {name!r} registered twice")
-        METRICS[name] = MetricSpec(name, label, higher_is_better, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        METRICS[name] = MetricSpec(name, label, higher_is_better, fn, (fn.__doc__ or "").strip().splitlines()[0], unit)
         return fn
 
     return wrap
 
 
-@metric("avg_delta", "Avg Δ", higher_is_better=False)
+@metric("avg_delta", "Avg Δ", higher_is_better=False, unit="counts")
 def avg_delta(y_orig: np.ndarray, y_closed: np.ndarray) -> float:
     """Mean expression change, mean_c [exp(ŷ_closed) − exp(ŷ_orig)], in normalised counts; range ℝ, ↓ better."""
     y_orig, y_closed = np.asarray(y_orig, np.float64), np.asarray(y_closed, np.float64)
@@ -53,7 +76,7 @@ def rel_delta_pct(y_orig: np.ndarray, y_closed: np.ndarray) -> float:
     return float(100.0 * np.mean(np.expm1(y_closed - y_orig)))
 
 
-@metric("off_target_pct", "Off-target |Rel Δ| (%)", higher_is_better=False)
+@metric("off_target_pct", "Off-target |Rel Δ| (%)", higher_is_better=False, unit="points≥0")
 def off_target_pct(y_orig: np.ndarray, y_closed: np.ndarray, target: int) -> float:
     """Specificity: mean over the *other* genes of |100 · mean_c expm1(ŷ_closed − ŷ_orig)|; range [0, ∞), ↓ better.
 
@@ -77,7 +100,7 @@ def oracle_rel_delta_pct(e_orig: np.ndarray, e_closed: np.ndarray) -> float:
     return float(100.0 * np.mean((e_closed - e_orig) / e_orig))
 
 
-@metric("truth_recall", "Truth recall", higher_is_better=True)
+@metric("truth_recall", "Truth recall", higher_is_better=True, unit="fraction")
 def truth_recall(selected, planted) -> float:
     """Fraction of the gene's planted regulatory peaks that were selected, |S ∩ P| / |P|; range [0, 1], ↑."""
     planted = set(int(p) for p in planted)
@@ -89,8 +112,8 @@ def truth_recall(selected, planted) -> float:
 # Genomic context (bench/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
 from bench.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
 
-metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None)(fraction_on_target_chrom)
-metric("median_tss_distance", "Median TSS dist. (bp)", higher_is_better=None)(median_tss_distance)
+metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None, unit="fraction")(fraction_on_target_chrom)
+metric("median_tss_distance", "Median TSS distance", higher_is_better=None, unit="bp")(median_tss_distance)
 
 
 # ---------------------------------------------------------------------------------------------- uncertainty

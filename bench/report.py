@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.machine import machine_phrase
 from bench.metrics import INTERVAL, METRICS
 from bench.replicates import selection_stability, surrogate_rank_movement
-from bench.tables import decimals_for, detail, fmt_ci, headline, headline_markdown, render
+from bench.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
 from bench.versions import describe
 from datasets.files import atomic_write
 from surrogates.checkpoint import checkpoint_name
@@ -48,11 +49,12 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 
 
 def run_facts(source: str, data, surrogates, style: str, profile, seconds: float, reused: int = 0,
-              n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None) -> dict:
+              n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None,
+              machine: dict | None = None) -> dict:
     """What a run's header states, as JSON-able facts (written to run.json, so `bench report` can render the
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
-    versions."""
+    versions, and the machine (`bench.machine.describe_machine`)."""
     metas = [s.meta for s in surrogates]
     return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
             "n_genes": int(data.n_genes), "style": style,
@@ -63,7 +65,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "method_budgets": {m: int(b.samples) for m, b in profile.method_budgets.items()},
             "safety_stop_s": float(profile.budget.seconds), "seconds": float(seconds), "reused": int(reused),
             "n_jobs": int(n_jobs), "peak_rss_mb": None if peak_rss_mb is None else float(peak_rss_mb),
-            "versions": dict(versions or {})}
+            "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {})}
 
 
 def leaderboard_header(facts: dict) -> str:
@@ -81,9 +83,12 @@ def leaderboard_header(facts: dict) -> str:
             f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
             f"tables in bold. Total wall time {facts['seconds']:.0f} s"
+            + (f" on {machine_phrase(facts['machine'])}" if facts.get("machine") else "")
             + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)" if reused else "")
             + (f", peak RSS {rss / 1024:.1f} GiB (the main process)." if rss else ".")
-            + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else ""))
+            + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else "")
+            + (f" Tables rendered again from the run's records ({facts['rendered_from']})."
+               if facts.get("rendered_from") else ""))
 
 
 def _training(meta: dict) -> str:
@@ -123,7 +128,7 @@ def long_table(records: list[dict]) -> pd.DataFrame:
         for ct, sub in part.groupby("cell_type", sort=False):
             row = {"method": method, "L": L, "cell_type": ct, "gene": "*", "seed": "*",
                    **dict.fromkeys(replicate, "*"),
-                   "status": status_summary(sub["status"]), "n_jobs": len(sub)}
+                   "status": status_summary(sub["status"]), "n_jobs": len(sub), "n_genes": sub["gene"].nunique()}
             for c in metric_cols:  # replicates (seeds, surrogate seeds) of a gene are averaged first
                 per_gene = sub.groupby("gene")[c].mean()
                 row[c], row[f"{c}_stderr"] = _mean_se(per_gene)
@@ -132,13 +137,14 @@ def long_table(records: list[dict]) -> pd.DataFrame:
         rows.extend(per_type)
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
                **dict.fromkeys(replicate, "*"), "n_jobs": len(part),
+               "n_genes": int(part[["cell_type", "gene"]].drop_duplicates().shape[0]),
                **_coverage(per_type, all_types, status_summary(part["status"]))}
         for c in metric_cols:
             type_means = pd.Series([r[c] for r in per_type])
             avg[c], avg[f"{c}_stderr"] = _mean_se(type_means)
             avg[f"{c}_ci95"] = INTERVAL.fn(type_means)[1]
         rows.append(avg)
-    return pd.concat([jobs.assign(n_jobs=1), pd.DataFrame(rows)], ignore_index=True)
+    return pd.concat([jobs.assign(n_jobs=1, n_genes=1), pd.DataFrame(rows)], ignore_index=True)
 
 
 def _coverage(per_type: list[dict], all_types: list[str], status: str) -> dict:
@@ -312,6 +318,9 @@ def runtime_table(long: pd.DataFrame, methods: list[str], tablefmt: str = "githu
     return render(body, ["Method", "L", "mean s/job", "max s/job", "peak RSS MiB", "status"], tablefmt)
 
 
+SMALL_N_NOTE = (f"n is the number of genes of a cell type (of cell types for Avg); a mean over fewer than "
+                f"{MIN_FOR_INTERVAL} is shown without ±, since a t-interval on 1–2 degrees of freedom is wider than "
+                "the differences it would qualify (leaderboard.csv keeps every interval).")
 # (metric, title, note) of the per-L detail tables after Rel Δ, shown when the metric has values
 DETAIL_SECTIONS = (
     ("avg_delta", "Avg Δ (normalised counts)", "Mean expression change in count space."),
@@ -327,8 +336,9 @@ DETAIL_SECTIONS = (
      "redundant groups, additive enhancers) that were selected."),
     ("frac_on_target_chrom", "On the gene's chromosome", "Fraction of the selected peaks on the gene's chromosome "
      "(context, not a score)."),
-    ("median_tss_distance", "Distance to the TSS", "Median distance of the selected peaks to the gene's TSS in bp "
-     "(context, not a score)."),
+    ("median_tss_distance", "Distance to the TSS", "Per job, the median distance of the selected peaks on the "
+     "gene's chromosome to its TSS; per cell type the median over its genes, and for Avg the median over every "
+     "gene with the interquartile range: distances are skewed, so no mean ± (context, not a score)."),
 )
 
 
@@ -354,11 +364,11 @@ def report_sections(data: dict, tablefmt: str = "github") -> dict:
     long, agg, order, controls = data["long"], data["agg"], data["order"], frozenset(data["controls"])
     per_L = {}
     for L in data["Ls"]:
-        sections = [("Rel Δ (%) by cell type", INTERVAL.description,
-                     detail(agg, L, "rel_delta_pct", order, tablefmt, controls)),
+        sections = [("Rel Δ (%) by cell type", INTERVAL.description + " " + SMALL_N_NOTE,
+                     detail(long, L, "rel_delta_pct", order, tablefmt, controls)),
                     ("Discrimination", "", "\n".join(discrimination_markdown(data["disc"], data["kendall"], L, controls,
                                                                               tablefmt=tablefmt, order=order)))]
-        sections += [(title, note, detail(agg, L, metric, order, tablefmt, controls))
+        sections += [(title, note, detail(long, L, metric, order, tablefmt, controls))
                      for metric, title, note in DETAIL_SECTIONS if metric in long and long[metric].notna().any()]
         per_L[L] = sections
     movement = data["movement"]

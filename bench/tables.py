@@ -6,7 +6,12 @@
 * `detail` — one metric at one L: methods as rows, cell types (then Avg) as columns, best per column in bold.
 
 Numbers are rounded to what their interval supports: two significant digits of the half-width, the mean to the
-same decimal (`fmt_ci`).
+same decimal (`fmt_ci`), and printed in their metric's unit (`MetricSpec.unit`): a sign only on quantities that
+can be negative, fractions as 0.35, distances in bp / kb / Mb as medians with their interquartile range. A mean
+over fewer than `MIN_FOR_INTERVAL` values (a cell type with two or three marker genes) is shown without ±: a
+95 % t-interval on 1–2 degrees of freedom (t = 12.7 and 4.3) is wider than most effects it would qualify, so it
+would say more about the interval than about the method; such columns name their n instead. leaderboard.csv keeps
+every interval.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ STATUS_MARKS = {"budget_exceeded": "ᵇ", "time_limit": "ᵗ", "not_converged": 
 CONTROL_MARK = "†"
 MISSING_MARK = "ᵐ"  # an Avg over fewer cell types than the table has (its status names them)
 MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
+MIN_FOR_INTERVAL = 4  # fewer values than this: the mean without ± (see the module docstring)
 
 
 def decimals_for(half: float, default: int = 2, most: int = 4) -> int:
@@ -34,13 +40,47 @@ def decimals_for(half: float, default: int = 2, most: int = 4) -> int:
     return int(min(most, max(0, 1 - math.floor(math.log10(half)))))
 
 
-def fmt_ci(mean: float, half: float, digits: int | None = None) -> str:
-    """'−48.0 ± 3.1': the mean and its half-width at the decimals the half-width supports; '—' for no value."""
+def fmt_ci(mean: float, half: float, digits: int | None = None, signed: bool = True) -> str:
+    """'−48.0 ± 3.1': the mean and its half-width at the decimals the half-width supports; '—' for no value.
+    `signed=False` (a quantity that is never negative) drops the '+'."""
     if not np.isfinite(mean):
         return "—"
     d = decimals_for(half) if digits is None else digits
-    text = f"{mean:+.{d}f}".replace("-", "−")
+    text = f"{mean:{'+' if signed else ''}.{d}f}".replace("-", "−")
     return text + (f" ± {half:.{d}f}" if np.isfinite(half) else "")
+
+
+def fmt_bp(bp: float) -> str:
+    """A genomic distance with three significant digits in bp, kb or Mb: '850 bp', '46.7 kb', '101 Mb'."""
+    if not np.isfinite(bp):
+        return "—"
+    value, unit = next(((bp / scale, unit) for scale, unit in ((1e6, "Mb"), (1e3, "kb")) if abs(bp) >= scale),
+                       (bp, "bp"))
+    return f"{value:.3g} {unit}" if unit != "bp" else f"{value:.0f} bp"
+
+
+def fmt_median_iqr(values) -> str:
+    """'12.3 Mb (IQR 2.1 Mb–40.5 Mb)' for distances: the median, with the interquartile range when there are at
+    least `MIN_FOR_INTERVAL` values; '—' for none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return "—"
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return fmt_bp(med) + (f" (IQR {fmt_bp(q1)}–{fmt_bp(q3)})" if v.size >= MIN_FOR_INTERVAL else "")
+
+
+def fmt_metric(spec, mean: float, half: float, n: int) -> str:
+    """One table cell of `spec`'s metric: a mean over n values in the metric's unit, ± its half-width only when
+    n ≥ `MIN_FOR_INTERVAL` (fewer: the mean alone, at two decimals of its own size)."""
+    if n < MIN_FOR_INTERVAL:
+        half, digits = np.nan, (2 if not np.isfinite(mean) or mean == 0 else
+                                decimals_for(abs(mean) / 10, most=4))
+    else:
+        digits = None
+    if spec.unit == "fraction":  # a share: two decimals unless its interval needs more
+        digits = 2 if n < MIN_FOR_INTERVAL else max(2, decimals_for(half))
+    return fmt_ci(mean, half, digits, signed=spec.signed)
 
 
 def rel_delta_auc(Ls, values) -> float:
@@ -86,6 +126,7 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
             mine = stability[(stability["method"] == method) & (stability["L"] == Ls[-1])]
             row["jaccard"] = float(mine["jaccard"].iloc[0]) if len(mine) else np.nan
         row["seconds_per_job"] = float(np.nanmean(part["seconds"])) if "seconds" in part else np.nan
+        row["n_cell_types"] = int(part["n_cell_types"].max()) if "n_cell_types" in part else 0
         row["status"] = "; ".join(f"L={L}: {s}" for L, s in part["status"].items() if s != "ok") or "ok"
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -107,13 +148,16 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         headers.append("Jaccard")
     headers.append("s/job")
     body = []
+    rel = METRICS["rel_delta_pct"]
     for r in table.to_dict("records"):
-        line = [r["method"] + r["marks"]] + [fmt_ci(r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"])
+        n = int(r.get("n_cell_types", MIN_FOR_INTERVAL))  # the Avg's cell types: too few, and there is no ±
+        line = [r["method"] + r["marks"]] + [fmt_metric(rel, r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"], n)
                                              for L in shown]
         if len(Ls) > MAX_HEADLINE_LS:  # at the precision of the largest L's interval
-            line.append(fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
+            line.append(fmt_metric(rel, r["auc"], np.nan, 0) if n < MIN_FOR_INTERVAL else
+                        fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
         if oracle:
-            line.append(fmt_ci(r[oracle[0]], r[oracle[0].replace("@", "_ci95@")]))
+            line.append(fmt_metric(rel, r[oracle[0]], r[oracle[0].replace("@", "_ci95@")], n))
         if "jaccard" in table:
             line.append(f"{r['jaccard']:.2f}" if np.isfinite(r["jaccard"]) else "—")
         line.append(f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"]) else "—")
@@ -138,17 +182,33 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 
-def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github",
+def _gene_values(jobs: pd.DataFrame, metric: str) -> pd.Series:
+    """Per (method, cell type, gene) the metric's value, a gene's replicates averaged (as `long_table` does)."""
+    return jobs.groupby(["method", "cell_type", "gene"])[metric].mean()
+
+
+def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt: str = "github",
            controls: frozenset = frozenset()) -> str:
-    """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns, each cell
-    mean ± 95 % CI with the status marks of its jobs; the best non-control of each column (by the metric's
-    direction) in bold."""
-    part = agg[agg["L"] == L]
+    """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns (each headed
+    with its n: genes, or cell types for Avg), each cell the mean in the metric's unit (± 95 % CI from
+    `MIN_FOR_INTERVAL` values on) with the status marks of its jobs; the best non-control of each column (by the
+    metric's direction) in bold. `long` is `report.long_table` (its aggregate rows; a skewed metric's cells are
+    medians of its job rows: a cell type's over its genes, Avg's over every gene, with the IQR)."""
+    part = long[(long["L"] == L) & (long["gene"] == "*")]
     spec = METRICS[metric]
     cell_types = [c for c in part["cell_type"].unique() if c != "Avg"] + ["Avg"]
     wide = part.pivot_table(index="method", columns="cell_type", values=metric, aggfunc="first", dropna=False)
+    if spec.skewed:  # medians of the genes' values instead of means
+        per_gene = _gene_values(long[(long["L"] == L) & (long["gene"] != "*")], metric)
+        wide = per_gene.groupby(level=["method", "cell_type"]).median().unstack("cell_type").reindex(
+            index=wide.index, columns=wide.columns)
     half = part.pivot_table(index="method", columns="cell_type", values=f"{metric}_ci95", aggfunc="first",
                             dropna=False)
+    counts = part.pivot_table(index="method", columns="cell_type", aggfunc="first", dropna=False,
+                              values="n_cell_types" if "n_genes" not in part else "n_genes")
+    if "n_cell_types" in part:
+        counts["Avg"] = part[part["cell_type"] == "Avg"].set_index("method")["n_cell_types"]
+    n_of = {ct: int(counts[ct].max()) if ct in counts and counts[ct].notna().any() else 0 for ct in cell_types}
     status = part.set_index(["method", "cell_type"])["status"]
     best = {}
     if spec.higher_is_better is not None:
@@ -161,11 +221,17 @@ def detail(agg: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt:
         cells = []
         for ct in cell_types:
             mean = wide.at[m, ct] if ct in wide else np.nan
-            text = fmt_ci(mean, half.at[m, ct] if ct in half else np.nan)
+            if spec.skewed:
+                values = (per_gene.loc[m] if ct == "Avg" else per_gene.loc[(m, ct)]) if m in per_gene.index else []
+                text = fmt_median_iqr(values) if ct == "Avg" else fmt_bp(mean)
+            else:
+                text = fmt_metric(spec, mean, half.at[m, ct] if ct in half else np.nan,
+                                  int(counts.at[m, ct]) if ct in counts and np.isfinite(counts.at[m, ct]) else 0)
             text = f"**{text}**" if best.get(ct) == m and np.isfinite(mean) else text
             cells.append(text + _marks(pd.Series([status.get((m, ct))]), False))
         body.append([m] + cells)
-    return render(body, [f"{spec.label} {spec.arrow}".strip()] + cell_types, tablefmt)
+    headers = [f"{ct} (n={n_of[ct]})" if ct != "Avg" else f"Avg (n={n_of[ct]})" for ct in cell_types]
+    return render(body, [f"{spec.label} {spec.arrow}".strip()] + headers, tablefmt)
 
 
 def render(body: list[list[str]], headers: list[str], tablefmt: str = "github") -> str:

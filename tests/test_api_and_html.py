@@ -9,6 +9,7 @@ import pytest
 
 import bench
 from bench.replicates import jaccard, selection_stability
+from bench.cli import main
 
 
 class _Sections(HTMLParser):
@@ -64,7 +65,12 @@ def test_report_html_is_self_contained_with_every_section(two_surrogates):
     assert all(link.startswith("#") for link in page.links) and page.scripts == 0  # no network, no script
     assert page.tables >= 3 * 4
     text = (out / "report.html").read_text()
-    assert "Package versions" in text and "torch" in text and "shap" in text
+    from importlib import metadata
+
+    assert "Package versions" in text
+    for package in ("torch", "shap", "captum"):  # the installed versions, as the package metadata gives them
+        assert f"<td>{package}</td><td>{metadata.version(package)}</td>" in text, package
+    assert "surrogate-" in text and "/tmp" not in text and str(out) not in text  # checkpoint by cache key only
 
 
 def test_jaccard_and_selection_stability_hand_computed():
@@ -126,3 +132,15 @@ def test_threads_make_another_surrogate_configuration():
     profile = profile_for("tiny", threads=3)
     assert profile.surrogate_config("paired").threads == 3 and profile.surrogate_config("reference").threads == 3
     assert profile_for("tiny").surrogate.threads == 2 and profile.budget == profile_for("tiny").budget
+
+
+def test_bench_report_renders_a_finished_run_again_without_running_a_job(two_surrogates, tmp_path, capsys):
+    """`bench report` from jobs.jsonl + run.json gives the files the run wrote (report.html included: figures, the
+    fidelity panel, configuration and package versions come back from the folder, not from this process)."""
+    _, out = two_surrogates
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
+    for name in ("leaderboard.md", "leaderboard.csv", "headline.csv", "discrimination.csv", "report.html",
+                 "fidelity.png", "rel_delta_vs_L.png", "run.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+    assert "has no jobs.jsonl or run.json" in capsys.readouterr().err

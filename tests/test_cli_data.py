@@ -115,4 +115,4 @@ def test_leaderboard_reports_genomic_context(tmp_path, toy):
     assert main([*RUN, "--data", spec, "--label-key", "cell_type", "--out", str(out)]) == 0
     md = (out / "leaderboard.md").read_text()
     assert "### On the gene's chromosome at L = " in md and "On gene's chrom" in md
-    assert "### Distance to the TSS at L = " in md and "Median TSS dist. (bp)" in md
+    assert "### Distance to the TSS at L = " in md and "Median TSS distance" in md

@@ -35,6 +35,8 @@ def test_ranks_the_regulating_peak_first_and_is_seeded(one_torch_thread):
     first, again = (make(0).explain(toy.surrogate, toy.train, TARGET, 3) for _ in range(2))
     assert first.peaks[0] == toy.strong
     np.testing.assert_array_equal(first.scores, again.scores)
+    other = make(1).explain(toy.surrogate, toy.train, TARGET, 3)  # other background draws and path points
+    assert not np.allclose(other.scores, first.scores, rtol=1e-4, atol=0)
     assert np.random.get_state()[1].tolist() == state[1].tolist()  # shap reseeds the global RNG; restored
 
 

@@ -33,4 +33,6 @@ def test_cache_root_order(tmp_path, monkeypatch):
     assert cache_root(tmp_path / "arg") == tmp_path / "arg"
     assert cache_root() == tmp_path / "env"
     monkeypatch.delenv("GRIDS_BENCH_CACHE")
-    assert cache_root() == cache_root(os.path.expanduser("~/.cache/grids-bench"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default, spelled out: ~/.cache/grids-bench
+    assert cache_root() == tmp_path / "home" / ".cache" / "grids-bench"
+    assert cache_root("~/elsewhere") == tmp_path / "home" / "elsewhere"  # a `~` in the flag is expanded

@@ -36,6 +36,8 @@ def test_seeded_and_deterministic():
     b = Fimap(steps=50, seed=3).explain(p.surrogate, p.train, TARGET, 5)
     np.testing.assert_array_equal(a.peaks, b.peaks)
     np.testing.assert_allclose(a.scores, b.scores)
+    other = Fimap(steps=50, seed=4).explain(p.surrogate, p.train, TARGET, 5)  # the seed is used: other mini-batches
+    assert not np.allclose(other.scores, a.scores, rtol=1e-3, atol=0)
 
 
 def test_surrogate_is_left_untouched():

@@ -41,9 +41,11 @@ def test_grids_is_seeded_and_never_duplicates(seed):
     m, d = redundant_pair_model(), cells_with_all_open()
     e1 = Grids(steps=40, batch_size=8, seed=seed).explain(m, d, "target", 5)
     e2 = Grids(steps=40, batch_size=8, seed=seed).explain(m, d, "target", 5)
-    assert e1.peaks.tolist() == e2.peaks.tolist()
+    assert e1.peaks.tolist() == e2.peaks.tolist() and e1.info["loss_trace"] == e2.info["loss_trace"]
     assert len(set(e1.peaks.tolist())) == 5
     assert e1.info["steps"] == 40
+    other = Grids(steps=40, batch_size=8, seed=seed + 10).explain(m, d, "target", 5)
+    assert other.info["loss_trace"] != e1.info["loss_trace"]  # the seed is used: another start and mini-batches
 
 
 def test_budget_exhaustion_returns_best_so_far():
@@ -81,13 +83,31 @@ def test_the_off_target_gene_sample_is_an_unbiased_estimate_of_eq_2():
     assert not torch.allclose(sampled[0], full)  # one draw is an estimate, not the full term
 
 
-def test_a_gene_sample_as_large_as_the_genes_is_the_full_objective():
-    m, d = redundant_pair_model(), cells_with_all_open()
-    full = Grids(steps=12, seed=3).explain(m, d, "target", 3)
-    same = Grids(steps=12, seed=3, off_target_genes=10_000).explain(m, d, "target", 3)
-    np.testing.assert_array_equal(full.peaks, same.peaks)
-    sampled = Grids(steps=12, seed=3, off_target_genes=1).explain(m, d, "target", 3)
-    sampled.check(d.n_peaks, 3)
+def test_a_gene_sample_of_every_gene_scores_cells_as_the_full_objective():
+    """The sampled scorer's own path (a head over the chosen genes, the target first) with every off-target gene in
+    the sample gives each cell the full eq. 2 of the whole decoder; a sample size ≥ G − 1 skips the sample; a small
+    sample still returns L valid peaks."""
+    from methods._shared import genes_head
+    from methods.grids import _GeneSample, cell_objective
+
+    m, d = _random_surrogate_case()
+    gi = 5
+    genes = torch.as_tensor([gi] + [g for g in range(m.n_genes) if g != gi])
+    scorer = _GeneSample(genes, genes_head(m, genes), 0.1)
+    with m.evaluating(), torch.no_grad():
+        batch = m.sparse_batch(d.atac[:12])
+        y0 = m.predict(d.atac[:12])
+        a = m.first_hidden(batch, m.closed_weights(batch, [int(batch.idx[0]), int(batch.idx[1])]))
+        full = cell_objective(m.head_from_hidden(a), torch.as_tensor(y0), gi, 0.1, "ratio")
+        got = scorer.cell_loss(a, torch.as_tensor(y0))
+    assert not torch.allclose(full, torch.zeros_like(full))
+    torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-7)
+    rng = np.random.default_rng(0)
+    assert Grids(off_target_genes=m.n_genes - 1)._scorer(m, gi, rng) is None
+    assert Grids(off_target_genes=m.n_genes - 2)._scorer(m, gi, rng) is not None
+    sampled = Grids(steps=12, seed=3, off_target_genes=1).explain(redundant_pair_model(), cells_with_all_open(),
+                                                                  "target", 3)
+    sampled.check(cells_with_all_open().n_peaks, 3)
 
 
 def _random_surrogate_case():

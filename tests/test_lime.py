@@ -65,3 +65,6 @@ def test_seeded_and_deterministic():
     a = Lime(n_cells=4, seed=1).explain(p.surrogate, p.train, TARGET, 5)
     b = Lime(n_cells=4, seed=1).explain(p.surrogate, p.train, TARGET, 5)
     np.testing.assert_array_equal(a.peaks, b.peaks)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    other = Lime(n_cells=4, seed=2).explain(p.surrogate, p.train, TARGET, 5)  # other cells, other perturbations
+    assert not np.allclose(other.scores, a.scores, rtol=1e-3, atol=0)

@@ -75,8 +75,8 @@ def test_no_estimate_jobs_show_no_numbers_and_are_not_paired():
     assert agg.loc[("c", "Avg"), "status"] == "no_estimate 2/4; missing cell types: U (Avg of 1/2)"
     table = detail(long[long["gene"] == "*"], 10, "rel_delta_pct", ["a", "c"])
     c_row = next(line for line in table.splitlines() if line.startswith("| c")).split("|")[2:-1]
-    # T, U, Avg (one value: no ±, 2 decimals; ᵐ: U is missing from it)
-    assert [cell.strip() for cell in c_row] == ["−20 ± 51ᵉ", "—ᵉ", "−20.00ᵉᵐ"]
+    # T, U, Avg (3 genes and 1 cell type: fewer than 4 values, so no ±; ᵐ: U is missing from the Avg)
+    assert [cell.strip() for cell in c_row] == ["−20.0ᵉ", "—ᵉ", "−20.0ᵉᵐ"]
     # best = a (Avg of per-type means: (−20 − 40)/2 = −30 < −20); shared finished jobs: T/g1, T/g2
     c = discrimination(long, controls=()).set_index("method").loc["c"]
     assert c["n_jobs"] == 2 and c["mean_diff"] == pytest.approx(((-16 + 20) + (-24 + 30)) / 2)
@@ -149,13 +149,14 @@ def cells(table: str, method: str) -> list[str]:
 def test_best_follows_each_metrics_direction_and_numbers_follow_their_interval():
     agg = long_table(two_type_records())
     agg = agg[agg["gene"] == "*"]
-    # Rel Δ ↓: Avg b −26.5 beats a −22.5; X: a −15 beats b −13; Y: b −40 beats a −30
-    # Avg CI half-widths: t_{0.975,1} · SE = 12.706 · 7.5 = 95.3 (a), 12.706 · 13.5 = 171.5 (b) → whole numbers
+    # Rel Δ ↓: Avg b −26.5 beats a −22.5; X: a −15 beats b −13; Y: b −40 beats a −30. Two genes, one gene and
+    # two cell types: each mean stands alone (a t-interval on 1 degree of freedom would be ±64 to ±172)
     rel = detail(agg, 10, "rel_delta_pct", ["a", "b"])
-    assert cells(rel, "a") == ["**−15 ± 64**", "−30.00", "−22 ± 95"]
-    assert cells(rel, "b") == ["−13 ± 13", "**−40.00**", "**−26 ± 172**"]
-    recall = detail(agg, 10, "truth_recall", ["a", "b"])  # ↑: a's 0.75 beats b's 0.375
-    assert cells(recall, "a")[-1] == "**+0.8 ± 3.2**" and cells(recall, "b")[-1] == "+0.4 ± 1.6"
+    assert [h.strip() for h in rel.splitlines()[0].split("|")[2:-1]] == ["X (n=2)", "Y (n=1)", "Avg (n=2)"]
+    assert cells(rel, "a") == ["**−15.0**", "−30.0", "−22.5"]
+    assert cells(rel, "b") == ["−13.0", "**−40.0**", "**−26.5**"]
+    recall = detail(agg, 10, "truth_recall", ["a", "b"])  # ↑: a's 0.75 beats b's 0.375; a fraction has no sign
+    assert cells(recall, "a")[-1] == "**0.75**" and cells(recall, "b")[-1] == "0.38"
     context = detail(agg, 10, "first_order_rel_delta_pct", ["a", "b"])  # no direction: nothing bold
     assert "**" not in context
 
@@ -180,7 +181,7 @@ def test_an_avg_over_fewer_cell_types_says_so_and_names_the_missing_ones():
     assert avg.loc["b", "status"] == "failed 2/4; missing cell types: T2 (Avg of 1/2)"
     agg = long_table(recs).query("gene == '*'")
     b_row = next(line for line in detail(agg, 10, "rel_delta_pct", ["a", "b"]).splitlines() if line.startswith("| b"))
-    assert b_row.split("|")[-2].strip() == "−35.00ᶠᵐ"  # the Avg cell: some jobs failed, a cell type is missing
+    assert b_row.split("|")[-2].strip() == "−35.0ᶠᵐ"  # the Avg cell: some jobs failed, a cell type is missing
 
 
 def test_the_header_states_training_wall_time_and_peak_memory():
@@ -203,3 +204,41 @@ def test_the_header_states_training_wall_time_and_peak_memory():
     assert ", trained 10 steps in 9 s (max_steps)." in text and "Total wall time 1 s." in text
     assert "trained" not in leaderboard_header(run_facts("x", data, [SimpleNamespace(meta={})], "paired",
                                                          PROFILES["tiny"], 1.0))
+
+
+def test_four_genes_get_an_interval_and_distances_are_medians_in_kb_or_mb():
+    """From `MIN_FOR_INTERVAL` = 4 genes on, a cell-type mean carries its 95 % t-interval; a distance is the median
+    of the genes (Avg: of every gene, with the IQR), in kb or Mb, never signed."""
+    from bench.tables import fmt_bp, fmt_median_iqr
+
+    recs = [{"method": "a", "L": 10, "cell_type": ct, "gene": f"{ct}{i}", "seed": 0, "rel_delta_pct": rel,
+             "median_tss_distance": dist, "frac_on_target_chrom": 0.5, "status": "ok", "seconds": 1.0}
+            for ct, values in {"X": [(-10, 1_000), (-20, 2_000), (-30, 3_000), (-40, 50_000_000)],
+                               "Y": [(-5, 40_000), (-7, 60_000)]}.items()
+            for i, (rel, dist) in enumerate(values)]
+    long = long_table(recs)
+    half = 3.182446305284263 * np.std([-10, -20, -30, -40], ddof=1) / 2  # t_{0.975,3} · sd / √4 = 20.5
+    assert cells(detail(long, 10, "rel_delta_pct", ["a"]), "a")[:2] == [f"**−25 ± {half:.0f}**", "**−6.00**"]
+    dist = cells(detail(long, 10, "median_tss_distance", ["a"]), "a")
+    # X: median of 1, 2, 3 kb and 50 Mb = 2.5 kb; Y: 50 kb; Avg over the 6 genes: median 21.5 kb (mean of 3 and 40 kb), IQR 2.25–55 kb
+    assert dist == ["2.5 kb", "50 kb", "21.5 kb (IQR 2.25 kb–55 kb)"]
+    assert cells(detail(long, 10, "frac_on_target_chrom", ["a"]), "a")[0] == "0.50 ± 0.00"  # no "+"
+    assert (fmt_bp(850), fmt_bp(46_665), fmt_bp(101_065_400)) == ("850 bp", "46.7 kb", "101 Mb")
+    assert fmt_median_iqr([np.nan]) == "—" and fmt_median_iqr([1e6, 3e6]) == "2 Mb"  # < 4 values: no IQR
+
+
+def test_the_header_names_the_machine_and_a_rendering_from_records():
+    from types import SimpleNamespace
+
+    from bench.config import PROFILES
+    from bench.machine import cpu_model, describe_machine
+    from bench.report import leaderboard_header, run_facts
+
+    machine = describe_machine("cpu")
+    assert machine["cpu"] == cpu_model() and machine["cores"] >= 1 and machine["device"] == "cpu"
+    facts = run_facts("synthetic", SimpleNamespace(n_cells=1, n_peaks=2, n_genes=3), [SimpleNamespace(meta={})],
+                      "paired", PROFILES["tiny"], 61.0, peak_rss_mb=1024, machine=machine)
+    text = leaderboard_header(facts)
+    assert f"Total wall time 61 s on {machine['cores']} CPU cores ({machine['cpu']}), torch " in text
+    assert "rendered again" not in text
+    assert "rendered again from the run's records (by hand)." in leaderboard_header({**facts, "rendered_from": "by hand"})

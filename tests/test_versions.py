@@ -39,7 +39,8 @@ def test_source_changes_come_with_a_version_decision(name, recorded):
     version, files = COMPONENTS[name]
     where = WHERE.get(name, f"version= in the @register of {name.split(':', 1)[-1]!r} ({files[0]})")
     how = "then record it: GRIDS_BENCH_RECORD_VERSIONS=1 pytest tests/test_versions.py"
-    assert name in recorded, f"{name} has no recorded version; {how}"
+    if name not in recorded:  # a new explainer: nothing to compare with yet, and no cached result to protect
+        pytest.skip(f"{name} has no recorded version yet; {how}")
     rec = recorded[name]
     assert rec["version"] == version, (f"{name}: version {rec['version']} → {version} is not recorded yet; {how}")
     assert rec["source"] == versions.source_hash(files), (
@@ -48,7 +49,8 @@ def test_source_changes_come_with_a_version_decision(name, recorded):
 
 
 def test_no_recorded_component_is_left_over(recorded):
-    assert sorted(recorded) == sorted(COMPONENTS), "a component was removed or renamed; re-record the versions"
+    gone = sorted(set(recorded) - set(COMPONENTS))
+    assert not gone, f"{gone} were removed or renamed; re-record the versions"
 
 
 def test_the_hash_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):

@@ -1,0 +1,211 @@
+"""The numbers the README (and results/examples/README.md) quote come from the committed examples: each block
+between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->` must equal what `BLOCKS[NAME]` makes from the
+examples' run.json, headline.csv and leaderboard.csv, so a regenerated example cannot leave the page behind.
+
+After regenerating an example, rewrite the blocks with
+
+    python -m tests.test_readme
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.machine import machine_phrase
+from bench.metrics import cell_type_average
+from bench.report import _paired
+from bench.tables import fmt_ci, headline_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "results" / "examples"
+PAGES = [ROOT / "README.md", EXAMPLES / "README.md"]
+BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.S)
+
+
+def facts(run: str) -> dict:
+    return json.loads((EXAMPLES / run / "run.json").read_text())["facts"]
+
+
+def duration(seconds: float) -> str:
+    """'9 min 3 s', '1 h 19 min 35 s'."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return (f"{h} h " if h else "") + (f"{m} min " if h or m else "") + f"{s} s"
+
+
+def run_line(run: str, command: str, link: str = "results/examples/") -> str:
+    """'`command`: 9 min 3 s from an empty cache on 2 CPU cores (…), surrogate training (38 s) included; peak RSS
+    2.5 GiB (results/examples/RUN)'; `link`: where the examples folder is from the page that quotes it."""
+    f = facts(run)
+    where = f" on {machine_phrase(f['machine'])}" if f.get("machine") else ""
+    reused = f", {f['reused']} of {f['n_jobs']} jobs reused from the cache" if f.get("reused") else \
+        " from an empty cache"
+    training = f.get("training", {})
+    train = f", surrogate training ({training['seconds']:.0f} s) included" if "seconds" in training else ""
+    return (f"`{command}`: **{duration(f['seconds'])}**{reused}{where}{train}; peak RSS "
+            f"{f['peak_rss_mb'] / 1024:.1f} GiB ([`results/examples/{run}/`]({link}{run}/))")
+
+
+def headline_table(run: str) -> str:
+    """The run's headline table, as its leaderboard.md shows it (without the notes under it)."""
+    table = pd.read_csv(EXAMPLES / run / "headline.csv")
+    table["marks"] = table["marks"].fillna("")
+    return headline_markdown(table).split("\n\n")[0]
+
+
+def _jobs(run: str) -> pd.DataFrame:
+    long = pd.read_csv(EXAMPLES / run / "leaderboard.csv")
+    return long[long["gene"] != "*"]
+
+
+def paired_vs(run: str, base: str, others: list[str]) -> str:
+    """Each of `others` minus `base` in Rel Δ (%), paired over the run's (cell type, gene) jobs, per L: mean, 95 %
+    t-interval and better / tied / worse counts (as in the discrimination tables)."""
+    jobs = _jobs(run)
+    Ls = sorted(jobs["L"].unique())
+    wide = {L: jobs[jobs["L"] == L].groupby(["cell_type", "gene", "method"])["rel_delta_pct"].mean()
+            .unstack("method") for L in Ls}
+    head = "| Method | " + " | ".join(f"L = {L}: − {base} (95 % CI), better / tied / worse" for L in Ls) + " |"
+    lines = [head, "|---|" + "---|" * len(Ls)]
+    for m in others:
+        cells = []
+        for L in Ls:
+            p = _paired((wide[L][m] - wide[L][base]).dropna().to_numpy(float), -1)
+            d = 2 if abs(p["ci_high"] - p["ci_low"]) >= 0.2 else 3
+            cells.append(f"{fmt_ci(p['mean_diff'], np.nan, d)} ([{fmt_ci(p['ci_low'], np.nan, d)}, "
+                         f"{fmt_ci(p['ci_high'], np.nan, d)}]), {p['n_better']} / {p['n_tied']} / {p['n_worse']}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def spread(run: str) -> str:
+    """Avg Rel Δ (%) of each method on each retrained surrogate (`--surrogate-seeds`), and its standard deviation
+    across them, per L."""
+    jobs = _jobs(run)
+    avg = cell_type_average(jobs, "rel_delta_pct", by=("method", "L", "surrogate_seed")).unstack("surrogate_seed")
+    seeds = list(avg.columns)
+    Ls = sorted(jobs["L"].unique())
+    head = "| Method | " + " | ".join(f"L = {L}: surrogate {' / '.join(map(str, seeds))} | sd" for L in Ls) + " |"
+    lines = [head, "|---|" + "---|---|" * len(Ls)]
+    order = avg.xs(Ls[-1], level="L").mean(axis=1).sort_values().index
+    for m in order:
+        cells = []
+        for L in Ls:
+            v = avg.loc[(m, L)].to_numpy(float)
+            cells += [" / ".join(fmt_ci(x, np.nan, 1 if abs(x) >= 1 else 2) for x in v), f"{np.std(v, ddof=1):.2f}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def linearity(run: str, method: str) -> str:
+    """The method's actual Avg Rel Δ next to the Rel Δ the surrogate's linearisation predicts for the same
+    selections, per L."""
+    long = pd.read_csv(EXAMPLES / run / "leaderboard.csv")
+    avg = long[(long["cell_type"] == "Avg") & (long["method"] == method)].set_index("L")
+    lines = ["| L | actual Rel Δ (%) | first-order prediction (%) |", "|---|---|---|"]
+    for L, r in avg.sort_index().iterrows():
+        lines.append(f"| {L} | {fmt_ci(r['rel_delta_pct'], np.nan, 2)} | "
+                     f"{fmt_ci(r['first_order_rel_delta_pct'], np.nan, 2)} |")
+    return "\n".join(lines)
+
+
+def kendall(run: str) -> str:
+    """'+0.12 at L = 10 and +0.38 at L = 128 (11 explainers)': τ between the surrogate's and the oracle's
+    rankings of the explainers, as each discrimination section states it."""
+    from bench.report import control_methods, surrogate_oracle_kendall
+
+    long = pd.read_csv(EXAMPLES / run / "leaderboard.csv")
+    k = surrogate_oracle_kendall(long, control_methods(long["method"].unique()))
+    parts = [f"{fmt_ci(r.tau, np.nan, 2)} at L = {r.L}" for r in k.itertuples()]
+    return "Kendall τ = " + " and ".join(parts) + f" ({int(k['n_methods'].max())} explainers)"
+
+
+def compare_block(first: str, second: str, names: list[str]) -> str:
+    """`python -m bench compare` of two committed runs, as it prints."""
+    import bench
+
+    table = bench.compare(EXAMPLES / first, EXAMPLES / second, names=names)
+    return "```\n" + table.attrs["markdown"] + "\n```"
+
+
+def fit_styles() -> str:
+    """The two surrogate styles side by side from `bench fit --quick` (fidelity.json, interventional.csv)."""
+    lines = ["| style | training | marker R² | interventional Spearman | group / Σ members (surrogate; truth) "
+             "| closing all planted peaks (surrogate; truth) |", "|---|---|---|---|---|---|"]
+    for style in ("paired", "reference"):
+        fid = json.loads((EXAMPLES / f"fit-quick-{style}" / "fidelity.json").read_text())
+        panel = pd.read_csv(EXAMPLES / f"fit-quick-{style}" / "interventional.csv")
+        planted = panel[panel["kind"] == "all planted"][["surrogate_rel_pct", "oracle_rel_pct"]].mean()
+        lines.append(f"| {style} | {fid['training_seconds']:.0f} s | {fid['marker_r2']:.3f} | "
+                     f"{fid['interventional_spearman']:.2f} | {fid['group_member_ratio_surrogate']:.2f}; "
+                     f"{fid['group_member_ratio_oracle']:.1f} | {fmt_ci(planted['surrogate_rel_pct'], np.nan, 1)} %; "
+                     f"{fmt_ci(planted['oracle_rel_pct'], np.nan, 1)} % |")
+    return "\n".join(lines)
+
+
+BLOCKS = {
+    "fit-styles": fit_styles,
+    "quick-run": lambda: run_line("quick", "python -m bench run --quick"),
+    "default-run": lambda: run_line("default", "python -m bench run"),
+    "quick-headline": lambda: headline_table("quick"),
+    "quick-grids-vs": lambda: paired_vs("quick", "grids", ["input-x-gradient", "smoothgrad-x-input",
+                                                           "integrated-gradients", "fimap"]),
+    "quick-linearity": lambda: linearity("quick", "grids"),
+    "quick-kendall": lambda: kendall("quick"),
+    "compare-reference": lambda: compare_block("quick", "quick-reference", ["paired", "reference"]),
+    "default-headline": lambda: headline_table("default"),
+    "default-kendall": lambda: kendall("default"),
+    "default-grids-vs": lambda: paired_vs("default", "grids", ["input-x-gradient", "smoothgrad-x-input",
+                                                               "integrated-gradients", "fimap"]),
+    "default-spread": lambda: spread("default-surrogate-seeds"),
+    "default-spread-run": lambda: run_line("default-surrogate-seeds", "python -m bench run --surrogate-seeds 3"),
+    "quick-spread": lambda: spread("quick-surrogate-seeds"),
+    "reference-headline": lambda: headline_table("quick-reference"),
+    "reference-run": lambda: run_line("quick-reference", "python -m bench run --quick --surrogate reference", ""),
+    "paper-headline": lambda: headline_table("paper"),
+    "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
+    "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"
+                                           "smoothgrad,input-x-gradient,integrated-gradients,fimap", ""),
+}
+
+
+def blocks_in(page: Path) -> dict[str, str]:
+    return {m.group(2): m.group(3) for m in BLOCK.finditer(page.read_text())}
+
+
+def rewrite(page: Path) -> None:
+    text = page.read_text()
+    page.write_text(BLOCK.sub(lambda m: m.group(1) + BLOCKS[m.group(2)]() + "\n" + m.group(4), text))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_generated_blocks_match_the_committed_examples(page):
+    found = blocks_in(page)
+    assert found, f"{page} has no generated block"
+    for name, text in found.items():
+        assert name in BLOCKS, f"{page}: unknown generated block {name!r}"
+        assert text == BLOCKS[name]() + "\n", (f"{page}: block {name!r} is not what the committed examples give; "
+                                               "run `python -m tests.test_readme` to rewrite it")
+
+
+def test_the_first_screen_quotes_the_quick_run():
+    found = blocks_in(ROOT / "README.md")
+    assert {"quick-headline", "quick-run", "default-run"} <= set(found)
+    first = (ROOT / "README.md").read_text().split("\n## ")[:4]  # the title and the first three sections
+    assert "<!-- generated:quick-headline -->" in "\n## ".join(first)
+
+
+def test_duration_and_the_block_pattern():
+    assert (duration(543.4), duration(4775), duration(59.6)) == ("9 min 3 s", "1 h 19 min 35 s", "1 min 0 s")
+    text = "a\n<!-- generated:x -->\nold\n<!-- /generated:x -->\nb"
+    assert [(m.group(2), m.group(3)) for m in BLOCK.finditer(text)] == [("x", "old\n")]
+
+
+if __name__ == "__main__":
+    for page in PAGES:
+        rewrite(page)
+        print(f"rewrote {len(blocks_in(page))} generated blocks in {page.relative_to(ROOT)}")
