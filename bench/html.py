@@ -27,7 +27,11 @@ th { background: #f5f5f7; position: sticky; top: 0; } td:first-child, th:first-c
 tr:hover td { background: #fafafa; }
 p.note, p.lead { color: #555; max-width: 900px; }
 img { max-width: 100%; border: 1px solid #eee; } #fidelity img { max-width: 520px; }
+table.kv td { text-align: left; white-space: normal; overflow-wrap: anywhere; vertical-align: top; }
+table.kv td:first-child { white-space: nowrap; }
 """
+# Key-value tables (configuration, packages) wrap long values inside the page instead of scrolling them out of view
+# (a right-aligned, unwrapped list of 13 methods was cut at the right edge at 1280 px).
 
 
 def _png(data: bytes, alt: str) -> str:
@@ -62,7 +66,7 @@ def package_versions() -> dict[str, str]:
 
 def _key_values(items: dict) -> str:
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in items.items())
-    return f'<div class="scroll"><table><tbody>{rows}</tbody></table></div>'
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
 def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str:

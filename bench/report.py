@@ -440,15 +440,20 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
 
 
 def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
-    """Render a finished run's files again from its jobs.jsonl and run.json (and fidelity.png when present) with
-    the current report code, into `out` (default: the run's own folder). No job runs; the header keeps the run's
-    measured wall time and memory. A folder without those files raises FileNotFoundError naming what is missing."""
+    """Render a finished run's files again from its jobs.jsonl (or jobs.jsonl.gz, as the committed examples keep
+    it) and run.json (and fidelity.png when present) with the current report code, into `out` (default: the run's
+    own folder). No job runs; the header keeps the run's measured wall time and memory. A folder without those
+    files raises FileNotFoundError naming what is missing."""
+    import gzip
+
     run_dir = Path(run_dir)
-    missing = [n for n in ("jobs.jsonl", RUN_FILE) if not (run_dir / n).is_file()]
+    jobs = next((run_dir / n for n in ("jobs.jsonl", "jobs.jsonl.gz") if (run_dir / n).is_file()), None)
+    missing = (["jobs.jsonl"] if jobs is None else []) + ([RUN_FILE] if not (run_dir / RUN_FILE).is_file() else [])
     if missing:
         raise FileNotFoundError(f"{run_dir} has no {' or '.join(missing)}; `bench report` renders a folder that "
                                 "`bench run --out` wrote (runs before run.json existed cannot be rendered again)")
-    records = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines() if line.strip()]
+    text = gzip.decompress(jobs.read_bytes()).decode() if jobs.suffix == ".gz" else jobs.read_text()
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
     saved = json.loads((run_dir / RUN_FILE).read_text())
     context = dict(saved.get("context", {}))
     if (run_dir / "fidelity.png").is_file():

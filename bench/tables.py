@@ -46,6 +46,8 @@ def fmt_ci(mean: float, half: float, digits: int | None = None, signed: bool = T
     if not np.isfinite(mean):
         return "—"
     d = decimals_for(half) if digits is None else digits
+    if round(mean, d) == 0:  # zero at this precision (a closure that changes nothing) has no sign
+        mean, signed = 0.0, False
     text = f"{mean:{'+' if signed else ''}.{d}f}".replace("-", "−")
     return text + (f" ± {half:.{d}f}" if np.isfinite(half) else "")
 
@@ -230,7 +232,10 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
             text = f"**{text}**" if best.get(ct) == m and np.isfinite(mean) else text
             cells.append(text + _marks(pd.Series([status.get((m, ct))]), False))
         body.append([m] + cells)
-    headers = [f"{ct} (n={n_of[ct]})" if ct != "Avg" else f"Avg (n={n_of[ct]})" for ct in cell_types]
+    if spec.skewed:  # the last column is the median over every gene, not an average of cell types
+        n_of["Avg"] = int(per_gene.groupby(level="method").count().max()) if len(per_gene) else 0
+    headers = [f"{ct} (n={n_of[ct]})" if ct != "Avg" else
+               (f"all genes (n={n_of[ct]})" if spec.skewed else f"Avg (n={n_of[ct]})") for ct in cell_types]
     return render(body, [f"{spec.label} {spec.arrow}".strip()] + headers, tablefmt)
 
 

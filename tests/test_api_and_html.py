@@ -142,5 +142,14 @@ def test_bench_report_renders_a_finished_run_again_without_running_a_job(two_sur
     for name in ("leaderboard.md", "leaderboard.csv", "headline.csv", "discrimination.csv", "report.html",
                  "fidelity.png", "rel_delta_vs_L.png", "run.json"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+    import gzip
+    import shutil
+
+    kept = tmp_path / "kept"  # as the committed examples keep a run: jobs.jsonl gzipped
+    kept.mkdir()
+    (kept / "jobs.jsonl.gz").write_bytes(gzip.compress((out / "jobs.jsonl").read_bytes()))
+    shutil.copy(out / "run.json", kept / "run.json")
+    assert main(["report", str(kept)]) == 0
+    assert (kept / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
     assert "has no jobs.jsonl or run.json" in capsys.readouterr().err

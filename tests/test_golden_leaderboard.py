@@ -4,15 +4,17 @@ the paired surrogate, and five methods on the reference-style surrogate (its tra
 What must hold on any CPU, and why (a refactor must leave all of it unchanged):
 
 * **Selected peaks, statuses and identifiers: exactly.** A selection is integers decided by comparisons, so it
-  moves only when two candidates tie to within float32 rounding; none does in these runs (the same sets on the
-  Intel machines that made the files and on an AMD EPYC, where only the last digits of Rel Δ moved). Peak *sets*
-  are compared, so two tied peaks trading places inside a selection are not a change.
+  moves only when two candidates tie to within float32 rounding; none does in these runs: the peak-set metrics
+  (truth recall, fraction on the chromosome, TSS distance) of the leaderboard files, made on one Intel machine,
+  came out identical on an AMD EPYC and on another Intel Xeon model, where only the last digits of Rel Δ moved.
+  Peak *sets* are compared, so two tied peaks trading places inside a selection are not a change.
 * **Metrics: within `TOLERANCE`, in each metric's own unit.** The surrogate trains and predicts in float32, and
-  float32 sums are split differently on another CPU model (another SIMD width, another BLAS kernel): the same run
-  on an AMD EPYC differed from these files by up to 1.2e-6 points of Rel Δ. 1e-4 points is ~80× that and the
-  rounding floor of one evaluation (float32's 6e-7 on ~5 log-units of ŷ, ×100: 6e-5 points; the same bound makes
-  two evaluations of one peak set a tie in `bench.report.TIE_TOL`), so another CPU cannot exceed it, while any
-  change of a selection moves Rel Δ by far more. What it can miss: the tiny surrogate barely responds (|Rel Δ| ≤
+  float32 sums are split differently on another CPU model (another SIMD width, another BLAS kernel): the same runs
+  differed from the leaderboard files by up to 1.2e-6 points of Rel Δ on an AMD EPYC and 4.1e-6 points on another
+  Xeon (the reference case; 1.2e-6 for the paired one). 1e-4 points is 25× the largest of those and the rounding
+  floor of one evaluation (float32's 6e-7 on ~5 log-units of ŷ, ×100: 6e-5 points; the same bound makes two
+  evaluations of one peak set a tie in `bench.report.TIE_TOL`), while any change of a selection moves Rel Δ by
+  far more. What it can miss: the tiny surrogate barely responds (|Rel Δ| ≤
   0.04 %), so on a job with Rel Δ ≈ −0.001 % a 10 % change of the evaluator's number would go unseen (on the
   typical ≈ −0.01 %, a 1 % change). `test_the_comparison_tolerates_rounding_but_not_a_real_change` shows both
   sides with a perturbed copy of the file.

@@ -225,6 +225,14 @@ def test_four_genes_get_an_interval_and_distances_are_medians_in_kb_or_mb():
     assert cells(detail(long, 10, "frac_on_target_chrom", ["a"]), "a")[0] == "0.50 ± 0.00"  # no "+"
     assert (fmt_bp(850), fmt_bp(46_665), fmt_bp(101_065_400)) == ("850 bp", "46.7 kb", "101 Mb")
     assert fmt_median_iqr([np.nan]) == "—" and fmt_median_iqr([1e6, 3e6]) == "2 Mb"  # < 4 values: no IQR
+    assert dist_header(long) == "all genes (n=6)"  # a median over every gene, not an average of cell types
+    from bench.tables import fmt_ci
+
+    assert (fmt_ci(-0.001, np.nan, 2), fmt_ci(0.0, 0.5), fmt_ci(0.25, np.nan, 2)) == ("0.00", "0.00 ± 0.50", "+0.25")
+
+
+def dist_header(long) -> str:
+    return detail(long, 10, "median_tss_distance", ["a"]).splitlines()[0].split("|")[-2].strip()
 
 
 def test_the_header_names_the_machine_and_a_rendering_from_records():
