@@ -73,12 +73,15 @@ def leaderboard_header(facts: dict) -> str:
     code versions, how to read the tables."""
     budgets = "".join(f", {m} {n:,}" for m, n in facts.get("method_budgets", {}).items())
     keys = [k for k in facts.get("checkpoints", []) if k]
-    surrogate = (f"checkpoint{'s' if len(keys) > 1 else ''} {', '.join(f'`{k}`' for k in keys)} (cache key)"
-                 if keys else "not cached")
+    surrogate = (f"checkpoint{'s' if len(keys) > 1 else ''} {', '.join(f'`{k}`' for k in keys)} "
+                 f"(cache key{'s' if len(keys) > 1 else ''})" if keys else "not cached")
+    training = _training(facts.get("training", {}))
+    if training and len(keys) > 1:  # the facts keep the first surrogate's training
+        training = training.replace(", trained", "; the first trained", 1)
     reused, n_jobs, rss = facts.get("reused", 0), facts.get("n_jobs", 0), facts.get("peak_rss_mb")
     return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
             f"peaks × {facts['n_genes']} genes. Surrogate ({facts['style']} style): {surrogate}"
-            f"{_training(facts.get('training', {}))}. Profile `{facts['profile']}`, per-job budget "
+            f"{training}. Profile `{facts['profile']}`, per-job budget "
             f"{facts['budget_samples']:,} surrogate evaluations{budgets} "
             f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
@@ -409,22 +412,27 @@ RUN_FILE = "run.json"  # the header's facts and report.html's context, so `bench
 
 
 def write_report(records: list[dict], out: Path, facts: dict, methods: list[str], figure: bool = True,
-                 context: dict | None = None) -> list[Path]:
+                 context: dict | None = None, jobs_name: str = "jobs.jsonl") -> list[Path]:
     """Write leaderboard.md/.csv, headline.csv, discrimination.csv, jobs.jsonl, run.json and, with `figure`,
     rel_delta_vs_L.png, the surrogate's fidelity.png (when `context` has one) and the self-contained report.html.
-    `facts` are `run_facts`; `context` may hold `fidelity_png` (bytes), `fidelity_summary` and `config`."""
+    `facts` are `run_facts`; `context` may hold `fidelity_png` (bytes), `fidelity_summary` and `config`;
+    `jobs_name` ending in .gz writes the records gzipped (as the committed examples keep them)."""
+    import gzip
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
     data = report_data(records, methods)
     header = leaderboard_header(facts)
+    jobs = "".join(json.dumps(r, default=str) + "\n" for r in records)
     saved = {"facts": facts, "methods": list(methods),
              "context": {k: v for k, v in context.items() if k != "fidelity_png"}}
     written = [atomic_write(out / "leaderboard.md", leaderboard_markdown(header, report_sections(data))),
                atomic_write(out / "leaderboard.csv", data["long"].to_csv(index=False)),
                atomic_write(out / "headline.csv", data["headline"].to_csv(index=False)),
                atomic_write(out / "discrimination.csv", data["disc"].to_csv(index=False)),
-               atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records)),
+               atomic_write(out / jobs_name, gzip.compress(jobs.encode(), 9, mtime=0) if jobs_name.endswith(".gz")
+                            else jobs),
                atomic_write(out / RUN_FILE, json.dumps(saved, indent=1, default=str) + "\n")]
     if figure:
         from bench.figures import rel_delta_curves
@@ -441,8 +449,8 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
 
 def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
     """Render a finished run's files again from its jobs.jsonl (or jobs.jsonl.gz, as the committed examples keep
-    it) and run.json (and fidelity.png when present) with the current report code, into `out` (default: the run's
-    own folder). No job runs; the header keeps the run's measured wall time and memory. A folder without those
+    it, and then written back the same way) and run.json (and fidelity.png when present) with the current report
+    code, into `out` (default: the run's own folder). No job runs; the header keeps the run's measured wall time and memory. A folder without those
     files raises FileNotFoundError naming what is missing."""
     import gzip
 
@@ -459,4 +467,4 @@ def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
     if (run_dir / "fidelity.png").is_file():
         context["fidelity_png"] = (run_dir / "fidelity.png").read_bytes()
     return write_report(records, Path(out) if out is not None else run_dir, saved["facts"], saved["methods"],
-                        context=context)
+                        context=context, jobs_name=jobs.name)

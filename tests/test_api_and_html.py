@@ -151,5 +151,6 @@ def test_bench_report_renders_a_finished_run_again_without_running_a_job(two_sur
     shutil.copy(out / "run.json", kept / "run.json")
     assert main(["report", str(kept)]) == 0
     assert (kept / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
+    assert not (kept / "jobs.jsonl").exists()  # written back gzipped, as it was kept
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
     assert "has no jobs.jsonl or run.json" in capsys.readouterr().err

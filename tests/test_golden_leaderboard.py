@@ -116,7 +116,8 @@ def test_tiny_leaderboard_is_unchanged(tmp_path, monkeypatch, expected):
         pytest.skip(f"regenerated {DATA / expected} and {_selection_file(expected)}")
     want_picked = pd.read_csv(_selection_file(expected), dtype={"peaks": str}, keep_default_na=False)
     differ = picked.astype(str).merge(want_picked.astype(str), how="outer", indicator=True)
-    differ = differ[differ["_merge"] != "both"]
+    differ = differ[differ["_merge"] != "both"].assign(
+        _merge=lambda f: f["_merge"].astype(str).map({"left_only": "this run", "right_only": "expected"}))
     assert differ.empty, f"selected peaks or statuses changed:\n{differ.to_string(index=False)}"
     assert_same_leaderboard(got, pd.read_csv(DATA / expected))
 

@@ -69,15 +69,15 @@ def paired_vs(run: str, base: str, others: list[str]) -> str:
     Ls = sorted(jobs["L"].unique())
     wide = {L: jobs[jobs["L"] == L].groupby(["cell_type", "gene", "method"])["rel_delta_pct"].mean()
             .unstack("method") for L in Ls}
-    head = "| Method | " + " | ".join(f"L = {L}: − {base} (95 % CI), better / tied / worse" for L in Ls) + " |"
+    head = "| Method | " + " | ".join(f"L = {L}: Rel Δ − {base}'s [95 % CI]; better / tied / worse" for L in Ls) + " |"
     lines = [head, "|---|" + "---|" * len(Ls)]
     for m in others:
         cells = []
         for L in Ls:
             p = _paired((wide[L][m] - wide[L][base]).dropna().to_numpy(float), -1)
             d = 2 if abs(p["ci_high"] - p["ci_low"]) >= 0.2 else 3
-            cells.append(f"{fmt_ci(p['mean_diff'], np.nan, d)} ([{fmt_ci(p['ci_low'], np.nan, d)}, "
-                         f"{fmt_ci(p['ci_high'], np.nan, d)}]), {p['n_better']} / {p['n_tied']} / {p['n_worse']}")
+            cells.append(f"{fmt_ci(p['mean_diff'], np.nan, d)} [{fmt_ci(p['ci_low'], np.nan, d)}, "
+                         f"{fmt_ci(p['ci_high'], np.nan, d)}]; {p['n_better']} / {p['n_tied']} / {p['n_worse']}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
