@@ -59,6 +59,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
     return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
             "n_genes": int(data.n_genes), "style": style,
             "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],
+            "surrogates_reused": sum(bool(m.get("reused")) for m in metas),  # from the cache, so not in the time
             "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped") if k in metas[0]}
             if metas else {},
             "profile": profile.name, "budget_samples": int(profile.budget.samples),
@@ -78,6 +79,10 @@ def leaderboard_header(facts: dict) -> str:
     training = _training(facts.get("training", {}))
     if training and len(keys) > 1:  # the facts keep the first surrogate's training
         training = training.replace(", trained", "; the first trained", 1)
+    if facts.get("surrogates_reused"):
+        n = facts["surrogates_reused"]
+        training += (f", {n} of {len(keys)} reused from the cache" if len(keys) > 1 else
+                     ", reused from the cache") + " (its training time is not in the wall time)"
     reused, n_jobs, rss = facts.get("reused", 0), facts.get("n_jobs", 0), facts.get("peak_rss_mb")
     return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
             f"peaks × {facts['n_genes']} genes. Surrogate ({facts['style']} style): {surrogate}"

@@ -38,15 +38,22 @@ def duration(seconds: float) -> str:
 
 
 def run_line(run: str, command: str, link: str = "results/examples/") -> str:
-    """'`command`: 9 min 3 s from an empty cache on 2 CPU cores (…), surrogate training (38 s) included; peak RSS
+    """'`command`: **9 min 3 s** on 2 CPU cores (…), no job reused, surrogate training (38 s) included; peak RSS
     2.5 GiB (results/examples/RUN)'; `link`: where the examples folder is from the page that quotes it."""
     f = facts(run)
     where = f" on {machine_phrase(f['machine'])}" if f.get("machine") else ""
-    reused = f", {f['reused']} of {f['n_jobs']} jobs reused from the cache" if f.get("reused") else \
-        " from an empty cache"
-    training = f.get("training", {})
-    train = f", surrogate training ({training['seconds']:.0f} s) included" if "seconds" in training else ""
-    return (f"`{command}`: **{duration(f['seconds'])}**{reused}{where}{train}; peak RSS "
+    jobs = f", {f['reused']} of {f['n_jobs']} jobs reused from the cache" if f.get("reused") else ", no job reused"
+    training, reused_models = f.get("training", {}), f.get("surrogates_reused", 0)
+    n_models = len(f.get("checkpoints", [])) or 1
+    seconds = f" ({training['seconds']:.0f} s)" if "seconds" in training else ""
+    if not reused_models:
+        model = f", surrogate training{seconds} included"
+    elif n_models == 1:
+        model = (f", the surrogate reused from the cache (trained beforehand in {training['seconds']:.0f} s, not "
+                 "included)" if seconds else ", the surrogate reused from the cache")
+    else:
+        model = f", {reused_models} of {n_models} surrogates reused from the cache"
+    return (f"`{command}`: **{duration(f['seconds'])}**{where}{jobs}{model}; peak RSS "
             f"{f['peak_rss_mb'] / 1024:.1f} GiB ([`results/examples/{run}/`]({link}{run}/))")
 
 
