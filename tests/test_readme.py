@@ -76,7 +76,7 @@ def paired_vs(run: str, base: str, others: list[str]) -> str:
     Ls = sorted(jobs["L"].unique())
     wide = {L: jobs[jobs["L"] == L].groupby(["cell_type", "gene", "method"])["rel_delta_pct"].mean()
             .unstack("method") for L in Ls}
-    head = "| Method | " + " | ".join(f"L = {L}: Rel Δ − {base}'s [95 % CI]; better / tied / worse" for L in Ls) + " |"
+    head = "| Method | " + " | ".join(f"L = {L}: method − {base} [95 % CI]; better / tied / worse" for L in Ls) + " |"
     lines = [head, "|---|" + "---|" * len(Ls)]
     for m in others:
         cells = []
