@@ -369,7 +369,7 @@ def report_data(records: list[dict], methods: list[str]) -> dict:
 def report_sections(data: dict, tablefmt: str = "github") -> dict:
     """`report_data` rendered in `tablefmt`: {'headline_table', 'per_L': {L: [(title, note, table)]}, 'movement',
     'runtime', 'failed'}."""
-    long, agg, order, controls = data["long"], data["agg"], data["order"], frozenset(data["controls"])
+    long, order, controls = data["long"], data["order"], frozenset(data["controls"])
     per_L = {}
     for L in data["Ls"]:
         sections = [("Rel Δ (%) by cell type", INTERVAL.description + " " + SMALL_N_NOTE,
