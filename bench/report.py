@@ -345,8 +345,8 @@ DETAIL_SECTIONS = (
     ("frac_on_target_chrom", "On the gene's chromosome", "Fraction of the selected peaks on the gene's chromosome "
      "(context, not a score)."),
     ("median_tss_distance", "Distance to the TSS", "Per job, the median distance of the selected peaks on the "
-     "gene's chromosome to its TSS; per cell type the median over its genes, and for Avg the median over every "
-     "gene with the interquartile range: distances are skewed, so no mean ± (context, not a score)."),
+     "gene's chromosome to its TSS; per cell type the median over its genes, and in the last column the median "
+     "over every gene with the interquartile range: distances are skewed, so no mean ± (context, not a score)."),
 )
 
 
