@@ -323,7 +323,8 @@ def cmd_perf(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data, "list": cmd_list, "sweep": cmd_sweep,
+COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data,
+            "list": cmd_list, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

@@ -18,6 +18,7 @@ methods (τ = 1: the surrogate ranks them as the truth does).
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Collection
@@ -422,8 +423,6 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
     rel_delta_vs_L.png, the surrogate's fidelity.png (when `context` has one) and the self-contained report.html.
     `facts` are `run_facts`; `context` may hold `fidelity_png` (bytes), `fidelity_summary` and `config`;
     `jobs_name` ending in .gz writes the records gzipped (as the committed examples keep them)."""
-    import gzip
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     context = dict(context or {})
@@ -455,10 +454,8 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
 def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
     """Render a finished run's files again from its jobs.jsonl (or jobs.jsonl.gz, as the committed examples keep
     it, and then written back the same way) and run.json (and fidelity.png when present) with the current report
-    code, into `out` (default: the run's own folder). No job runs; the header keeps the run's measured wall time and memory. A folder without those
-    files raises FileNotFoundError naming what is missing."""
-    import gzip
-
+    code, into `out` (default: the run's own folder). No job runs; the header keeps the run's measured wall time
+    and memory. A folder without those files raises FileNotFoundError naming what is missing."""
     run_dir = Path(run_dir)
     jobs = next((run_dir / n for n in ("jobs.jsonl", "jobs.jsonl.gz") if (run_dir / n).is_file()), None)
     missing = (["jobs.jsonl"] if jobs is None else []) + ([RUN_FILE] if not (run_dir / RUN_FILE).is_file() else [])

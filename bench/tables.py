@@ -74,7 +74,7 @@ def fmt_median_iqr(values) -> str:
 
 def fmt_metric(spec, mean: float, half: float, n: int) -> str:
     """One table cell of `spec`'s metric: a mean over n values in the metric's unit, ± its half-width only when
-    n ≥ `MIN_FOR_INTERVAL` (fewer: the mean alone, at two decimals of its own size)."""
+    n ≥ `MIN_FOR_INTERVAL` (fewer: the mean alone, to three significant digits; a fraction to two decimals)."""
     if n < MIN_FOR_INTERVAL:
         half, digits = np.nan, (2 if not np.isfinite(mean) or mean == 0 else
                                 decimals_for(abs(mean) / 10, most=4))
@@ -206,11 +206,12 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
             index=wide.index, columns=wide.columns)
     half = part.pivot_table(index="method", columns="cell_type", values=f"{metric}_ci95", aggfunc="first",
                             dropna=False)
-    counts = part.pivot_table(index="method", columns="cell_type", aggfunc="first", dropna=False,
-                              values="n_cell_types" if "n_genes" not in part else "n_genes")
-    if "n_cell_types" in part:
-        counts["Avg"] = part[part["cell_type"] == "Avg"].set_index("method")["n_cell_types"]
+    # n per cell: a cell type's genes, the Avg's cell types (`long_table` writes both)
+    counts = part.pivot_table(index="method", columns="cell_type", values="n_genes", aggfunc="first", dropna=False)
+    counts["Avg"] = part[part["cell_type"] == "Avg"].set_index("method")["n_cell_types"]
     n_of = {ct: int(counts[ct].max()) if ct in counts and counts[ct].notna().any() else 0 for ct in cell_types}
+    if spec.skewed:  # the last column is the median over every gene, not an average of cell types
+        n_of["Avg"] = int(per_gene.groupby(level="method").count().max()) if len(per_gene) else 0
     status = part.set_index(["method", "cell_type"])["status"]
     best = {}
     if spec.higher_is_better is not None:
@@ -232,8 +233,6 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
             text = f"**{text}**" if best.get(ct) == m and np.isfinite(mean) else text
             cells.append(text + _marks(pd.Series([status.get((m, ct))]), False))
         body.append([m] + cells)
-    if spec.skewed:  # the last column is the median over every gene, not an average of cell types
-        n_of["Avg"] = int(per_gene.groupby(level="method").count().max()) if len(per_gene) else 0
     headers = [f"{ct} (n={n_of[ct]})" if ct != "Avg" else
                (f"all genes (n={n_of[ct]})" if spec.skewed else f"Avg (n={n_of[ct]})") for ct in cell_types]
     return render(body, [f"{spec.label} {spec.arrow}".strip()] + headers, tablefmt)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from datasets.data import MultiomeData
+from surrogates.checkpoint import checkpoint_name
 from surrogates.model import Surrogate
 
 
@@ -87,8 +88,6 @@ def fidelity_markdown(model: Surrogate, data: MultiomeData, report: FidelityRepo
     """fidelity.md's body: training provenance, the R² summary and the per-gene observed → predicted table."""
     from tabulate import tabulate
 
-    from surrogates.checkpoint import checkpoint_name
-
     meta = model.meta
     table = report.table.pivot(index="gene", columns="cell_type", values=["observed", "predicted"])
     rows = [[gene, f"{report.per_gene_r2[gene]:.3f}"]
@@ -107,8 +106,7 @@ def fidelity_markdown(model: Surrogate, data: MultiomeData, report: FidelityRepo
 
 def fidelity_summary(model: Surrogate, report: FidelityReport, style: str) -> dict:
     """fidelity.json's fields (the checkpoint by its cache key)."""
-    from surrogates.checkpoint import checkpoint_name
-
-    return {"surrogate": style, "checkpoint": checkpoint_name(model.meta.get("checkpoint")), "marker_r2": report.marker_r2, "pooled_marker_r2": report.pooled_r2,
+    return {"surrogate": style, "checkpoint": checkpoint_name(model.meta.get("checkpoint")),
+            "marker_r2": report.marker_r2, "pooled_marker_r2": report.pooled_r2,
             "all_genes_r2": report.all_genes_r2, "training_seconds": model.meta.get("seconds"),
             "reused": model.meta.get("reused")}

@@ -29,7 +29,8 @@ def test_there_are_examples_to_check():
 def test_no_committed_file_names_a_machine_path(name):
     text = (EXAMPLES / name).read_text(errors="replace")
     found = MACHINE_PATH.search(text)
-    assert found is None, f"{name} names a path of the machine that made it: …{text[found.start():found.end() + 40]}…"
+    where = text[found.start():found.end() + 40] if found else ""
+    assert found is None, f"{name} names a path of the machine that made it: …{where}…"
 
 
 def test_the_path_pattern_catches_what_it_should():

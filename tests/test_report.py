@@ -220,7 +220,8 @@ def test_four_genes_get_an_interval_and_distances_are_medians_in_kb_or_mb():
     half = 3.182446305284263 * np.std([-10, -20, -30, -40], ddof=1) / 2  # t_{0.975,3} · sd / √4 = 20.5
     assert cells(detail(long, 10, "rel_delta_pct", ["a"]), "a")[:2] == [f"**−25 ± {half:.0f}**", "**−6.00**"]
     dist = cells(detail(long, 10, "median_tss_distance", ["a"]), "a")
-    # X: median of 1, 2, 3 kb and 50 Mb = 2.5 kb; Y: 50 kb; Avg over the 6 genes: median 21.5 kb (mean of 3 and 40 kb), IQR 2.25–55 kb
+    # X: median of 1, 2, 3 kb and 50 Mb = 2.5 kb; Y: 50 kb; over all 6 genes: median 21.5 kb (mean of 3 and 40 kb),
+    # IQR 2.25–55 kb
     assert dist == ["2.5 kb", "50 kb", "21.5 kb (IQR 2.25 kb–55 kb)"]
     assert cells(detail(long, 10, "frac_on_target_chrom", ["a"]), "a")[0] == "0.50 ± 0.00"  # no "+"
     assert (fmt_bp(850), fmt_bp(46_665), fmt_bp(101_065_400)) == ("850 bp", "46.7 kb", "101 Mb")
@@ -249,4 +250,5 @@ def test_the_header_names_the_machine_and_a_rendering_from_records():
     text = leaderboard_header(facts)
     assert f"Total wall time 61 s on {machine['cores']} CPU cores ({machine['cpu']}), torch " in text
     assert "rendered again" not in text
-    assert "rendered again from the run's records (by hand)." in leaderboard_header({**facts, "rendered_from": "by hand"})
+    again = leaderboard_header({**facts, "rendered_from": "by hand"})
+    assert "rendered again from the run's records (by hand)." in again
