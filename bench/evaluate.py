@@ -1,4 +1,5 @@
-"""Scores one explanation on the held-out cells of the gene's cell type (surrogate, and truth where known)."""
+"""Scores one explanation on the held-out cells of the gene's cell type, on the explained model (the surrogate, the
+simulator's truth model or a user's model, through surrogates/protocol.py) and on the truth where known."""
 
 from __future__ import annotations
 
@@ -6,50 +7,66 @@ import numpy as np
 import torch
 
 from bench import metrics as M
+from surrogates.protocol import cell_types_of, entry_gradients
 
 # bump when a job's metrics can change (this module, bench/metrics.py, bench/genomic.py, bench/runner.py): cached
 # job results of another version are recomputed (bench/versions.py; tests/test_versions.py checks the sources)
 EVALUATOR_VERSION = 1
 
 
-def closure_gradients(surrogate, cells, gene: str):
-    """(sparse batch of `cells`, g) with g_e = x_cj · ∂ŷ_c/∂x_cj for every open entry e = (c, j): the first-order
-    drop of the gene's log-prediction in cell c when peak j is closed, from one backward pass through the
-    embedding bag's per-sample weights (closing an entry = setting its weight from 1 to 0)."""
-    batch = surrogate.sparse_batch(cells.atac)
-    w = torch.ones(batch.idx.numel(), device=surrogate.device, requires_grad=True)
-    y = surrogate.head_from_hidden(surrogate.first_hidden(batch, w))[:, surrogate.gene_index(gene)]
-    (g,) = torch.autograd.grad(y.sum(), w)
-    return batch, g
-
-
-def first_order_delta(surrogate, cells, gene: str, peaks) -> np.ndarray:
-    """Per cell, the first-order change of the gene's log-prediction when `peaks` are closed: −Σ_{j∈peaks} g_cj."""
-    batch, g = closure_gradients(surrogate, cells, gene)
-    closed = torch.zeros(surrogate.n_peaks, dtype=torch.bool, device=g.device)
+def first_order_delta(model, cells, gene: str, peaks) -> np.ndarray:
+    """Per cell, the first-order change of the gene's log-prediction when `peaks` are closed: −Σ_{j∈peaks} g_cj,
+    with g_cj = x_cj · ∂ŷ_c/∂x_cj (`surrogates.protocol.entry_gradients`)."""
+    row, idx, g = entry_gradients(model, cells.atac, gene, cell_types_of(cells))
+    closed = torch.zeros(cells.n_peaks, dtype=torch.bool, device=g.device)
     closed[torch.as_tensor(np.asarray(peaks, dtype=np.int64), device=g.device)] = True
     delta = torch.zeros(cells.n_cells, dtype=torch.float64, device=g.device)
-    delta.index_add_(0, batch.row, -(g * closed[batch.idx]).double())
+    delta.index_add_(0, row.to(g.device), -(g * closed[idx.to(g.device)]).double())
     return delta.cpu().numpy()
 
 
-def evaluate_selection(surrogate, test, gene: str, peaks, truth=None) -> dict[str, float]:
-    """All applicable metrics for closing `peaks` in the `test` cells (a MultiomeData view)."""
-    all0 = surrogate.predict(test.atac).cpu().numpy()
-    all1 = surrogate.predict(test.atac, closed=peaks).cpu().numpy()
-    gi = surrogate.gene_index(gene)
+def evaluate_selection(model, test, gene: str, peaks, truth=None) -> dict[str, float]:
+    """All applicable metrics for closing `peaks` in the `test` cells (a MultiomeData view) of the explained
+    `model` (surrogates/protocol.py); on a model whose best closure is known (the truth tier) also the optimum."""
+    types = cell_types_of(test)
+    all0 = model.predict(test.atac, cell_types=types).cpu().numpy()
+    all1 = model.predict(test.atac, closed=peaks, cell_types=types).cpu().numpy()
+    gi = model.gene_index(gene)
     y0, y1 = all0[:, gi], all1[:, gi]
     out = {"avg_delta": M.avg_delta(y0, y1), "rel_delta_pct": M.rel_delta_pct(y0, y1),
            "off_target_pct": M.off_target_pct(all0, all1, gi), "n_test_cells": len(y0),
-           "first_order_rel_delta_pct": M.first_order_rel_delta_pct(first_order_delta(surrogate, test, gene, peaks))}
+           "first_order_rel_delta_pct": M.first_order_rel_delta_pct(first_order_delta(model, test, gene, peaks))}
     if truth is not None and gene in truth.genes:
         e0 = truth.expression(test, genes=[gene])[:, 0]
         e1 = truth.expression(test, closed=peaks, genes=[gene])[:, 0]
         planted = truth.planted_peaks(gene)
         out["oracle_rel_delta_pct"] = M.oracle_rel_delta_pct(e0, e1)
         out["truth_recall"] = M.truth_recall(peaks, planted)
+    best_closure = getattr(model, "best_closure", None)
+    if best_closure is not None and truth is not None and gene in truth.genes:
+        out.update(_optimum(model, test, gene, np.asarray(peaks), best_closure, types, y0, out["rel_delta_pct"],
+                            truth))
+        out.update(M.closure_kinds(peaks, *_units(truth, gene)))
     out.update(_genomic(test, gene, np.asarray(peaks)))
     return out
+
+
+def _optimum(model, test, gene: str, peaks: np.ndarray, best_closure, types, y0, rel: float,
+             truth) -> dict[str, float]:
+    """The truth tier's scores: the exact optimum of Rel Δ over closures of at most L = len(peaks) peaks on these
+    test cells (its closure evaluated through the same `predict` as the method's), the method's % of it, and which
+    kinds of planted peaks the optimum closed."""
+    best = best_closure(test, gene, len(peaks))
+    y_best = model.predict(test.atac, closed=best, genes=[gene], cell_types=types).cpu().numpy()[:, 0]
+    optimum = M.optimum_rel_delta_pct(y0, y_best)
+    return {"optimum_rel_delta_pct": optimum, "pct_of_optimum": M.pct_of_optimum(rel, optimum),
+            **M.closure_kinds(best, *_units(truth, gene), prefix="optimum_")}
+
+
+def _units(truth, gene: str):
+    """(promoter, redundant groups, single enhancers) of a gene's planted regulation."""
+    reg = truth.regulatory_peaks(gene)
+    return reg["promoter"], truth.redundant_groups(gene), reg["additive"]
 
 
 def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:

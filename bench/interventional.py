@@ -28,8 +28,8 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from bench.evaluate import closure_gradients
 from bench.metrics import oracle_rel_delta_pct, rel_delta_pct
+from surrogates.protocol import cell_types_of, entry_gradients
 
 PANEL_SIZES = (10, 128)
 
@@ -48,9 +48,9 @@ class InterventionalReport:
 
 def first_order_closure_effect(surrogate, cells, gene: str) -> np.ndarray:
     """mean_c x_cj · ∂ŷ_gene/∂x_cj for every peak j: the first-order drop when j is closed."""
-    batch, g = closure_gradients(surrogate, cells, gene)
+    _, idx, g = entry_gradients(surrogate, cells.atac, gene, cell_types_of(cells))
     total = torch.zeros(surrogate.n_peaks, dtype=torch.float64, device=surrogate.device)
-    total.index_add_(0, batch.idx, g.double())
+    total.index_add_(0, idx, g.double())
     return (total / max(1, cells.n_cells)).cpu().numpy()
 
 

@@ -109,6 +109,42 @@ def truth_recall(selected, planted) -> float:
     return len(planted & set(int(s) for s in selected)) / len(planted)
 
 
+@metric("optimum_rel_delta_pct", "Optimum Rel Δ (%)", higher_is_better=None)
+def optimum_rel_delta_pct(y_orig: np.ndarray, y_best: np.ndarray) -> float:
+    """Truth tier: Rel Δ (%) of the exact best closure of at most L peaks on the same cells (the model's
+    `best_closure`), evaluated like any method's; context: the floor no method can go below."""
+    return rel_delta_pct(y_orig, y_best)
+
+
+@metric("pct_of_optimum", "% of optimum", higher_is_better=True)
+def pct_of_optimum(rel: float, optimum: float) -> float:
+    """Truth tier: 100 · Rel Δ_method / Rel Δ_optimum — 100 = the method's closure is optimal, 0 = it changes
+    nothing, < 0 = it raises the gene; NaN where the optimum is 0 (nothing to suppress). Never clamped: a value
+    above 100 would be a bug (the optimum is exact)."""
+    if not np.isfinite(rel) or not np.isfinite(optimum) or optimum == 0:
+        return float("nan")
+    return float(100.0 * rel / optimum)
+
+
+GROUP_SIZES = (2, 3, 4)  # the simulator's redundant group sizes, for the truth tier's breakdown
+
+
+def closure_kinds(peaks, promoter, groups, singles, prefix: str = "") -> dict[str, int]:
+    """What a closure of a gene's peaks was made of (truth tier): `n_promoter`; `n_group_whole` (peaks of redundant
+    groups closed whole, which removes the group's weight); `n_group_partial` (peaks spent on a group that stays
+    open: no effect while another member is open); `n_single` (single enhancers); `n_background` (peaks that do
+    not regulate the gene); and per group size s, `groups_closed_s` (groups of s members closed whole)."""
+    sel = {int(p) for p in peaks}
+    groups = [{int(j) for j in g} for g in groups]
+    whole = [g for g in groups if g <= sel]
+    planted = set().union(*groups, {int(j) for j in promoter}, {int(j) for j in singles})
+    out = {"n_promoter": len(sel & {int(j) for j in promoter}), "n_group_whole": sum(len(g) for g in whole),
+           "n_group_partial": sum(len(g & sel) for g in groups if not g <= sel),
+           "n_single": len(sel & {int(j) for j in singles}), "n_background": len(sel - planted)}
+    out.update({f"groups_closed_{k}": sum(len(g) == k for g in whole) for k in GROUP_SIZES})
+    return {prefix + k: v for k, v in out.items()}
+
+
 # Genomic context (bench/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
 from bench.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
 

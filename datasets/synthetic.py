@@ -208,11 +208,13 @@ class SyntheticTruth:
         eps = self.floor[gidx]
         return (left + (1 - left) * prom) * (eps + (1 - eps) * s / np.maximum(z, 1e-12))
 
-    def best_closure(self, cells: MultiomeData, gene: str, L: int) -> tuple[np.ndarray, float]:
+    def best_closure(self, cells: MultiomeData, gene: str, L: int, weights=None) -> tuple[np.ndarray, float]:
         """The closure of at most L of the gene's planted peaks that lowers its mean oracle expression most —
-        exactly, not by a search heuristic.
+        exactly, not by a search heuristic. With per-cell `weights` w_c (default 1) it minimises the weighted mean
+        mean_c w_c E_c instead: w_c = 1 / (1 + E_c) makes it the closure with the lowest Rel Δ (surrogates/truth.py).
 
-        Returns (peaks, expression left as a fraction of the unperturbed mean; NaN without cells or expression).
+        Returns (peaks, the objective left as a fraction of its unperturbed value; NaN without cells or
+        expression). A gene without a promoter keeps P = ρ (the simulator's always-closed pad).
         Why it can be exact: with the promoter's state fixed (left as it is, or closed), each cell's expression is
         A_c + B_c · S_c(x) and S_c sums one term per redundant group and per single enhancer, so the mean over
         cells is a constant plus one term per *unit* (group or single) that depends only on which of that unit's
@@ -226,7 +228,8 @@ class SyntheticTruth:
             return peaks[:0], float("nan") if cells.n_cells == 0 else 1.0
         pos = {int(p): i for i, p in enumerate(peaks)}
         x = cells.atac[:, peaks].toarray().astype(np.float64)  # cells × planted peaks
-        scale = self.trans[self.type_codes(cells), g] * self.magnitude[g]  # τ_c · m_g
+        w_c = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+        scale = w_c * self.trans[self.type_codes(cells), g] * self.magnitude[g]  # w_c · τ_c · m_g
         left, eps = self.promoter_left[g], self.floor[g]
         z = self.group_weight[g].sum() + self.single_weight[g].sum()
         prom = self.promoter[g]
@@ -235,7 +238,8 @@ class SyntheticTruth:
         singles = [(pos[int(j)], a) for j, a in zip(self.single[g], self.single_weight[g]) if j >= 0]
 
         def solve(promoter_closed: bool, capacity: int):
-            p_c = np.full(len(x), left) if promoter_closed else left + (1 - left) * x[:, pos[int(prom)]]
+            p_c = (np.full(len(x), left) if promoter_closed or prom < 0
+                   else left + (1 - left) * x[:, pos[int(prom)]])
             A = float(np.mean(scale * p_c * eps))
             B = scale * p_c * (1 - eps) / max(z, 1e-12)  # per cell
             units = []  # per unit: [(cost, mean contribution, closed member indices)]
@@ -263,7 +267,7 @@ class SyntheticTruth:
 
         options = [solve(False, L)] + ([solve(True, L - 1)] if prom >= 0 and L >= 1 else [])
         value, closed = min(options, key=lambda o: o[0])
-        base = float(np.mean(self._expression(cells.atac, self.type_codes(cells), genes=[gene])[:, 0]))
+        base = float(np.mean(w_c * self._expression(cells.atac, self.type_codes(cells), genes=[gene])[:, 0]))
         return np.sort(peaks[closed]), value / base if base > 0 else float("nan")
 
 

@@ -21,40 +21,48 @@ from torch import nn
 
 from methods._shared import top_l
 from methods.base import BudgetClock, Explainer, Explanation
+from surrogates.protocol import cell_types_of
 
 Attribution = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TargetGene(nn.Module):
-    """Dense (cells × peaks) → predicted log-expression of one gene; the module captum attributes."""
+    """Dense (cells × peaks) → the explained model's log-expression of one gene in one cell type (the protocol's
+    differentiable `dense` path, surrogates/protocol.py); the module captum attributes."""
 
-    def __init__(self, surrogate, gene: str):
+    def __init__(self, model, gene: str, cell_type: str | None = None):
         super().__init__()
-        self.surrogate = surrogate
-        self.gi = surrogate.gene_index(gene)
+        self.model, self.gene, self.cell_type = model, gene, cell_type
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.surrogate(x)[:, self.gi]
+        return self.model.dense(x, genes=[self.gene], cell_types=self.cell_type)[:, 0]
 
 
-def mean_attribution(attribute: Attribution, data, clock: BudgetClock, batch_size: int, *,
+def mean_attribution(attribution: Callable[[str], Attribution], data, clock: BudgetClock, batch_size: int, *,
                      times_input: bool = False, samples_per_cell: int = 1, device=None) -> tuple[np.ndarray, int, bool]:
     """Mean over cells of attribute(x) (or of attribute(x) ⊙ x with `times_input`), for dense batches of cells
-    (O(batch × peaks) memory). Each batch costs `samples_per_cell` surrogate evaluations per cell on `clock`.
+    (O(batch × peaks) memory) of one cell type at a time (`attribution(cell_type)` builds the attribution of that
+    type's model function; the harness explains one type, so there is one). Each batch costs `samples_per_cell`
+    model evaluations per cell on `clock`.
 
     Returns (per-peak scores, cells used, whether the budget ran out first: then the mean over the cells used)."""
     total = torch.zeros(data.n_peaks, dtype=torch.float64)
     used = 0
-    for start in range(0, data.n_cells, batch_size):
-        if clock.exhausted():
-            return (total / max(1, used)).numpy(), used, True
-        x = torch.as_tensor(data.atac[start:start + batch_size].toarray(), dtype=torch.float32, device=device)
-        attr = attribute(x.requires_grad_(True)).detach()
-        if times_input:
-            attr = attr * x.detach()
-        total += attr.sum(0).double().cpu()
-        used += x.shape[0]
-        clock.spend(x.shape[0] * samples_per_cell)
+    types = cell_types_of(data)
+    for cell_type in dict.fromkeys(types):
+        rows = np.flatnonzero(types == cell_type)
+        attribute = attribution(cell_type)
+        for start in range(0, rows.size, batch_size):
+            if clock.exhausted():
+                return (total / max(1, used)).numpy(), used, True
+            part = rows[start:start + batch_size]
+            x = torch.as_tensor(data.atac[part].toarray(), dtype=torch.float32, device=device)
+            attr = attribute(x.requires_grad_(True)).detach()
+            if times_input:
+                attr = attr * x.detach()
+            total += attr.sum(0).double().cpu()
+            used += x.shape[0]
+            clock.spend(x.shape[0] * samples_per_cell)
     return (total / max(1, used)).numpy(), used, False
 
 
@@ -95,13 +103,13 @@ class MeanAttribution(Explainer):
         rng = np.random.default_rng(self.seed)
         return data.subset(np.sort(rng.choice(data.n_cells, size=self.n_cells, replace=False)))
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
-        attribute = self.attribution(TargetGene(surrogate, gene))
-        with self.randomness(surrogate.device):
+        with self.randomness(model.device):
             scores, used, out_of_budget = mean_attribution(
-                attribute, self.cells_to_explain(data), clock, self.batch_size, times_input=self.times_input,
-                samples_per_cell=self.samples_per_cell, device=surrogate.device)
+                lambda cell_type: self.attribution(TargetGene(model, gene, cell_type)), self.cells_to_explain(data),
+                clock, self.batch_size, times_input=self.times_input, samples_per_cell=self.samples_per_cell,
+                device=model.device)
         info = {"cells": used, "seconds": clock.seconds, "samples": clock.samples}
         if used == 0:  # all-zero scores would return peaks 0..L-1 as if they were a ranking
             return Explanation.no_estimate({**info, "no_estimate_reason": "no cell attributed within the budget"})

@@ -1,4 +1,4 @@
-"""The explainer interface: `Explainer.explain(surrogate, data, gene, L) -> Explanation`."""
+"""The explainer interface: `Explainer.explain(model, data, gene, L) -> Explanation`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     from datasets.data import MultiomeData
     from methods.registry import MethodSpec
-    from surrogates.model import Surrogate
+    from surrogates.protocol import ExplainedModel
 
 # ok: finished as configured; budget_exceeded: its surrogate-evaluation budget stopped it early (deterministic), the
 # peaks are the method's estimate so far; time_limit: the wall-clock safety stop cut it (depends on the machine and
@@ -106,6 +106,7 @@ class Explainer(abc.ABC):
         self.progress = progress
 
     @abc.abstractmethod
-    def explain(self, surrogate: "Surrogate", data: "MultiomeData", gene: str, L: int) -> Explanation:
-        """Select L peaks whose joint closure should most suppress `gene`, from `data` (the training cells of the
-        gene's cell type)."""
+    def explain(self, model: "ExplainedModel", data: "MultiomeData", gene: str, L: int) -> Explanation:
+        """Select L peaks whose joint closure should most suppress `gene` in `model` (the trained surrogate, the
+        simulator's truth or a user's model: use only the protocol of surrogates/protocol.py), from `data` (the
+        training cells of the gene's cell type)."""

@@ -12,8 +12,10 @@ feature is masked, normalised over features. Ours, for binary ATAC with the clos
   goal; closing a window that raises the gene scores 0). `granger="squared"`: CXPlain's own error increase with
   the unperturbed prediction as the label, Δε_ck = (ŷ(x_c with k closed) − ŷ(x_c))², which is unsigned.
   ω_ck = Δε_ck / Σ_k' Δε_ck'. Only windows holding an open peak can change ŷ; all others are exactly 0 and are
-  never evaluated. Each masked prediction re-uses the first layer: a = a(x_c) − Σ_{open j∈k} U_j, then the layers
-  after the first for the target gene only, so the cost is O(open windows × hidden²), not a forward per window.
+  never evaluated. On a model with an additive first layer (the surrogate; `AdditiveHidden`,
+  surrogates/protocol.py) each masked prediction re-uses the first layer: a = a(x_c) − Σ_{open j∈k} U_j, then the
+  layers after the first for the target gene only, so the cost is O(open windows × hidden²), not a forward per
+  window; on any other model every masked cell is one sparse row of a `predict` call — the same targets.
   Cells whose Δε are all 0 carry no target and are left out of training.
 * **Explanation model.** A small 1-D U-net over the window sequence: input = per-window open count / w of the
   cell; two conv (kernel 5) + max-pool levels down, nearest-neighbour up-sampling with skip connections back up,
@@ -47,9 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods._shared import open_frequency, target_head, top_l
+from methods._shared import open_frequency, top_l
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
+from surrogates.protocol import AdditiveHidden, cell_types_of, fast_path, row_types
 
 _MASKED = -1e4  # logit of a window with no open peak (finite, so the KL's gradient stays finite)
 
@@ -60,38 +63,29 @@ def window_of(n_peaks: int, window: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def granger_targets(surrogate, X: sp.csr_matrix, gene: str, window: int, granger: str = "drop",
-                    clock: BudgetClock | None = None, max_entries: int = 200_000):
+def granger_targets(model, X: sp.csr_matrix, gene: str, window: int, granger: str = "drop",
+                    clock: BudgetClock | None = None, max_entries: int = 200_000, cell_types=None):
     """Granger-causal targets ω (cells × windows, CSR, rows sum to 1 or are empty) and the raw Δε (CSR).
 
     Returns (omega, delta, n_done): only the first `n_done` cells are filled when the clock ran out.
     """
     if granger not in ("drop", "squared"):
         raise ValueError("granger must be 'drop' or 'squared'")
-    head = target_head(surrogate, surrogate.gene_index(gene))
     X = sp.csr_matrix(X)
     n_cells, n_peaks = X.shape
     n_win = math.ceil(n_peaks / window)
-    dev = surrogate.device
     mean_open = max(1.0, X.nnz / max(1, n_cells))
     per_chunk = int(max(1, min(256, max_entries // mean_open)))
+    masked = _masked_fast if fast_path(model, AdditiveHidden) is not None else _masked_generic
     rows, cols, vals = [], [], []
     n_done = 0
     for start in range(0, n_cells, per_chunk):
         if clock is not None and clock.exhausted():
             break
         Xb = X[start:start + per_chunk]
-        batch = surrogate.sparse_batch(Xb)
-        a0 = surrogate.first_hidden(batch)
-        y0 = head(a0)
-        key = batch.row * n_win + torch.div(batch.idx, window, rounding_mode="floor")
-        uniq, inv = torch.unique(key, return_inverse=True)
-        V = torch.zeros(len(uniq), a0.shape[1], device=dev, dtype=a0.dtype)
-        V.index_add_(0, inv, surrogate.peak_hidden(batch.idx))
+        uniq, base, y = masked(model, Xb, gene, window, n_win, row_types(cell_types, slice(start, start + per_chunk)),
+                               max_entries)
         cell = torch.div(uniq, n_win, rounding_mode="floor")
-        # a chunk of cells with no open peak has no window to mask (torch.cat of nothing would raise)
-        y = torch.cat([y0[:0]] + [head(a0[cell[s:s + 4096]] - V[s:s + 4096]) for s in range(0, len(uniq), 4096)])
-        base = y0[cell]
         delta = torch.relu(base - y) if granger == "drop" else (y - base) ** 2
         rows.append((cell + start).cpu().numpy())
         cols.append((uniq % n_win).cpu().numpy())
@@ -110,6 +104,52 @@ def granger_targets(surrogate, X: sp.csr_matrix, gene: str, window: int, granger
     omega = sp.csr_matrix(sp.diags(scale) @ delta)
     omega.eliminate_zeros()
     return omega, delta, n_done
+
+
+def _masked_fast(model, Xb, gene: str, window: int, n_win: int, cell_types, max_entries: int):
+    """(key = cell · n_win + window of every open (cell, window), ŷ of the cell, ŷ with that window closed), through
+    the additive first layer: a = a(x_c) − Σ_{open j in the window} U_j, then the target's row of the head."""
+    gi = model.gene_index(gene)
+    batch = model.sparse_batch(Xb)
+    a0 = model.first_hidden(batch)
+    y0 = model.head(a0, [gi])[:, 0]
+    key = batch.row * n_win + torch.div(batch.idx, window, rounding_mode="floor")
+    uniq, inv = torch.unique(key, return_inverse=True)
+    V = torch.zeros(len(uniq), a0.shape[1], device=model.device, dtype=a0.dtype)
+    V.index_add_(0, inv, model.peak_hidden(batch.idx))
+    cell = torch.div(uniq, n_win, rounding_mode="floor")
+    # a chunk of cells with no open peak has no window to mask (torch.cat of nothing would raise)
+    y = torch.cat([y0[:0]] + [model.head(a0[cell[s:s + 4096]] - V[s:s + 4096], [gi])[:, 0]
+                              for s in range(0, len(uniq), 4096)])
+    return uniq, y0[cell], y
+
+
+def _masked_generic(model, Xb, gene: str, window: int, n_win: int, cell_types, max_entries: int):
+    """The same as `_masked_fast` on any model: each (cell, open window) is one sparse row, the cell with that
+    window's peaks closed, predicted in `predict` calls of ≤ `max_entries` open entries."""
+    Xb = sp.csr_matrix(Xb)
+    Xb.sort_indices()
+    y0 = model.predict(Xb, genes=[gene], cell_types=cell_types)[:, 0]
+    keys, base, ys = [], [], []
+    for c in range(Xb.shape[0]):
+        peaks = Xb.indices[Xb.indptr[c]:Xb.indptr[c + 1]].astype(np.int64)
+        win = peaks // window
+        wins = np.unique(win)
+        if not wins.size:
+            continue
+        keep = win[None, :] != wins[:, None]  # one row per open window: every other open peak stays open
+        masked = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.uint8), np.tile(peaks, len(wins))[keep.ravel()],
+                                np.concatenate([[0], np.cumsum(keep.sum(1))])), shape=(len(wins), Xb.shape[1]))
+        types = row_types(cell_types, [c] * len(wins)) if cell_types is not None else None
+        step = max(1, max_entries // max(1, peaks.size))
+        ys += [model.predict(masked[s:s + step], genes=[gene], cell_types=row_types(types, slice(s, s + step)))[:, 0]
+               for s in range(0, len(wins), step)]
+        keys.append(torch.as_tensor(c * n_win + wins, device=model.device))
+        base.append(y0[c].expand(len(wins)))
+    if not keys:
+        empty = torch.zeros(0, dtype=torch.long, device=model.device)
+        return empty, y0[:0], y0[:0]
+    return torch.cat(keys), torch.cat(base), torch.cat(ys).to(y0.dtype)
 
 
 class UNet1d(nn.Module):
@@ -168,7 +208,7 @@ class CXPlain(Explainer):
         self.channels, self.granger, self.max_batch_elements = channels, granger, max_batch_elements
         self.max_cells = max_cells
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
         X = sp.csr_matrix(data.atac)
@@ -178,15 +218,16 @@ class CXPlain(Explainer):
         fit_cells = np.arange(n_cells)
         if self.max_cells is not None and n_cells > self.max_cells:
             fit_cells = np.sort(rng.choice(n_cells, size=self.max_cells, replace=False))
-        with surrogate.evaluating():
-            omega, _, n_done = granger_targets(surrogate, X[fit_cells], gene, self.window, self.granger, clock)
+        with model.evaluating():
+            omega, _, n_done = granger_targets(model, X[fit_cells], gene, self.window, self.granger, clock,
+                                               cell_types=cell_types_of(data)[fit_cells])
         status = clock.stop_status() if n_done < len(fit_cells) else "ok"
         # per-window open fraction of every cell: X @ (peaks × windows indicator) / w
         M = sp.csr_matrix((np.full(n_peaks, 1.0 / self.window), (np.arange(n_peaks), win)), shape=(n_peaks, n_win))
         counts = sp.csr_matrix(X.astype(np.float32) @ M.astype(np.float32))
         has_target = np.flatnonzero(np.diff(omega.indptr) > 0)
         bs = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, n_win * self.channels))))
-        model, trace, stopped = self._fit(counts[fit_cells], omega, has_target, bs, rng, clock, surrogate.device, gene)
+        net, trace, stopped = self._fit(counts[fit_cells], omega, has_target, bs, rng, clock, model.device, gene)
         info = {"seconds": clock.seconds, "samples": clock.samples, "granger": self.granger, "window": self.window,
                 "n_windows": n_win, "cells_fit": int(len(fit_cells)), "cells_with_targets": int(len(has_target)),
                 "cells_granger_done": int(n_done), "epochs": len(trace), "epochs_planned": self.epochs,
@@ -194,7 +235,7 @@ class CXPlain(Explainer):
         if not trace:
             return Explanation.no_estimate(
                 {**info, "no_estimate_reason": self._no_estimate_reason(n_done, len(fit_cells), len(has_target))})
-        peak_score = self._mean_attribution(model, counts, bs, surrogate.device)[win]
+        peak_score = self._mean_attribution(net, counts, bs, model.device)[win]
         peaks = top_l(peak_score, L, tiebreak=open_frequency(X))
         return Explanation(peaks=peaks, scores=peak_score[peaks], status="time_limit" if stopped else status,
                            info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})

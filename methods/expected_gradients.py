@@ -72,7 +72,7 @@ class ExpectedGradients(MeanAttribution):
         bg = self.background.atac
         if bg.shape[0] > self.max_background:
             bg = bg[np.sort(rng.choice(bg.shape[0], size=self.max_background, replace=False))]
-        device = next(model.parameters()).device
+        device = model.model.device  # the explained model's (a TargetGene, methods/_aggregate.py)
         explainer = shap.GradientExplainer(_Column(model), torch.as_tensor(bg.toarray(), dtype=torch.float32,
                                                                            device=device))
         seeds = iter(rng.integers(0, 2**31 - 1, size=1 << 20))

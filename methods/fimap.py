@@ -6,12 +6,14 @@ mean perturbation magnitude over the data. Our torch implementation for a binary
 perturbation (p = 0), sparse-aware so it runs at 127k peaks:
 
 * **What is perturbed.** Only the cell's *open* peaks can be perturbed (closing a closed peak changes nothing).
-  Cell c closes its open peak j with probability m_cj ∈ [0, 1]; the relaxed input enters the surrogate as
-  embedding-bag `per_sample_weights` w_cj = 1 − m_cj, which is exact at m ∈ {0, 1} and linear in between (the first
-  layer is linear in the weights). Memory is O(open entries of a batch), never O(cells × peaks).
+  Cell c closes its open peak j with probability m_cj ∈ [0, 1]: the relaxed input x_cj = 1 − m_cj. On a model with
+  an additive first layer (the surrogate; `AdditiveHidden`, surrogates/protocol.py) it enters as embedding-bag
+  `per_sample_weights` w_cj = 1 − m_cj, exact at m ∈ {0, 1} and linear in between, so memory is O(open entries of
+  a batch), never O(cells × peaks); on any other model as the dense relaxed rows of its `dense` path.
 * **The perturbation network.** logit(m_cj) = θ_j + ⟨q(z_c), P_j⟩: a learned per-peak logit θ_j plus a low-rank
   cell-dependent term, where q is a small MLP (latent → 32 → `rank`) of the cell's unperturbed ATAC latent z_c
-  (the surrogate's encoder output) and P_j ∈ R^rank a learned per-peak vector. The generator is thus
+  (the model's `cell_state`: the surrogate's encoder output; on a model without one, its predicted log-expression
+  of every gene) and P_j ∈ R^rank a learned per-peak vector. The generator is thus
   amortised over cells as in FIMAP, while the per-peak part keeps it cheap at any dimension.
 * **Loss** (per batch B of 64 training cells of the type), minimised with Adam:
       ℒ = max(0, mean_{c∈B} ŷ_i(x_c ⊙ (1 − m_c)) / ŷ_i(x_c) − τ) + λ_t · mean_{c∈B} Σ_j m_cj
@@ -45,9 +47,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from methods._shared import target_head, top_l
+from methods._shared import top_l
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
+from surrogates.protocol import AdditiveHidden, cell_state, cell_types_of, fast_path
 
 _EPS = 1e-2  # keeps the ratio finite for cells whose predicted log-expression is ~0
 
@@ -104,21 +107,21 @@ class Fimap(Explainer):
         self.target_ratio, self.hinge = target_ratio, hinge
         self.rank, self.init_logit, self.warmup, self.objective = rank, init_logit, warmup, objective
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
-        head = target_head(surrogate, surrogate.gene_index(gene))
         X = data.atac
         if X.shape[0] == 0:
             raise ValueError("FIMAP needs at least one training cell of the gene's cell type")
-        with surrogate.evaluating():
-            z_all, y0_all = self._unperturbed(surrogate, X, head)
+        head = _RelaxedTarget(model, gene, cell_types_of(data))
+        with model.evaluating():
+            z_all, y0_all = self._unperturbed(model, X, head)
             clock.spend(X.shape[0])
-            net, history, status = self._train(surrogate, X, z_all, y0_all, head, clock, gene)
+            net, history, status = self._train(model, X, z_all, y0_all, head, clock, gene)
             if not history:  # the untrained network's closing probabilities are its initialisation, not an answer
                 return Explanation.no_estimate({"seconds": clock.seconds, "samples": clock.samples, "steps": 0,
                                                 "steps_planned": self.steps,
                                                 "no_estimate_reason": "budget ended before the first training step"})
-            scores, ratio, closed = self._importance(surrogate, net, X, z_all, y0_all, head)
+            scores, ratio, closed = self._importance(model, net, X, z_all, y0_all, head)
         steps_done = len(history)
         peaks = top_l(scores, L)
         return Explanation(
@@ -132,12 +135,12 @@ class Fimap(Explainer):
                   "notes": "importance = mean closing probability m_cj·x_cj over training cells"},
         )
 
-    def _train(self, surrogate, X, z_all, y0_all, head, clock: BudgetClock, gene: str):
+    def _train(self, model, X, z_all, y0_all, head, clock: BudgetClock, gene: str):
         """Adam on the perturbation network against the frozen surrogate → (net, loss per step, status)."""
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         n_cells, n_peaks = X.shape
-        net = _PerturbationNet(n_peaks, z_all.shape[1], self.rank, self.init_logit, gen).to(surrogate.device)
+        net = _PerturbationNet(n_peaks, z_all.shape[1], self.rank, self.init_logit, gen).to(model.device)
         opt = torch.optim.Adam([{"params": [net.theta, net.P], "lr": self.lr},
                                 {"params": list(net.q.parameters()), "lr": self.net_lr}])
         params = list(net.parameters())
@@ -148,9 +151,9 @@ class Fimap(Explainer):
                 status = clock.stop_status()
                 break
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
-            batch = surrogate.sparse_batch(X[cells])
+            batch = head.batch(X, cells)
             m = net(z_all[cells], batch.idx, batch.row)
-            y = head(surrogate.first_hidden(batch, 1.0 - m))
+            y = head(batch, 1.0 - m)
             closed_per_cell = m.sum() / len(cells)
             lam = self.sparsity * min(1.0, (step + 1) / max(1.0, self.warmup * self.steps))
             loss = self._target(y, y0_all[cells]) + lam * closed_per_cell
@@ -174,27 +177,64 @@ class Fimap(Explainer):
         return torch.relu(ratio.mean() - self.target_ratio)
 
     @torch.no_grad()
-    def _unperturbed(self, surrogate, X, head, chunk: int = 256):
-        zs, ys = [], []
-        for start in range(0, X.shape[0], chunk):
-            a = surrogate.first_hidden(surrogate.sparse_batch(X[start:start + chunk]))
-            zs.append(surrogate.enc_a_rest(a))
-            ys.append(head(a))
-        return torch.cat(zs), torch.cat(ys)
+    def _unperturbed(self, model, X, head, chunk: int = 256):
+        """(each cell's state, its target prediction with nothing closed)."""
+        ys = [head(head.batch(X, np.arange(s, min(s + chunk, X.shape[0])))) for s in range(0, X.shape[0], chunk)]
+        return cell_state(model, X, head.cell_types).float(), torch.cat(ys)
 
     @torch.no_grad()
-    def _importance(self, surrogate, net, X, z_all, y0_all, head, chunk: int = 64):
+    def _importance(self, model, net, X, z_all, y0_all, head, chunk: int = 64):
         """s_j = mean_c m_cj x_cj; also the mean target ratio and closed count under the learned perturbation."""
         n_cells, n_peaks = X.shape
         total = torch.zeros(n_peaks, dtype=torch.float64, device=z_all.device)
         ratios, closed = [], 0.0
         for start in range(0, n_cells, chunk):
             cells = np.arange(start, min(start + chunk, n_cells))
-            batch = surrogate.sparse_batch(X[cells])
+            batch = head.batch(X, cells)
             m = net(z_all[cells], batch.idx, batch.row)
             total.index_add_(0, batch.idx, m.double())
-            y = head(surrogate.first_hidden(batch, 1.0 - m))
+            y = head(batch, 1.0 - m)
             ratios.append(((y + _EPS) / (y0_all[cells] + _EPS)).cpu())
             closed += float(m.sum())
         scores = (total / n_cells).cpu().numpy()
         return scores, float(torch.cat(ratios).mean()), closed / n_cells
+
+
+class _Entries:
+    """A batch's open entries in CSR order (cells by row, peaks ascending): `idx` (peak), `row` (cell in the batch),
+    and the rows themselves (`atac`, `n_cells`)."""
+
+    def __init__(self, atac, device):
+        atac = atac.sorted_indices() if not atac.has_sorted_indices else atac
+        self.atac, self.n_cells = atac, atac.shape[0]
+        self.idx = torch.as_tensor(atac.indices.astype(np.int64), device=device)
+        self.row = torch.repeat_interleave(torch.arange(atac.shape[0], device=device),
+                                           torch.as_tensor(np.diff(atac.indptr), device=device))
+
+
+class _RelaxedTarget:
+    """The target's prediction for a batch whose open entries keep the weight w ∈ [0, 1] (1 − closing
+    probability): through the additive first layer's per-entry weights where the model has one (the surrogate),
+    else through `dense` on the relaxed rows x_cj = w_cj (a (cells × peaks) tensor for one batch)."""
+
+    def __init__(self, model, gene: str, cell_types):
+        self.model, self.gene, self.cell_types = model, gene, cell_types
+        self.fast = fast_path(model, AdditiveHidden)
+        self.col = [model.gene_index(gene)]
+
+    def batch(self, X, cells: np.ndarray):
+        if self.fast is not None:
+            b = self.fast.sparse_batch(X[cells])
+            b.cells = cells
+            return b
+        b = _Entries(X[cells], self.model.device)
+        b.cells = cells
+        return b
+
+    def __call__(self, batch, weights=None) -> torch.Tensor:
+        if self.fast is not None:
+            return self.fast.head(self.fast.first_hidden(batch, weights), self.col)[:, 0]
+        w = torch.ones(batch.idx.numel(), device=self.model.device) if weights is None else weights
+        x = torch.zeros(batch.n_cells, batch.atac.shape[1], device=self.model.device, dtype=w.dtype)
+        x = x.index_put((batch.row, batch.idx), w)
+        return self.model.dense(x, genes=[self.gene], cell_types=self.cell_types[batch.cells])[:, 0]

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from methods._shared import genes_head
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 from surrogates.model import SparseAtac
+from surrogates.protocol import AdditiveHidden, EmbeddingBags, cell_types_of, fast_path, predict_closures
 
 # Pseudo-count (log1p units) in both ratios of eq. 2. With a tiny one (0.01), genes predicted at ~0 in the target's
 # cell type dominate the off-target term: a silent gene moving to 0.1 adds (10)² = 100, while halving the target
@@ -95,17 +95,15 @@ class Grids(Explainer):
             return max(100, self.sweeps * L)
         return default_steps(L)
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
-        dev = surrogate.device
-        gi = surrogate.gene_index(gene)
+        dev = model.device
+        gi = model.gene_index(gene)
         X = data.atac
         n_cells, n_peaks = X.shape
-        cells_atac = CellBatches(surrogate, X)
-        with torch.no_grad():
-            y0_all = surrogate.head_from_hidden(surrogate.first_hidden(surrogate.sparse_batch(X)))
-            tables = surrogate.embedding_tables()  # frozen weights: Δ and the chromosome constant once per job
+        bags = fast_path(model, AdditiveHidden) is not None and fast_path(model, EmbeddingBags) is not None
+        search = (_BagSearch if bags else _GenericSearch)(self, model, X, cell_types_of(data), gi)
         r = rng.choice(n_peaks, size=L, replace=False)
         in_r = torch.zeros(n_peaks, dtype=torch.bool, device=dev)
         in_r[torch.as_tensor(r, device=dev)] = True
@@ -117,17 +115,15 @@ class Grids(Explainer):
                 status = clock.stop_status()
                 break
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
-            batch = cells_atac.batch(cells)
-            y0 = y0_all[cells]
-            a_r, per_cell, gain = self._gains(surrogate, batch, tables, in_r, y0, gi)
+            batch = search.batch(cells)
+            y0 = search.y0_all[cells]
+            state, per_cell, gain = search.gains(batch, in_r, y0)
             slot = step % L
             k = min(self.top_k, int((~in_r).sum()))
             cand = torch.topk(gain.masked_fill(in_r, -torch.inf), k).indices
             old = int(r[slot])
-            scorer = self._scorer(surrogate, gi, rng)
-            if scorer is not None:  # the incumbent on the same gene sample as its candidates
-                per_cell = scorer.cell_loss(a_r, y0)
-            loss, cand_loss = self._swap_losses(surrogate, batch, a_r, old, cand, per_cell, y0, gi, scorer)
+            genes = self._gene_sample(model.n_genes, gi, rng)  # None: every gene
+            loss, cand_loss = search.swap_losses(batch, state, r, old, cand, per_cell, y0, genes)
             clock.spend(len(cells) * (k + 1))
             best = int(torch.argmin(cand_loss))
             if float(cand_loss[best]) < loss - 1e-12:
@@ -145,16 +141,43 @@ class Grids(Explainer):
             return Explanation.no_estimate({"steps": 0, "steps_planned": steps, "seconds": clock.seconds,
                                             "samples": clock.samples,
                                             "no_estimate_reason": "budget ended before the first step"})
-        scores = self._leave_one_out(surrogate, X, r, y0_all, gi)
+        scores = search.leave_one_out(r)
         order = np.argsort(-scores, kind="stable")
         return Explanation(
             peaks=r[order], scores=scores[order], status=status,
             info={"steps": len(history), "steps_planned": steps, "swaps": swaps, "final_loss": history[-1],
                   "loss_trace": history[:: max(1, len(history) // 50)], "seconds": clock.seconds,
-                  "samples": clock.samples, "objective": self.objective},
+                  "samples": clock.samples, "objective": self.objective,
+                  "path": "embedding bags" if bags else "generic"},
         )
 
-    def _gains(self, surrogate, batch: "_Batch", tables, in_r, y0, gi: int):
+    def _gene_sample(self, n_genes: int, gi: int, rng) -> torch.Tensor | None:
+        """This step's genes to score on: the target (first) and `off_target_genes` others drawn uniformly without
+        replacement, sorted; None: score on every gene."""
+        n_other = n_genes - 1
+        if self.objective != "ratio" or self.off_target_genes is None or self.off_target_genes >= n_other:
+            return None
+        other = rng.choice(n_other, size=self.off_target_genes, replace=False)
+        other = other + (other >= gi)  # skip the target's index
+        return torch.as_tensor(np.concatenate([[gi], np.sort(other)]))
+
+
+class _BagSearch:
+    """GRIDS's steps on a model with embedding bags and an additive first layer (the surrogate): gains from one
+    backward pass through the bag sums, swaps scored incrementally on the first pre-activation."""
+
+    def __init__(self, grids: Grids, model, X, cell_types, gi: int):
+        self.grids, self.model, self.gi = grids, model, gi
+        self.X = X
+        self.cells_atac = CellBatches(model, X)
+        with torch.no_grad():
+            self.y0_all = model.head(model.first_hidden(model.sparse_batch(X)))
+            self.tables = model.embedding_tables()  # frozen weights: Δ and the chromosome constant once per job
+
+    def batch(self, cells):
+        return self.cells_atac.batch(cells)
+
+    def gains(self, batch: "_Batch", in_r, y0):
         """(first pre-activation a_r with the subset closed, each cell's objective, eq. 4 gain of every peak).
 
         Closure is a zero per-entry weight w_e of the embedding bag, so ∂ℒ/∂w_e = ⟨∂ℒ/∂s_b(e), Δ_idx(e)⟩ with s_b
@@ -162,60 +185,107 @@ class Grids(Explainer):
         g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩: one embedding bag over the tiny (cells·chromosomes × 32) gradient,
         bagged by peak, then one dot product per peak. The same numbers as autograd's per-sample-weight gradient
         followed by a scatter into peaks, at half the time at paper scale (gathering Δ per entry is the cost)."""
-        s = summed_embeddings(surrogate, batch, tables, (~in_r[batch.atac.idx]).to(tables[0].dtype))
+        g, model, tables = self.grids, self.model, self.tables
+        s = summed_embeddings(model, batch, tables, (~in_r[batch.atac.idx]).to(tables[0].dtype))
         with torch.enable_grad():
-            a_r = surrogate.first(s)
-            per_cell = cell_objective(surrogate.head_from_hidden(a_r), y0, gi, self.beta, self.objective)
+            a_r = model.first(s)
+            per_cell = cell_objective(model.head(a_r), y0, self.gi, g.beta, g.objective)
             (d_s,) = torch.autograd.grad(per_cell.mean(), s)
         return a_r.detach(), per_cell.detach(), peak_gains(batch, tables[0], d_s)
 
-    def _scorer(self, surrogate, gi: int, rng) -> "_GeneSample | None":
-        """This step's off-target gene sample (None: score on every gene)."""
-        n_other = surrogate.n_genes - 1
-        if self.objective != "ratio" or self.off_target_genes is None or self.off_target_genes >= n_other:
-            return None
-        other = rng.choice(n_other, size=self.off_target_genes, replace=False)
-        other = other + (other >= gi)  # skip the target's index
-        genes = torch.as_tensor(np.concatenate([[gi], np.sort(other)]), device=surrogate.device)
-        return _GeneSample(genes, genes_head(surrogate, genes), self.beta)
-
     @torch.no_grad()
-    def _swap_losses(self, surrogate, batch: "_Batch", a_r, old: int, cand, per_cell, y0, gi: int, scorer=None):
+    def swap_losses(self, batch: "_Batch", a_r, r, old: int, cand, per_cell, y0, genes=None):
         """(the incumbent's objective, the true objective of each subset with slot peak `old` swapped for one
         candidate), incrementally: the swap changes cell c's first pre-activation by +x_c,old U_old − x_c,j U_j, so
         only the layers after the first are re-run, and only for the cells it changes (x_c,old = 1 or x_c,j = 1);
         every other cell keeps the incumbent's value. Sums run in float64 so a swap that changes no cell scores
-        exactly the incumbent's objective."""
+        exactly the incumbent's objective. `genes`: score on these (target first) only."""
+        model, g = self.model, self.grids
+        scorer = None
+        if genes is not None:  # the incumbent on the same gene sample as its candidates
+            genes = genes.to(model.device)
+            scorer = _GeneSample(genes, lambda a: model.head(a, genes), g.beta)
+            per_cell = scorer.cell_loss(a_r, y0)
         dev = a_r.device
         cols = torch.as_tensor(np.concatenate([[old], cand.cpu().numpy()]), device=dev)
         x_cols = batch.columns(cols)  # cells × (1 + k), 0/1
-        U = surrogate.peak_hidden(cols)  # (1 + k) × hidden
+        U = model.peak_hidden(cols)  # (1 + k) × hidden
         cell, j = torch.nonzero((x_cols[:, 1:] + x_cols[:, :1]) > 0, as_tuple=True)
         a_swap = a_r[cell] + x_cols[cell, :1] * U[0] - x_cols[cell, 1 + j].unsqueeze(1) * U[1 + j]
         if scorer is not None:  # gather the sampled genes' y0 before the rows: 64 × 257 instead of rows × 3,000
             changed = scorer.cell_loss(a_swap, y0[:, scorer.genes][cell], sampled=True)
         else:
-            changed = cell_objective(surrogate.head_from_hidden(a_swap), y0[cell], gi, self.beta, self.objective)
+            changed = cell_objective(model.head(a_swap), y0[cell], self.gi, g.beta, g.objective)
         base = per_cell.double()
         moved = torch.zeros(len(cand), dtype=torch.float64, device=dev).index_add_(0, j, changed.double() - base[cell])
         n = len(base)
         return float(base.sum() / n), (base.sum() + moved) / n
 
     @torch.no_grad()
-    def _leave_one_out(self, surrogate, X, r, y0_all, gi) -> np.ndarray:
+    def leave_one_out(self, r) -> np.ndarray:
         """Loss increase when each member of r is re-opened while the rest stay closed (all training cells)."""
-        batch = surrogate.sparse_batch(X)
-        a_r = surrogate.first_hidden(batch, surrogate.closed_weights(batch, r))
-        base = subset_objective(surrogate.head_from_hidden(a_r), y0_all, gi, self.beta, self.objective)
+        model, g, X, y0_all, gi = self.model, self.grids, self.X, self.y0_all, self.gi
+        batch = model.sparse_batch(X)
+        a_r = model.first_hidden(batch, model.closed_weights(batch, r))
+        base = subset_objective(model.head(a_r), y0_all, gi, g.beta, g.objective)
         x_cols = torch.as_tensor(X[:, r].toarray(), dtype=torch.float32, device=a_r.device)
-        U = surrogate.peak_hidden(torch.as_tensor(r, device=a_r.device))
+        U = model.peak_hidden(torch.as_tensor(r, device=a_r.device))
         # chunks of members: all L at once through the full decoder is L × cells × genes floats (4 GB at paper
         # scale, L = 128, ~700 cells)
         chunk = max(1, int(2e7 // max(1, X.shape[0] * y0_all.shape[1])))
         losses = []
         for s in range(0, len(r), chunk):
             a_open = a_r.unsqueeze(0) + x_cols[:, s:s + chunk].T.unsqueeze(-1) * U[s:s + chunk].unsqueeze(1)
-            losses.append(subset_objective(surrogate.head_from_hidden(a_open), y0_all, gi, self.beta, self.objective))
+            losses.append(subset_objective(model.head(a_open), y0_all, gi, g.beta, g.objective))
+        return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
+
+
+class _GenericSearch:
+    """GRIDS's steps on any model of the protocol: gains g_j = Σ_c x_cj ∂ℒ/∂x_cj from autograd of the dense path at
+    the batch with the subset closed (the same eq. 4 gains as `_BagSearch`), every swapped subset scored by one
+    `predict` of the batch under all k + 1 closures, re-opening scored the same way."""
+
+    def __init__(self, grids: Grids, model, X, cell_types, gi: int):
+        self.grids, self.model, self.gi = grids, model, gi
+        self.X, self.types = sp.csr_matrix(X), np.asarray(cell_types)
+        self.y0_all = model.predict(self.X, cell_types=self.types)
+
+    def batch(self, cells):
+        return cells
+
+    def gains(self, cells, in_r, y0):
+        g, model = self.grids, self.model
+        x = torch.as_tensor(self.X[cells].toarray(), dtype=torch.float32, device=model.device)
+        x_r = (x * (~in_r).to(x.dtype)).requires_grad_(True)
+        with torch.enable_grad():
+            per_cell = cell_objective(model.dense(x_r, cell_types=self.types[cells]), y0, self.gi, g.beta,
+                                      g.objective)
+            (d_x,) = torch.autograd.grad(per_cell.mean(), x_r)
+        return None, per_cell.detach(), (d_x * x).sum(0)
+
+    @torch.no_grad()
+    def _objective(self, cells, closures, y0, genes=None) -> torch.Tensor:
+        """Each closure's per-cell objective (closures × cells), on every gene or the `genes` sample (target
+        first)."""
+        g, model = self.grids, self.model
+        names = None if genes is None else [model.gene_names[int(i)] for i in genes]
+        y = predict_closures(model, self.X[cells], closures, genes=names, cell_types=self.types[cells])
+        if genes is not None:
+            return cell_objective(y, y0[:, genes.to(y0.device)], 0, g.beta, "ratio")
+        return cell_objective(y, y0, self.gi, g.beta, g.objective)
+
+    def swap_losses(self, cells, state, r, old: int, cand, per_cell, y0, genes=None):
+        closures = [r] + [np.where(r == old, int(c), r) for c in cand.cpu().numpy()]
+        per = self._objective(cells, closures, y0, genes).double()
+        n = per.shape[1]
+        return float(per[0].sum() / n), per[1:].sum(1) / n
+
+    def leave_one_out(self, r) -> np.ndarray:
+        cells = np.arange(self.X.shape[0])
+        base = self._objective(cells, [r], self.y0_all).double().mean(1)
+        chunk = max(1, int(2e7 // max(1, self.X.shape[0] * self.model.n_genes)))
+        losses = [self._objective(cells, [np.delete(r, i) for i in range(s, min(s + chunk, len(r)))],
+                                  self.y0_all).double().mean(1) for s in range(0, len(r), chunk)]
         return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
 
 

@@ -12,9 +12,11 @@ Per explained cell (default 32 training cells of the type, drawn with the method
   `kernel_width` w = 0.25 — the width `lime_image` uses with cosine distance (`lime_text` uses 25 on 100 × the
   cosine distance, the same thing). `lime_tabular`'s 0.75·sqrt(n_features) is for Euclidean distances on
   standardised data; on a cosine distance ∈ [0, 1] it would make every neighbour weigh the same.
-* **Labels.** The surrogate's predicted log-expression of the target gene for every neighbour, computed with the
-  first-layer identity a(z) = a(x) − Σ_{j closed} U_j: one (samples × n_open) @ (n_open × hidden) product, then
-  the layers after the first for the target gene only — no per-neighbour sparse forward.
+* **Labels.** The explained model's predicted log-expression of the target gene for every neighbour (in the
+  cell's type). On a model with an additive first layer (the surrogate; `AdditiveHidden` in
+  surrogates/protocol.py) with the identity a(z) = a(x) − Σ_{j closed} U_j: one (samples × n_open) @
+  (n_open × hidden) product, then the layers after the first for the target gene only; on any other model, one
+  `predict` of the neighbours as sparse rows — the same labels.
 * **Fit.** `lime.lime_base.LimeBase.explain_instance_with_data` (LIME's kernel weighting, feature selection and
   weighted ridge), num_features = L. Feature selection defaults to "highest_weights" (LIME's "auto" picks
   "forward_selection" for L ≤ 6, which fits L × n_open ridge models: infeasible at thousands of open peaks).
@@ -35,13 +37,15 @@ Paper: Ribeiro, Singh, Guestrin, "Why Should I Trust You?: Explaining the Predic
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from lime.lime_base import LimeBase
 from tqdm.auto import tqdm
 
-from methods._shared import open_frequency, rank_peaks, target_head
+from methods._shared import open_frequency, rank_peaks
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
+from surrogates.protocol import AdditiveHidden, cell_types_of, fast_path
 
 
 def exponential_kernel(width: float):
@@ -82,11 +86,11 @@ class Lime(Explainer):
         self.feature_selection, self.sign, self.aggregate = feature_selection, sign, aggregate
 
     # ------------------------------------------------------------------ local explanations
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
-        gi = surrogate.gene_index(gene)
-        head = target_head(surrogate, gi)
+        gi = model.gene_index(gene)
+        types = cell_types_of(data)
         X = data.atac
         n_cells, n_peaks = X.shape
         cells = np.sort(rng.choice(n_cells, size=min(self.n_cells, n_cells), replace=False))
@@ -95,7 +99,7 @@ class Lime(Explainer):
         r2: list[float] = []
         status = "ok"
         bar = tqdm(cells, desc=f"LIME {gene}", disable=not self.progress, leave=False)
-        with surrogate.evaluating():
+        with model.evaluating():
             for c in bar:
                 if clock.exhausted():
                     status = clock.stop_status()
@@ -103,7 +107,7 @@ class Lime(Explainer):
                 open_peaks = X.indices[X.indptr[c]:X.indptr[c + 1]].astype(np.int64)
                 if open_peaks.size == 0:
                     continue
-                Z, dist, y = self._neighbourhood(surrogate, head, X[c], open_peaks, rng)
+                Z, dist, y = self._neighbourhood(model, gi, X[c], str(types[c]), open_peaks, rng)
                 clock.spend(len(y))
                 _, exp, score, _ = lime.explain_instance_with_data(
                     Z, y[:, None], dist, label=0, num_features=min(L, open_peaks.size),
@@ -124,7 +128,7 @@ class Lime(Explainer):
                            info={**info, "submodular_picks": picks, "peaks_filled_by_open_frequency": filled})
 
     @torch.no_grad()
-    def _neighbourhood(self, surrogate, head, x_row, open_peaks, rng, chunk: int = 256):
+    def _neighbourhood(self, model, gi: int, x_row, cell_type: str, open_peaks, rng, chunk: int = 256):
         """Binary samples over the open peaks (row 0 = the cell), their cosine distances and target predictions."""
         n_open = open_peaks.size
         rate = rng.random(self.n_samples)
@@ -132,13 +136,24 @@ class Lime(Explainer):
         Z = (rng.random((self.n_samples, n_open)) >= rate[:, None]).astype(np.float32)
         kept = Z.sum(axis=1)
         dist = 1.0 - np.sqrt(kept / n_open)
-        dev = surrogate.device
-        a0 = surrogate.first_hidden(surrogate.sparse_batch(x_row))  # 1 × hidden
-        U = surrogate.peak_hidden(torch.as_tensor(open_peaks, device=dev))  # n_open × hidden
         y = np.empty(self.n_samples, dtype=np.float64)
-        for start in range(0, self.n_samples, chunk):
-            z = torch.as_tensor(Z[start:start + chunk], device=dev)
-            y[start:start + chunk] = head(a0 + (z - 1.0) @ U).double().cpu().numpy()
+        fast = fast_path(model, AdditiveHidden)
+        if fast is not None:
+            dev = model.device
+            a0 = fast.first_hidden(fast.sparse_batch(x_row))  # 1 × hidden
+            U = fast.peak_hidden(torch.as_tensor(open_peaks, device=dev))  # n_open × hidden
+            for start in range(0, self.n_samples, chunk):
+                z = torch.as_tensor(Z[start:start + chunk], device=dev)
+                y[start:start + chunk] = fast.head(a0 + (z - 1.0) @ U, [gi])[:, 0].double().cpu().numpy()
+        else:  # each neighbour as a sparse row: the cell with its peaks where z = 0 closed
+            gene = model.gene_names[gi]
+            for start in range(0, self.n_samples, chunk):
+                rows = sp.csr_matrix(Z[start:start + chunk] * 1, dtype=np.uint8)
+                rows = sp.csr_matrix((rows.data, open_peaks[rows.indices], rows.indptr),
+                                     shape=(rows.shape[0], x_row.shape[1]))
+                rows.sort_indices()
+                y[start:start + chunk] = model.predict(rows, genes=[gene], cell_types=cell_type)[:, 0].double() \
+                    .cpu().numpy()
         return Z.astype(np.float64), dist, y
 
     # ------------------------------------------------------------------ global explanation

@@ -28,7 +28,7 @@ def job_seed(seed: int, cell_types: list[str], gene: str, L: int) -> np.random.S
 class RandomPeaks(Explainer):
     """Random: a seeded draw of L distinct peaks, one draw per (seed, cell type, gene, L)."""
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         # `data` is one cell type's training view; with several types, all of them (sorted) key the draw
         cell_types = [str(ct) for ct in data.obs["cell_type"].unique()]
         rng = np.random.default_rng(job_seed(self.seed, cell_types, gene, L))

@@ -15,7 +15,8 @@ the training cells, loss = MSE, so a group's value measures how much of the pred
   The grouped imputers are sage's own classes with `inclusion_matrix` computed by a gather (S[:, group_of_peak])
   instead of sage's boolean (batch × groups) @ (groups × d) product — identical output, O(batch × d) instead of
   O(batch × groups × d), which matters at 127k peaks.
-* **Model wrapper.** numpy (rows × d) 0/1 → the surrogate's dense path → the target gene only, in row chunks of
+* **Model wrapper.** numpy (rows × d) 0/1 → the explained model's dense path (`dense`, surrogates/protocol.py;
+  the surrogate computes the target's decoder row only) → the target gene, in the explained cell type, in row chunks of
   ≤ `max_batch_elements` / d (8M entries, i.e. ≤ 64 cells at 127k peaks), without gradients. sage's own batch
   (permutations per chunk) is min(`batch_size`, max_batch_elements / (d · background)) so that its dense copies
   stay within the same memory.
@@ -47,9 +48,10 @@ import sage
 import torch
 from tqdm.auto import tqdm
 
-from methods._shared import open_frequency, target_head, top_l
+from methods._shared import open_frequency, top_l
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
+from surrogates.protocol import cell_types_of
 
 
 class _OutOfTime(Exception):
@@ -140,19 +142,23 @@ class Sage(Explainer):
         self.n_permutations, self.batch_size, self.thresh = n_permutations, batch_size, thresh
         self.max_batch_elements = max_batch_elements
 
-    def explain(self, surrogate, data, gene, L) -> Explanation:
+    def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
         rng = np.random.default_rng(self.seed)
-        head = target_head(surrogate, surrogate.gene_index(gene))
+        types = cell_types_of(data)
+        if len(set(types)) > 1:  # sage's model is a function of the input row alone
+            raise ValueError("SAGE explains one cell type's cells at a time (the harness passes one)")
         X_sp = data.atac
         d = X_sp.shape[1]
         chrom = data.chrom_codes()[0] if self.groups == "chromosome" else None
         groups, group_of = peak_groups(d, self.groups, self.max_groups, self.window, chrom)
-        with surrogate.evaluating():
+        cell_type = str(types[0]) if len(types) else None
+        with model.evaluating():
             X = X_sp.toarray()  # uint8, cells × peaks: sage's imputers work on dense rows
-            Y = surrogate.predict(X_sp, genes=[gene])[:, 0].double().cpu().numpy()
+            Y = model.predict(X_sp, genes=[gene], cell_types=types)[:, 0].double().cpu().numpy()
             clock.spend(X_sp.shape[0])
-            imputer, background = self._imputer(self._model(surrogate, head, d, clock), X, groups, group_of, rng)
+            imputer, background = self._imputer(self._model(model, gene, cell_type, d, clock), X, groups, group_of,
+                                                rng)
             chunk = int(max(1, min(self.batch_size, self.max_batch_elements // max(1, d * background))))
             acc, run = self._estimate(sage.PermutationEstimator(imputer, "mse"), X, Y, chunk, rng, clock, gene,
                                       (len(groups) + 1) * background)
@@ -172,22 +178,23 @@ class Sage(Explainer):
                   "top_group_std": std[top_groups].tolist()},
         )
 
-    def _model(self, surrogate, head, d: int, clock: BudgetClock):
-        """numpy rows (0/1 over all peaks) → the target's prediction, in row chunks of ≤ max_batch_elements; raises
-        `_OutOfTime` between row chunks once the wall-time safety stop has passed."""
+    def _model(self, model, gene: str, cell_type: str | None, d: int, clock: BudgetClock):
+        """numpy rows (0/1 over all peaks) → the target's prediction in `cell_type`, in row chunks of ≤
+        max_batch_elements; raises `_OutOfTime` between row chunks once the wall-time safety stop has passed."""
         rows = max(1, self.max_batch_elements // max(1, d))
 
         @torch.no_grad()
-        def model(x: np.ndarray) -> np.ndarray:
+        def target(x: np.ndarray) -> np.ndarray:
             out = np.empty(len(x), dtype=np.float64)
             for start in range(0, len(x), rows):
                 if clock.seconds > self.budget.seconds:
                     raise _OutOfTime
-                xt = torch.as_tensor(np.ascontiguousarray(x[start:start + rows]), device=surrogate.device).float()
-                out[start:start + rows] = head(surrogate.first(surrogate.embed_dense(xt))).double().cpu().numpy()
+                xt = torch.as_tensor(np.ascontiguousarray(x[start:start + rows]), device=model.device).float()
+                y = model.dense(xt, genes=[gene], cell_types=cell_type)[:, 0]
+                out[start:start + rows] = y.double().cpu().numpy()
             return out
 
-        return model
+        return target
 
     def _imputer(self, model, X: np.ndarray, groups, group_of, rng):
         """(sage imputer for the configured removal and grouping, model calls per imputed row)."""

@@ -296,6 +296,22 @@ class Surrogate(nn.Module):
         """log-expression from the first pre-activation (any leading batch shape)."""
         return self.rna_from_atac_latent(self.enc_a_rest(a))
 
+    def head(self, a: torch.Tensor, cols=None) -> torch.Tensor:
+        """log-expression of the output columns `cols` (all when None) from the first pre-activation a (any leading
+        shape): `head_from_hidden` for every gene; for a few, only those rows of the RNA decoder's last layer (the
+        full 3,000-gene output is ~20× the cost when scoring many perturbations of one gene). `cols` of length 1
+        computes one dot product per row; the `AdditiveHidden` fast path of surrogates/protocol.py."""
+        if cols is None:
+            return self.head_from_hidden(a)
+        cols = torch.as_tensor(cols, dtype=torch.long, device=self.device).reshape(-1)
+        dec = self.dec_r
+        if not (isinstance(dec, nn.Sequential) and isinstance(dec[-1], nn.Linear)):  # pragma: no cover
+            return self.head_from_hidden(a)[..., cols]
+        hidden = dec[:-1](self.f_ar(self.enc_a_rest(a)))
+        if cols.numel() == 1:
+            return (hidden @ dec[-1].weight[cols[0]] + dec[-1].bias[cols[0]]).clamp_min(0.0).unsqueeze(-1)
+        return (hidden @ dec[-1].weight[cols].T + dec[-1].bias[cols]).clamp_min(0.0)
+
     def rna_from_atac_latent(self, z_a: torch.Tensor) -> torch.Tensor:
         return self.dec_r(self.f_ar(z_a)).clamp_min(0.0)
 
@@ -303,8 +319,21 @@ class Surrogate(nn.Module):
         return self.enc_a_rest(self.first_hidden(batch, weights))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Dense path: (cells × peaks) → log-expression (cells × genes). Used by captum-style attribution."""
+        """Dense path: (cells × peaks) → log-expression (cells × genes)."""
         return self.head_from_hidden(self.first(self.embed_dense(x)))
+
+    def dense(self, x: torch.Tensor, genes=None, cell_types=None) -> torch.Tensor:
+        """The protocol's differentiable dense path: (cells × peaks), real-valued → log-expression of `genes`
+        (all when None; the decoder rows of those genes only). The surrogate reads no cell types."""
+        a = self.first(self.embed_dense(x))
+        return self.head_from_hidden(a) if genes is None else self.head(a, [self.gene_index(g) for g in genes])
+
+    @torch.no_grad()
+    def cell_state(self, X, cell_types=None, chunk: int = 256) -> torch.Tensor:
+        """Each cell's ATAC latent z = Enc_a(x) (cells × latent): the representation FIMAP's perturbation network
+        reads (surrogates/protocol.py, `cell_state`)."""
+        out = [self.encode_atac(self.sparse_batch(X[s:s + chunk])) for s in range(0, X.shape[0], chunk)]
+        return torch.cat(out) if out else torch.zeros(0, self.config.latent, device=self.device)
 
     # ------------------------------------------------------------------ convenience
     @property
@@ -326,8 +355,10 @@ class Surrogate(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def predict(self, X: sp.csr_matrix, closed=None, genes=None, batch_size: int = 1024) -> torch.Tensor:
-        """log-expression ŷ (cells × genes, or the selected `genes`) with the peaks in `closed` set to 0."""
+    def predict(self, X: sp.csr_matrix, closed=None, genes=None, cell_types=None,
+                batch_size: int = 1024) -> torch.Tensor:
+        """log-expression ŷ (cells × genes, or the selected `genes`) with the peaks in `closed` set to 0. The
+        surrogate reads no cell types (`cell_types` is the protocol's, surrogates/protocol.py)."""
         cols = None if genes is None else [self.gene_index(g) for g in genes]
         out = []
         with self.evaluating():

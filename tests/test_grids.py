@@ -87,13 +87,12 @@ def test_a_gene_sample_of_every_gene_scores_cells_as_the_full_objective():
     """The sampled scorer's own path (a head over the chosen genes, the target first) with every off-target gene in
     the sample gives each cell the full eq. 2 of the whole decoder; a sample size ≥ G − 1 skips the sample; a small
     sample still returns L valid peaks."""
-    from methods._shared import genes_head
     from methods.grids import _GeneSample, cell_objective
 
     m, d = _random_surrogate_case()
     gi = 5
     genes = torch.as_tensor([gi] + [g for g in range(m.n_genes) if g != gi])
-    scorer = _GeneSample(genes, genes_head(m, genes), 0.1)
+    scorer = _GeneSample(genes, lambda a: m.head(a, genes), 0.1)
     with m.evaluating(), torch.no_grad():
         batch = m.sparse_batch(d.atac[:12])
         y0 = m.predict(d.atac[:12])
@@ -103,8 +102,8 @@ def test_a_gene_sample_of_every_gene_scores_cells_as_the_full_objective():
     assert not torch.allclose(full, torch.zeros_like(full))
     torch.testing.assert_close(got, full, rtol=1e-5, atol=1e-7)
     rng = np.random.default_rng(0)
-    assert Grids(off_target_genes=m.n_genes - 1)._scorer(m, gi, rng) is None
-    assert Grids(off_target_genes=m.n_genes - 2)._scorer(m, gi, rng) is not None
+    assert Grids(off_target_genes=m.n_genes - 1)._gene_sample(m.n_genes, gi, rng) is None
+    assert Grids(off_target_genes=m.n_genes - 2)._gene_sample(m.n_genes, gi, rng) is not None
     sampled = Grids(steps=12, seed=3, off_target_genes=1).explain(redundant_pair_model(), cells_with_all_open(),
                                                                   "target", 3)
     sampled.check(cells_with_all_open().n_peaks, 3)
@@ -136,16 +135,18 @@ def test_a_step_batch_is_the_surrogate_s_own_sparse_batch():
 
 
 def test_the_gains_are_the_closure_gradients_of_each_entry_summed_by_peak():
-    """Eq. 4 by autograd on the per-entry weights, scattered into peaks, against the peak-bagged computation."""
-    from methods.grids import CellBatches
+    """Eq. 4 by autograd on the per-entry weights, scattered into peaks, against the peak-bagged computation and
+    against the generic path's Σ_c x_cj ∂ℒ/∂x_cj from the dense forward."""
+    from methods.grids import _BagSearch, _GenericSearch
 
     m, d = _random_surrogate_case()
     cells, gi = np.arange(16), 2
+    types = d.obs["cell_type"].astype(str).to_numpy()
     in_r = torch.zeros(d.n_peaks, dtype=torch.bool)
     in_r[torch.as_tensor(d.atac[cells].indices[:4].astype(np.int64))] = True  # closes entries of the batch
     y0 = m.predict(d.atac[cells])
-    a_r, per_cell, gain = Grids(seed=0)._gains(m, CellBatches(m, d.atac).batch(cells), m.embedding_tables(), in_r,
-                                               y0, gi)
+    search = _BagSearch(Grids(seed=0), m, d.atac, types, gi)
+    a_r, per_cell, gain = search.gains(search.batch(cells), in_r, y0)
     ref = m.sparse_batch(d.atac[cells])
     w = (~in_r[ref.idx]).float().requires_grad_(True)
     a = m.first_hidden(ref, w)
@@ -156,16 +157,21 @@ def test_the_gains_are_the_closure_gradients_of_each_entry_summed_by_peak():
     torch.testing.assert_close(a_r, a.detach())
     assert float(per_cell.mean()) == pytest.approx(float(loss.detach()), rel=1e-6)
     assert torch.count_nonzero(gain[in_r]) > 0  # a closed peak's gain is the loss increase of re-opening it
+    _, per_cell_g, gain_g = _GenericSearch(Grids(seed=0), m, d.atac, types, gi).gains(cells, in_r, y0)
+    open_here = torch.as_tensor(np.asarray(d.atac[cells].sum(0)).ravel() > 0) & ~in_r
+    torch.testing.assert_close(gain_g[open_here], expected[open_here], rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(per_cell_g, per_cell, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("genes", [None, 5])
 def test_swap_losses_equal_rescoring_every_cell(genes):
     """Scoring only the cells a swap changes gives each swapped subset's full objective; a swap that changes no
-    cell scores exactly the incumbent."""
-    from methods.grids import CellBatches
+    cell scores exactly the incumbent. The generic path (every subset through `predict`) gives the same losses."""
+    from methods.grids import _BagSearch, _GeneSample, _GenericSearch
 
     m, d = _random_surrogate_case()
     cells, gi = np.arange(12), 1
+    types = d.obs["cell_type"].astype(str).to_numpy()
     X = d.atac[cells]
     open_count = np.asarray((X != 0).sum(0)).ravel()
     never_open = np.flatnonzero(open_count == 0)
@@ -176,13 +182,16 @@ def test_swap_losses_equal_rescoring_every_cell(genes):
     in_r[torch.as_tensor(r)] = True
     y0 = m.predict(X)
     grids = Grids(seed=0, off_target_genes=genes)
-    scorer = grids._scorer(m, gi, np.random.default_rng(0))
-    batch = CellBatches(m, d.atac).batch(cells)
-    a_r, per_cell, _ = grids._gains(m, batch, m.embedding_tables(), in_r, y0, gi)
-    if scorer is not None:
-        per_cell = scorer.cell_loss(a_r, y0)
+    sample = grids._gene_sample(m.n_genes, gi, np.random.default_rng(0))
+    scorer = None if sample is None else _GeneSample(sample, lambda a: m.head(a, sample), 0.1)
+    search, generic = _BagSearch(grids, m, d.atac, types, gi), _GenericSearch(grids, m, d.atac, types, gi)
+    batch = search.batch(cells)
+    a_r, per_cell, _ = search.gains(batch, in_r, y0)
     for slot in (0, 2):  # re-open a peak some cells have, or one none has
-        incumbent, losses = grids._swap_losses(m, batch, a_r, int(r[slot]), cand, per_cell, y0, gi, scorer)
+        incumbent, losses = search.swap_losses(batch, a_r, r, int(r[slot]), cand, per_cell, y0, sample)
+        g_incumbent, g_losses = generic.swap_losses(cells, None, r, int(r[slot]), cand, per_cell, y0, sample)
+        torch.testing.assert_close(g_losses, losses, rtol=1e-5, atol=1e-7)
+        assert g_incumbent == pytest.approx(incumbent, rel=1e-6)
         for j, peak in enumerate(cand.tolist()):
             closed = np.where(np.arange(len(r)) == slot, peak, r)
             with torch.no_grad():

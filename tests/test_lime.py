@@ -34,20 +34,22 @@ def test_ranks_the_regulating_peak_first(aggregate):
 
 
 def test_neighbourhood_labels_match_sparse_predictions():
-    """The first-layer shortcut gives the same labels as closing the peaks through `surrogate.predict`."""
+    """The first-layer shortcut gives the same labels as closing the peaks through `surrogate.predict`, and so
+    does the generic path (each neighbour a sparse row of `predict`)."""
+    from surrogates.protocol import without_fast_paths
+
     p = toy_problem()
     s, X = p.surrogate, p.train.atac
     lime = Lime(n_samples=8)
-    from methods._shared import target_head
-
     open_peaks = X.indices[X.indptr[0]:X.indptr[1]].astype(np.int64)
-    Z, dist, y = lime._neighbourhood(s, target_head(s, s.gene_index(TARGET)), X[0], open_peaks,
-                                     np.random.default_rng(0))
-    assert (Z[0] == 1).all() and dist[0] == pytest.approx(0.0)
-    for z, label in zip(Z, y):
-        closed = open_peaks[z == 0]
-        ref = s.predict(X[0], closed=closed if closed.size else None, genes=[TARGET])[0, 0]
-        assert label == pytest.approx(float(ref), abs=1e-5)
+    for model in (s, without_fast_paths(s)):
+        Z, dist, y = lime._neighbourhood(model, s.gene_index(TARGET), X[0], "A", open_peaks,
+                                         np.random.default_rng(0))
+        assert (Z[0] == 1).all() and dist[0] == pytest.approx(0.0)
+        for z, label in zip(Z, y):
+            closed = open_peaks[z == 0]
+            ref = s.predict(X[0], closed=closed if closed.size else None, genes=[TARGET])[0, 0]
+            assert label == pytest.approx(float(ref), abs=1e-5)
 
 
 def test_budget_exhaustion_returns_valid_peaks():

@@ -1,0 +1,308 @@
+"""The explained model is a protocol, not a class (DESIGN.md §2b): what an explainer may use of the model it explains.
+
+An explainer explains *a model*: something that maps a batch of cells' accessibility (and their cell types: the
+simulator's trans factor τ_g(t) is not in the ATAC) to log-expression of genes. Everything an explainer, the
+evaluator or the harness does with a model goes through `ExplainedModel`:
+
+    gene_names, n_peaks, n_genes, device      what the model predicts, over how many peaks, where it computes
+    gene_index(gene) -> int                    the output column of a gene (KeyError naming close names)
+    predict(atac, closed=None, genes=None, cell_types=None) -> Tensor
+        log-expression (cells × genes, or the chosen `genes`) of binary CSR rows with the peaks in `closed` set to
+        0; no gradients. `cell_types`: one name per row, or one name for every row.
+    dense(x, genes=None, cell_types=None) -> Tensor
+        the same function on a dense real-valued (cells × peaks) tensor, differentiable: Integrated Gradients'
+        paths and SmoothGrad's noise leave {0, 1}; gradients with respect to accessibility come from autograd on it.
+    evaluating() -> context manager               evaluation mode inside (dropout off), the previous mode after.
+
+Three kinds implement it: the trained `Surrogate` (surrogates/model.py), `TruthModel` (surrogates/truth.py, the
+simulator's exact E(x)) and `TorchModel` below (a user's own torch module on dense input). Any other object with
+these members works too (`bench.run(model=...)`).
+
+Optional capabilities — fast paths a model may offer. Each explainer that uses one checks for it with
+`fast_path(model, Capability)` and has a generic fallback written against the protocol alone, which gives the
+same answer (tests/test_protocol.py runs the tiny golden grid both ways):
+
+* `AdditiveHidden` — the first layer is additive over open peaks, a(x) = c + Σ_{j open} w_j U_j, and the rest of
+  the network is a function `head(a)`: a perturbation then costs the layers after the first only (LIME's
+  neighbourhoods, CXPlain's Granger targets, FIMAP's relaxed closure, GRIDS's swap scoring and the evaluator's
+  closure gradients use it).
+* `EmbeddingBags` — the surrogate's per-chromosome embedding bags, from which GRIDS takes the eq. 4 gains of every
+  peak in one backward pass through a (cells · chromosomes × embedding) gradient table.
+* `cell_state(atac, cell_types)` — a representation of each cell (the surrogate's ATAC latent), which FIMAP's
+  perturbation network reads; without it, the cell's predicted log-expression of every gene (`cell_state`).
+
+`without_fast_paths(model)` hides the fast paths (not `cell_state`: it changes what FIMAP learns, not how fast),
+so a test or a user can run every explainer on its generic path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import ContextManager, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from datasets.data import gene_position
+
+
+@runtime_checkable
+class ExplainedModel(Protocol):
+    """The operations an explainer may use on the model it explains (see the module docstring)."""
+
+    gene_names: list[str]
+    n_peaks: int
+    n_genes: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def gene_index(self, gene: str) -> int: ...
+
+    def predict(self, atac, closed=None, genes=None, cell_types=None) -> torch.Tensor: ...
+
+    def dense(self, x: torch.Tensor, genes=None, cell_types=None) -> torch.Tensor: ...
+
+    def evaluating(self) -> ContextManager: ...
+
+
+@runtime_checkable
+class AdditiveHidden(Protocol):
+    """Fast path: ŷ = head(a) with a(x) = c + Σ_{open j} w_j U_j over a batch's open entries (weights 1 = open,
+    0 = closed, anything between = relaxed), so closing a set subtracts its rows of U and re-runs `head` only."""
+
+    def sparse_batch(self, X): ...
+
+    def first_hidden(self, batch, weights=None) -> torch.Tensor: ...
+
+    def peak_hidden(self, peaks) -> torch.Tensor: ...
+
+    def head(self, a: torch.Tensor, cols=None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class EmbeddingBags(Protocol):
+    """Fast path (GRIDS's gains): per-chromosome embedding sums s = const + Σ_open Δ_j, then `first` (linear)."""
+
+    peak_chrom: torch.Tensor
+    n_chrom: int
+
+    def embedding_tables(self): ...
+
+    def embed(self, batch, weights=None, tables=None) -> torch.Tensor: ...
+
+    def first(self, s: torch.Tensor) -> torch.Tensor: ...
+
+
+def fast_path(model, capability):
+    """`model` when it offers the optional `capability` (a Protocol above) and its fast paths are not hidden,
+    else None: the caller then takes its generic path."""
+    return model if isinstance(model, capability) else None
+
+
+class _GenericView:
+    """A model seen through the protocol only (plus `cell_state`): every fast path hidden."""
+
+    def __init__(self, model):
+        self._model = model
+        self.gene_names, self.n_peaks, self.n_genes = model.gene_names, model.n_peaks, model.n_genes
+        for name in ("meta", "config", "threads", "cache_key"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    @property
+    def device(self):
+        return self._model.device
+
+    def gene_index(self, gene):
+        return self._model.gene_index(gene)
+
+    def predict(self, atac, closed=None, genes=None, cell_types=None):
+        return self._model.predict(atac, closed=closed, genes=genes, cell_types=cell_types)
+
+    def dense(self, x, genes=None, cell_types=None):
+        return self._model.dense(x, genes=genes, cell_types=cell_types)
+
+    def evaluating(self):
+        return self._model.evaluating()
+
+    def cell_state(self, atac, cell_types=None):
+        return cell_state(self._model, atac, cell_types)
+
+
+def without_fast_paths(model) -> _GenericView:
+    """`model` with its optional fast paths hidden: explainers take their generic, protocol-only paths."""
+    return _GenericView(model)
+
+
+# ---------------------------------------------------------------------------------------------- generic helpers
+def cell_types_of(cells) -> np.ndarray:
+    """The cell type of each row of a `MultiomeData` (view), as strings: what `cell_types=` takes."""
+    return cells.obs["cell_type"].astype(str).to_numpy()
+
+
+def row_types(cell_types, rows) -> np.ndarray | str | None:
+    """The cell types of a row selection (`rows`: a slice or indices) of `cell_types` (one name stays itself)."""
+    if cell_types is None or isinstance(cell_types, str):
+        return cell_types
+    return np.asarray(cell_types)[rows]
+
+
+def cell_state(model, atac, cell_types=None, chunk: int = 256) -> torch.Tensor:
+    """A representation of each cell: the model's own `cell_state` when it has one (the surrogate's ATAC latent),
+    else its predicted log-expression of every gene (cells × genes)."""
+    own = getattr(model, "cell_state", None)
+    if own is not None:
+        return own(atac, cell_types)
+    return model.predict(atac, cell_types=cell_types).float()
+
+
+def entry_gradients(model, atac: sp.csr_matrix, gene: str, cell_types=None, chunk: int = 64):
+    """(row, peak, g) of every open entry of `atac` (CSR order, indices sorted): g = x_cj · ∂ŷ_c/∂x_cj, the first-
+    order drop of the gene's log-prediction in cell c when peak j is closed. Fast path: one backward pass through
+    the additive first layer's per-entry weights; generic: autograd of `dense` on batches of dense rows."""
+    atac = sp.csr_matrix(atac)
+    atac.sort_indices()
+    gi = model.gene_index(gene)
+    fast = fast_path(model, AdditiveHidden)
+    if fast is not None:
+        batch = fast.sparse_batch(atac)
+        w = torch.ones(batch.idx.numel(), device=model.device, requires_grad=True)
+        with torch.enable_grad():
+            y = fast.head(fast.first_hidden(batch, w))[:, gi]
+            (g,) = torch.autograd.grad(y.sum(), w)
+        return batch.row, batch.idx, g
+    rows, idx, grads = [], [], []
+    for start in range(0, atac.shape[0], chunk):
+        part = atac[start:start + chunk]
+        x = torch.as_tensor(part.toarray(), dtype=torch.float32, device=model.device).requires_grad_(True)
+        with torch.enable_grad():
+            y = model.dense(x, genes=[gene], cell_types=row_types(cell_types, slice(start, start + chunk)))[:, 0]
+            (g,) = torch.autograd.grad(y.sum(), x)
+        r, c = part.nonzero()
+        order = np.lexsort((c, r))
+        r, c = torch.as_tensor(r[order], device=model.device), torch.as_tensor(c[order], device=model.device)
+        rows.append(r + start)
+        idx.append(c)
+        grads.append(g[r, c])
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=model.device)
+        return empty, empty, torch.zeros(0, device=model.device)
+    return torch.cat(rows), torch.cat(idx), torch.cat(grads)
+
+
+def close_columns(atac: sp.csr_matrix, closed) -> sp.csr_matrix:
+    """A copy of binary CSR rows with the peaks in `closed` set to 0 (entries removed)."""
+    atac = sp.csr_matrix(atac, copy=True)
+    if closed is not None and len(closed):
+        mask = np.zeros(atac.shape[1], dtype=bool)
+        mask[np.asarray(closed, dtype=np.int64)] = True
+        atac.data[mask[atac.indices]] = 0
+        atac.eliminate_zeros()
+    return atac
+
+
+def predict_closures(model, atac: sp.csr_matrix, closures, genes=None, cell_types=None) -> torch.Tensor:
+    """Predictions of the same cells under several closures at once: (len(closures), cells, genes), from one
+    `predict` call on the stacked rows (each copy with its closure applied)."""
+    stacked = sp.vstack([close_columns(atac, c) for c in closures], format="csr")
+    types = cell_types if cell_types is None or isinstance(cell_types, str) else np.tile(cell_types, len(closures))
+    y = model.predict(stacked, genes=genes, cell_types=types)
+    return y.reshape(len(closures), atac.shape[0], -1)
+
+
+# ---------------------------------------------------------------------------------------------- a user's model
+class ModelOutputError(ValueError):
+    """A user's model returned something the protocol cannot use (shape or dtype); the message says what."""
+
+
+class TorchModel:
+    """A user's `torch.nn.Module` mapping a dense float [cells × peaks] batch to log-expression [cells × genes],
+    wrapped as an `ExplainedModel` on the generic paths. Its output columns must follow `gene_names` (the data's
+    gene order); `cell_types` are not passed to it (a model that needs them implements the protocol itself).
+
+    Its jobs are cached under `cache_key`: a hash of the module's class and its state_dict, so a retrained model
+    (other weights) never reuses another model's jobs."""
+
+    def __init__(self, module: nn.Module, gene_names: Sequence[str], n_peaks: int, batch_size: int = 256):
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"TorchModel wraps a torch.nn.Module, got {type(module).__name__}")
+        self.module, self.gene_names = module, list(gene_names)
+        self.n_peaks, self.n_genes, self.batch_size = int(n_peaks), len(self.gene_names), batch_size
+        self._index = pd.Index(self.gene_names)
+        self.meta = {"model": f"{type(module).__module__}.{type(module).__qualname__}"}
+        self.cache_key = f"torch-{state_hash(module)}"
+        self.check_output()
+
+    @property
+    def device(self) -> torch.device:
+        p = next(iter(self.module.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def gene_index(self, gene: str) -> int:
+        return gene_position(self._index, gene, "your model's outputs (columns in the data's gene order)")
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        if not isinstance(y, torch.Tensor) or y.shape != (x.shape[0], self.n_genes) or not y.is_floating_point():
+            got = (f"{tuple(y.shape)} {y.dtype}" if isinstance(y, torch.Tensor) else type(y).__name__)
+            raise ModelOutputError(
+                f"your model must map a float [cells × {self.n_peaks} peaks] batch to log-expression [cells × "
+                f"{self.n_genes} genes] (floating point, columns in the data's gene order); for {x.shape[0]} cells "
+                f"it returned {got}")
+        return y
+
+    def check_output(self) -> None:
+        """Call the module on two all-closed cells once, so a wrong output shape or dtype fails before any job."""
+        with torch.no_grad(), self.evaluating():
+            self._call(torch.zeros(2, self.n_peaks, device=self.device))
+
+    def dense(self, x, genes=None, cell_types=None) -> torch.Tensor:
+        y = self._call(x.to(self.device, torch.float32) if x.dtype != torch.float32 else x)
+        return y if genes is None else y[:, [self.gene_index(g) for g in genes]]
+
+    @torch.no_grad()
+    def predict(self, atac, closed=None, genes=None, cell_types=None) -> torch.Tensor:
+        atac = close_columns(atac, closed)
+        out = [self.dense(torch.as_tensor(atac[s:s + self.batch_size].toarray(), dtype=torch.float32,
+                                          device=self.device), genes)
+               for s in range(0, atac.shape[0], self.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, self.n_genes if genes is None else len(genes))
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        was = self.module.training
+        self.module.eval()
+        try:
+            yield self
+        finally:
+            self.module.train(was)
+
+
+def state_hash(module: nn.Module) -> str:
+    """SHA-256 (16 hex) of a module's class and state_dict (names, shapes, dtypes, values)."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def as_model(model, data=None):
+    """An `ExplainedModel` from what a user passes: a protocol object as it is, a torch module wrapped in
+    `TorchModel` (its output columns follow `data`'s genes). TypeError otherwise, naming what is missing."""
+    if isinstance(model, nn.Module) and not isinstance(model, ExplainedModel):
+        if data is None:
+            raise TypeError("a plain torch module needs the data (its gene order and peak count) to be wrapped")
+        return TorchModel(model, data.gene_names, data.n_peaks)
+    if isinstance(model, ExplainedModel):
+        return model
+    missing = [m for m in ("gene_names", "n_peaks", "n_genes", "device", "gene_index", "predict", "dense",
+                           "evaluating") if not hasattr(model, m)]
+    raise TypeError(f"{type(model).__name__} is neither a torch.nn.Module nor a model of the protocol in "
+                    f"surrogates/protocol.py (missing: {', '.join(missing)})")
