@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS
 from bench.errors import UserError
 
 log = logging.getLogger("bench")
@@ -26,15 +26,22 @@ log = logging.getLogger("bench")
 
 def run(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
-        seed: int = 0, methods=None, cell_types=None, genes=None, L=PAPER_LS, seeds: int = 1,
-        surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, device: str = "auto", cache_dir=None,
-        retrain: bool = False, force: bool = False, threads: int | None = None, budget_seconds: float | None = None,
-        scheduler: str | None = None, out=None, progress: bool = True) -> pd.DataFrame:
+        seed: int = 0, methods=None, cell_types=None, genes=None, L=None, seeds: int = 1,
+        surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, model=None, device: str = "auto",
+        cache_dir=None, retrain: bool = False, force: bool = False, threads: int | None = None,
+        budget_seconds: float | None = None, scheduler: str | None = None, out=None,
+        progress: bool = True) -> pd.DataFrame:
     """Run the benchmark; returns `report.long_table` (every job, cell-type row and Avg row), with
     `.attrs["records"]` (one dict per job) and `.attrs["written"]` (files, when `out` is given).
 
-    The arguments are the `python -m bench run` flags (`L` a list of ints; `scale` one of tiny/quick/default/paper;
-    the default here is `quick`, a notebook-sized run, where the command line's is `default`).
+    The arguments are the `python -m bench run` flags (`L` a list of ints, default 10, 128 — and 1, 3, 5, 10, 20 on
+    the truth tier; `scale` one of tiny/quick/default/paper; the default here is `quick`, a notebook-sized run,
+    where the command line's is `default`).
+    `surrogate`: which model the explainers explain — a trained surrogate ("paired", "reference") or the
+    simulator's exact model ("truth", synthetic data only: the truth tier, scored against the known optimum).
+    `model`: your own model instead — any object of the protocol in surrogates/protocol.py, or a torch.nn.Module
+    mapping a dense float [cells × peaks] batch to log-expression [cells × genes] in the data's gene order; its
+    jobs are cached under its `cache_key` (a module: a hash of its class and state_dict).
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
     count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. `force`
     recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
@@ -49,8 +56,15 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
     profile = profile_for(scale, threads)
-    if surrogate not in ("paired", "reference"):
-        raise UserError(f"surrogate must be 'paired' or 'reference', got {surrogate!r}")
+    if surrogate not in ("paired", "reference", "truth"):
+        raise UserError(f"surrogate must be 'paired', 'reference' or 'truth', got {surrogate!r}")
+    if surrogate == "truth" and data is not None:
+        raise UserError("--surrogate truth explains the simulator's exact model, which exists for the synthetic data "
+                        "only; with --data use --surrogate paired or reference")
+    if (surrogate == "truth" or model is not None) and surrogate_seeds != 1:
+        raise UserError("--surrogate-seeds retrains the surrogate; the truth model and your own model are fixed, so "
+                        "leave it at 1")
+    L = (TRUTH_LS if surrogate == "truth" and model is None else PAPER_LS) if L is None else L
     if isinstance(L, (int, str)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in L):
         raise UserError(f"L must be a list of integers, e.g. [10, 128]; got {L!r}")
     if methods:
@@ -60,31 +74,57 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     inputs = Inputs(scale=profile.scale, seed=seed, data=data, labels=labels, label_key=label_key,
                     markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir)
     dataset, truth, marker_table = load_inputs(inputs)
+    style = "user" if model is not None else surrogate
+    if style == "truth":
+        profile = profile.for_truth_tier()
     plan = plan_run(profile, dataset, marker_table, methods=methods, cell_types=cell_types, genes=genes,
                     Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
+    explained = _fixed_model(style, model, dataset, truth)
     _check_device(device)  # the last input error to catch before the output folder is created and locked
     with _output_lock(out):
         records, models = [], []
         for s in range(surrogate_seeds):
             profile = plan.profile if surrogate_seeds == 1 else replace(
                 plan.profile, surrogate=replace(plan.profile.surrogate, seed=s))
-            model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir,
-                                  retrain=retrain or force, progress=progress)
-            recs = run_plan(replace(plan, profile=profile), model, dataset, truth, surrogate, cache_dir=cache_dir,
+            fitted = explained or fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir,
+                                                retrain=retrain or force, progress=progress)
+            recs = run_plan(replace(plan, profile=profile), fitted, dataset, truth, style, cache_dir=cache_dir,
                             scheduler=scheduler, progress=progress, force=force)
             records += [{**r, "surrogate_seed": s} for r in recs] if surrogate_seeds > 1 else recs
-            models.append(model)
+            models.append(fitted)
         long = long_table(records)
         long.attrs["records"] = _Shared(records)
         if out is not None:
-            context = _html_context(models[0], dataset, marker_table, surrogate, plan, inputs, surrogate_seeds)
-            facts = run_facts(inputs.describe(), dataset, models, surrogate, plan.profile, time.perf_counter() - t0,
+            context = _html_context(models[0], dataset, marker_table, style, plan, inputs, surrogate_seeds)
+            facts = run_facts(inputs.describe(), dataset, models, style, plan.profile, time.perf_counter() - t0,
                               reused=sum(bool(r.get("cached")) for r in records), n_jobs=len(records),
                               versions=code_versions(plan.methods, truth is not None),
                               peak_rss_mb=process_peak_rss_mb(), machine=describe_machine(device))
             long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long
+
+
+def _fixed_model(style: str, model, data, truth):
+    """The explained model when it is not trained here: the truth model, or the user's (wrapped when it is a plain
+    torch module); None for a surrogate. A model of the wrong kind or output is a UserError."""
+    if style == "truth":
+        from surrogates.truth import TruthModel
+
+        return TruthModel(truth, data.n_peaks)
+    if style != "user":
+        return None
+    from surrogates.protocol import ModelOutputError, as_model
+
+    try:
+        explained = as_model(model, data)
+    except (TypeError, ModelOutputError) as exc:
+        raise UserError(str(exc)) from None
+    if list(explained.gene_names) != list(data.gene_names) or explained.n_peaks != data.n_peaks:
+        raise UserError(f"your model predicts {explained.n_genes} genes over {explained.n_peaks} peaks; the data has "
+                        f"{data.n_genes} genes over {data.n_peaks} peaks, and its outputs must follow the data's gene "
+                        "order")
+    return explained
 
 
 def profile_for(scale: str, threads: int | None = None):
@@ -147,9 +187,15 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
         buf = io.BytesIO()
         plot_fidelity(fidelity, buf)
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
-    config = {"data": inputs.describe(), "profile": plan.profile.name, "surrogate style": style,
-              "surrogate seeds": surrogate_seeds,
-              "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", "")),
+    from bench.pipeline import SURROGATE_STYLES
+
+    explained = ({"surrogate style": style, "surrogate seeds": surrogate_seeds,
+                  "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", ""))}
+                 if style in SURROGATE_STYLES else
+                 {"explained model": "the simulator's exact model (truth tier)" if style == "truth" else
+                  f"your model {getattr(model, 'meta', {}).get('model', type(model).__name__)}",
+                  "model cache key": getattr(model, "cache_key", None) or "none (jobs not cached)"})
+    config = {"data": inputs.describe(), "profile": plan.profile.name, **explained,
               "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
               "(cell type, gene) pairs": len(plan.pairs), "per-job evaluation budget": plan.profile.budget.samples,
               "per-job wall-time safety stop (s)": plan.profile.budget.seconds,

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS
 from bench.errors import UserError
 from bench.plan import check_methods, parse_ints
 from datasets.files import atomic_write
@@ -56,10 +56,12 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--surrogate", choices=("paired", "reference"), default=DEFAULT_SURROGATE,
-                   help="how the surrogate is trained: 'paired' (all losses at once, with the paired ATAC→RNA "
-                        "prediction loss) or 'reference' (the released reference code: autoencoders first, then "
-                        "unpaired cell-type-level alignment of gated affine cross-maps, no paired loss) "
+    p.add_argument("--surrogate", choices=("paired", "reference", "truth"), default=DEFAULT_SURROGATE,
+                   help="the model the explainers explain: a surrogate trained 'paired' (all losses at once, with "
+                        "the paired ATAC→RNA prediction loss) or 'reference' (the released reference code: "
+                        "autoencoders first, then unpaired cell-type-level alignment of gated affine cross-maps, no "
+                        "paired loss), or 'truth': the simulator's exact model (synthetic data only; the truth tier, "
+                        "where every job is also scored against the known best closure; nothing is trained) "
                         "(default: %(default)s)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for training and every job; fixed so that a run repeats bit for bit, and "
@@ -77,9 +79,10 @@ def _add_run(sub) -> None:
                      "method except opt-in variants such as grids-mean; see `list`)")
     run.add_argument("--cell-types", type=_csv, help="comma-separated cell types (default: the paper's 7)")
     run.add_argument("--genes", type=_csv, help="comma-separated genes (default: each cell type's markers)")
-    run.add_argument("--L", type=_csv, default=[str(L) for L in PAPER_LS],
+    run.add_argument("--L", type=_csv,
                      help="comma-separated subset sizes, e.g. a grid 1,2,5,10,20,50,128 for Rel Δ-vs-L curves "
-                          "(default: 10,128)")
+                          f"(default: {','.join(map(str, PAPER_LS))}; with --surrogate truth "
+                          f"{','.join(map(str, TRUTH_LS))}, below a marker's ~40 planted peaks)")
     run.add_argument("--seeds", type=int, default=1, help="number of seeds per job, 0..N-1 (default: 1)")
     run.add_argument("--surrogate-seeds", type=int, default=1, metavar="N",
                      help="train the surrogate N times (seeds 0..N-1), run every job on each, and report how the "
@@ -202,7 +205,7 @@ def cmd_run(args) -> int:
     long = run("quick" if args.quick else args.scale, data=args.data, labels=args.labels, label_key=args.label_key,
                markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod, atac_mod=args.atac_mod,
                seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
-               L=parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
+               L=None if args.L is None else parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
                surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
                retrain=args.retrain, force=args.force, threads=args.threads, budget_seconds=args.budget_seconds,
                scheduler=args.scheduler, out=args.out,
@@ -235,6 +238,10 @@ def cmd_fit(args) -> int:
     from bench.pipeline import load_inputs, marker_fidelity, marker_genes_in
     from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
 
+    if args.surrogate == "truth":  # before loading anything: there is no model to fit
+        print("nothing to train: --surrogate truth is the simulator's exact model (surrogates/truth.py); run it with "
+              "`python -m bench run --surrogate truth`", file=sys.stderr)
+        return 0
     data, truth, markers = load_inputs(_inputs(args))
     t0 = time.perf_counter()
     model = _surrogate(args, data)

@@ -71,6 +71,27 @@ def compare_runs(runs: dict[str, pd.DataFrame], metric: str = "rel_delta_pct") -
     return table
 
 
+def rank_agreement(table: pd.DataFrame, names: list[str], controls=None) -> pd.DataFrame:
+    """Per L and later run: Kendall τ-b between the first run's and that run's Avg Rel Δ over the shared jobs, over
+    the non-control methods both have (controls — the oracle, Random — would pull τ towards +1 whatever the
+    explainers do); columns L, run, tau, p_value, n_methods. τ = 1: both runs order the explainers alike, e.g. a
+    surrogate-tier run and a truth-tier run on the same data (does the surrogate's verdict hold on the truth?)."""
+    from scipy import stats
+
+    if controls is None:
+        from methods import registry
+
+        controls = {s.name for s in registry.specs() if s.is_baseline}
+    rows = []
+    for L, part in table[~table["method"].isin(list(controls))].groupby("L"):
+        for n in names[1:]:
+            both = part[np.isfinite(part[f"avg@{names[0]}"]) & np.isfinite(part[f"avg@{n}"])]
+            tau, p = (stats.kendalltau(both[f"avg@{names[0]}"], both[f"avg@{n}"]) if len(both) > 1
+                      else (np.nan, np.nan))
+            rows.append({"L": int(L), "run": n, "tau": float(tau), "p_value": float(p), "n_methods": len(both)})
+    return pd.DataFrame(rows, columns=["L", "run", "tau", "p_value", "n_methods"])
+
+
 def compare_markdown(table: pd.DataFrame, names: list[str]) -> str:
     """Per L: one row per method, Avg Rel Δ in each run (later runs with the paired difference to the first and
     its CI), ranks; then the methods whose rank changed and those missing from some run."""
@@ -95,6 +116,11 @@ def compare_markdown(table: pd.DataFrame, names: list[str]) -> str:
                                    for n in names))
             body.append(line)
         lines += [f"## L = {L}", "", render(body, ["Method", "shared jobs", *names, "rank"]), ""]
+        for r in rank_agreement(part, names).itertuples():
+            value = (f"τ = {fmt_ci(r.tau, np.nan, 2)} (p = {r.p_value:.2g}, n = {r.n_methods})" if np.isfinite(r.tau)
+                     else f"τ undefined (n = {r.n_methods} methods)")
+            lines.append(f"Kendall τ-b between the explainers' rankings in `{names[0]}` and `{r.run}` (non-control "
+                         f"methods with jobs in both): {value}.")
         changed = part[part["rank_changed"]]
         lines.append("Rankings changed: " + (", ".join(
             f"{r['method']} ({' → '.join(str(int(r[f'rank@{n}'])) for n in names)})" for _, r in changed.iterrows())

@@ -103,6 +103,19 @@ class ResultCache:
         return "missing"
 
 
+class NoCache(ResultCache):
+    """The cache of a model that cannot be named (a user's model without `cache_key`): nothing is reused or kept."""
+
+    def __init__(self):
+        super().__init__(Path("."))
+
+    def lookup(self, slot: str, versions: dict, job: Job) -> tuple[dict | None, str]:
+        return None, "missing"
+
+    def put(self, slot: str, versions: dict, record: dict) -> None:
+        pass
+
+
 def _problem(record, job: Job, versions: dict) -> str | None:
     """Why a cached record cannot be the result of `job` computed by code `versions`, or None."""
     if not isinstance(record, dict):
@@ -205,7 +218,9 @@ def _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store
     client = Client(cluster if cluster is not None else scheduler)
     try:
         # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device
-        model, d, t = client.scatter([copy.deepcopy(surrogate).cpu(), data, truth], broadcast=True)
+        local = copy.deepcopy(surrogate)
+        local = local.cpu() if hasattr(local, "cpu") else local
+        model, d, t = client.scatter([local, data, truth], broadcast=True)
         futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),
                                  budgets(jobs[task[0]].method), model, d, t, pure=False): k
                    for k, task in enumerate(tasks)}

@@ -18,8 +18,9 @@ import numpy as np
 #   "points≥0" — percentage points of a magnitude, never negative, printed without a sign;
 #   "counts" — normalised counts, signed;
 #   "fraction" — a share in [0, 1], printed as 0.35 without a sign;
-#   "bp" — a genomic distance, never negative and skewed: printed in bp / kb / Mb, summarised by medians.
-UNITS = ("points", "points≥0", "counts", "fraction", "bp")
+#   "bp" — a genomic distance, never negative and skewed: printed in bp / kb / Mb, summarised by medians;
+#   "percent" — a percentage of a reference (100 = the reference), printed without '+' (a negative keeps its '−').
+UNITS = ("points", "points≥0", "counts", "fraction", "bp", "percent")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def optimum_rel_delta_pct(y_orig: np.ndarray, y_best: np.ndarray) -> float:
     return rel_delta_pct(y_orig, y_best)
 
 
-@metric("pct_of_optimum", "% of optimum", higher_is_better=True)
+@metric("pct_of_optimum", "% of optimum", higher_is_better=True, unit="percent")
 def pct_of_optimum(rel: float, optimum: float) -> float:
     """Truth tier: 100 · Rel Δ_method / Rel Δ_optimum — 100 = the method's closure is optimal, 0 = it changes
     nothing, < 0 = it raises the gene; NaN where the optimum is 0 (nothing to suppress). Never clamped: a value

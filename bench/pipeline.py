@@ -75,22 +75,39 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
         raise UserError(str(exc)) from exc
 
 
-def run_plan(plan: RunPlan, surrogate, data, truth, style: str, cache_dir=None, scheduler: str | None = None,
+SURROGATE_STYLES = ("paired", "reference")  # trained surrogates; "truth" and "user" name the other model kinds
+
+
+def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, scheduler: str | None = None,
              progress: bool = True, force: bool = False) -> list[dict]:
-    """Every job of the plan, through the result cache (finished jobs of the same code versions are reused, none
-    with `force`); records in job order."""
-    from bench.harness import ResultCache, make_jobs, run_grid
+    """Every job of the plan on the explained `model`, through the result cache (finished jobs of the same code
+    versions are reused, none with `force`); records in job order. The cache key names the model: a surrogate by
+    its checkpoint key, the truth model and a user's model by their `cache_key`; a model without one is not cached
+    (every run computes its jobs again)."""
+    from bench.harness import NoCache, ResultCache, make_jobs, run_grid
     from datasets.files import cache_root
-    from surrogates.checkpoint import checkpoint_key
 
     jobs = make_jobs(plan.methods, plan.pairs, plan.Ls, plan.seeds)
     log.info("%d jobs: %d methods × %d (cell type, gene) × L %s × %d seed(s)", len(jobs), len(plan.methods),
              len(plan.pairs), list(plan.Ls), len(plan.seeds))
-    context = {"data": data.fingerprint(),
-               "surrogate": checkpoint_key(data, plan.profile.surrogate_config(style))}
-    return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, surrogate, data, truth,
-                    ResultCache(cache_root(cache_dir) / "jobs"), context, scheduler=scheduler, progress=progress,
-                    force=force)
+    key = model_key(model, data, plan.profile, style)
+    if key is None:
+        log.info("the model has no cache_key: its jobs are computed and not cached")
+    cache = ResultCache(cache_root(cache_dir) / "jobs") if key is not None else NoCache()
+    return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, model, data, truth, cache,
+                    {"data": data.fingerprint(), **(key or {})}, scheduler=scheduler, progress=progress, force=force)
+
+
+def model_key(model, data, profile: Profile, style: str) -> dict | None:
+    """What names the explained model in every job's cache key: {"surrogate": checkpoint key} for a trained
+    surrogate (as before the protocol existed, so cached surrogate-tier jobs stay valid), {"model": cache_key} for
+    the truth model or a user's model, None for a model without a `cache_key` (its jobs are not cached)."""
+    if style in SURROGATE_STYLES:
+        from surrogates.checkpoint import checkpoint_key
+
+        return {"surrogate": checkpoint_key(data, profile.surrogate_config(style))}
+    key = getattr(model, "cache_key", None)
+    return None if key is None else {"model": str(key)}
 
 
 def marker_fidelity(model, data, markers: dict):

@@ -31,6 +31,7 @@ from bench.machine import machine_phrase
 from bench.metrics import INTERVAL, METRICS
 from bench.replicates import selection_stability, surrogate_rank_movement
 from bench.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
+from bench.truth_tier import NOTE as BREAKDOWN_NOTE, breakdown_jobs, breakdown_table
 from bench.versions import describe
 from datasets.files import atomic_write
 from surrogates.checkpoint import checkpoint_name
@@ -38,7 +39,8 @@ from surrogates.checkpoint import checkpoint_name
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 # the per-job columns the tables aggregate, in leaderboard.csv's column order
 METRIC_COLS = ("avg_delta", "rel_delta_pct", "off_target_pct", "first_order_rel_delta_pct", "frac_on_target_chrom",
-               "median_tss_distance", "oracle_rel_delta_pct", "truth_recall")
+               "median_tss_distance", "oracle_rel_delta_pct", "truth_recall", "optimum_rel_delta_pct",
+               "pct_of_optimum")
 CONTEXT_COLS = ("seconds", "peak_rss_mb")
 NO_NUMBERS = ("no_estimate", "failed")  # statuses whose jobs never show metric values
 MISSING_TYPES = "missing cell types:"  # in an Avg row's status when it averages fewer cell types than the table has
@@ -67,7 +69,10 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "method_budgets": {m: int(b.samples) for m, b in profile.method_budgets.items()},
             "safety_stop_s": float(profile.budget.seconds), "seconds": float(seconds), "reused": int(reused),
             "n_jobs": int(n_jobs), "peak_rss_mb": None if peak_rss_mb is None else float(peak_rss_mb),
-            "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {})}
+            "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {}),
+            **({"model_key": getattr(surrogates[0], "cache_key", None) or "",
+                "model_class": metas[0].get("model", type(surrogates[0]).__name__)}
+               if style not in ("paired", "reference") and surrogates else {})}
 
 
 def leaderboard_header(facts: dict) -> str:
@@ -86,8 +91,8 @@ def leaderboard_header(facts: dict) -> str:
                      ", reused from the cache") + " (its training time is not in the wall time)"
     reused, n_jobs, rss = facts.get("reused", 0), facts.get("n_jobs", 0), facts.get("peak_rss_mb")
     return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
-            f"peaks × {facts['n_genes']} genes. Surrogate ({facts['style']} style): {surrogate}"
-            f"{training}. Profile `{facts['profile']}`, per-job budget "
+            f"peaks × {facts['n_genes']} genes. " + _explained_model(facts, surrogate, training)
+            + f" Profile `{facts['profile']}`, per-job budget "
             f"{facts['budget_samples']:,} surrogate evaluations{budgets} "
             f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
@@ -98,6 +103,20 @@ def leaderboard_header(facts: dict) -> str:
             + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else "")
             + (f" Tables rendered again from the run's records ({facts['rendered_from']})."
                if facts.get("rendered_from") else ""))
+
+
+def _explained_model(facts: dict, surrogate: str, training: str) -> str:
+    """The header's sentence naming the model the explainers explained."""
+    style = facts["style"]
+    if style == "truth":
+        return ("Explained model: the simulator's exact expression function (the truth tier, "
+                f"`{facts.get('model_key') or 'truth'}`): redundancy is real and the best closure of each L is known, "
+                "so every job is also scored as a % of that optimum on the same test cells.")
+    if style == "user":
+        key = facts.get("model_key")
+        return (f"Explained model: your model `{facts.get('model_class', 'model')}` "
+                + (f"(cache key `{key}`)." if key else "(no cache key: its jobs were not cached)."))
+    return f"Surrogate ({style} style): {surrogate}{training}."
 
 
 def _training(meta: dict) -> str:
@@ -332,6 +351,10 @@ SMALL_N_NOTE = (f"n is the number of genes of a cell type (of cell types for Avg
                 "the differences it would qualify (leaderboard.csv keeps every interval).")
 # (metric, title, note) of the per-L detail tables after Rel Δ, shown when the metric has values
 DETAIL_SECTIONS = (
+    ("pct_of_optimum", "% of the optimum (truth tier)", "The method's Rel Δ as a percentage of the exact best "
+     "closure of at most L peaks on the same test cells (`optimum_rel_delta_pct` in leaderboard.csv): 100 = "
+     "optimal, 0 = no change. The optimum is a knapsack over the gene's redundant groups, single enhancers and "
+     "promoter (datasets/synthetic.py, `best_closure`), evaluated through the same model as every method."),
     ("avg_delta", "Avg Δ (normalised counts)", "Mean expression change in count space."),
     ("off_target_pct", "Specificity", "Mean |Rel Δ| of all other genes when the selected peaks are closed (eq. 2 "
      "of GRIDS penalises it)."),
@@ -361,8 +384,11 @@ def report_data(records: list[dict], methods: list[str]) -> dict:
     order = [m for m in head["method"] if m in set(methods)] + [m for m in head["method"] if m not in set(methods)]
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
     return {"long": long, "agg": agg, "headline": head, "Ls": sorted(int(L) for L in long["L"].unique()),
+            "truth_jobs": breakdown_jobs(records),
             "order": order, "controls": controls, "disc": discrimination(long, controls),
-            "kendall": surrogate_oracle_kendall(long, controls), "movement": surrogate_rank_movement(long, controls),
+            # on the truth model its own Rel Δ is the oracle's: a τ between them would say nothing
+            "kendall": surrogate_oracle_kendall(long if "pct_of_optimum" not in long else long.iloc[:0], controls),
+            "movement": surrogate_rank_movement(long, controls),
             "failed": [f"{r.method} {r.cell_type}/{r.gene} L={r.L} seed={r.seed}: {r.error}"
                        for r in failed.itertuples()]}
 
@@ -379,6 +405,9 @@ def report_sections(data: dict, tablefmt: str = "github") -> dict:
                                                                               tablefmt=tablefmt, order=order)))]
         sections += [(title, note, detail(long, L, metric, order, tablefmt, controls))
                      for metric, title, note in DETAIL_SECTIONS if metric in long and long[metric].notna().any()]
+        made_of = breakdown_table(data.get("truth_jobs", pd.DataFrame()), L, order, tablefmt)
+        if made_of:
+            sections.insert(3, ("What the closures were made of (truth tier)", BREAKDOWN_NOTE, made_of))
         per_L[L] = sections
     movement = data["movement"]
     return {"movement": _movement_table(movement, tablefmt) if len(movement) else "",

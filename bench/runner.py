@@ -93,9 +93,10 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     return results
 
 
-def job_threads(surrogate) -> int | None:
-    """The fixed torch thread count jobs on this surrogate run with (`SurrogateConfig.threads`), if it has one."""
-    return getattr(getattr(surrogate, "config", None), "threads", None)
+def job_threads(model) -> int | None:
+    """The fixed torch thread count jobs on this model run with (a surrogate's `SurrogateConfig.threads`, or the
+    model's own `threads`), if it has one."""
+    return getattr(getattr(model, "config", None), "threads", None) or getattr(model, "threads", None)
 
 
 def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory) -> list[JobResult]:

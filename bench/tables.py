@@ -121,7 +121,11 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
             row[f"rel_delta_pct_ci95@{L}"] = part["rel_delta_pct_ci95"].get(L, np.nan)
         if len(Ls) >= 2:
             row["auc"] = rel_delta_auc(Ls, [row[f"rel_delta_pct@{L}"] for L in Ls])
-        if "oracle_rel_delta_pct" in part and part["oracle_rel_delta_pct"].notna().any():
+        if "pct_of_optimum" in part and part["pct_of_optimum"].notna().any():  # the truth tier
+            for L in Ls:
+                row[f"pct_of_optimum@{L}"] = part["pct_of_optimum"].get(L, np.nan)
+                row[f"pct_of_optimum_ci95@{L}"] = part["pct_of_optimum_ci95"].get(L, np.nan)
+        elif "oracle_rel_delta_pct" in part and part["oracle_rel_delta_pct"].notna().any():
             row[f"oracle_rel_delta_pct@{Ls[-1]}"] = part["oracle_rel_delta_pct"].get(Ls[-1], np.nan)
             row[f"oracle_rel_delta_pct_ci95@{Ls[-1]}"] = part["oracle_rel_delta_pct_ci95"].get(Ls[-1], np.nan)
         if stability is not None and len(stability):
@@ -141,9 +145,11 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     Ls = [int(c.split("@")[1]) for c in table.columns if c.startswith("rel_delta_pct@")]
     shown = Ls if len(Ls) <= MAX_HEADLINE_LS else [Ls[0], Ls[-1]]
     oracle = [c for c in table.columns if c.startswith("oracle_rel_delta_pct@")]
+    optimum = [L for L in shown if f"pct_of_optimum@{L}" in table]
     headers = ["Method"] + [f"Rel Δ % L={L} ↓" for L in shown]
     if len(Ls) > MAX_HEADLINE_LS:
         headers.append("AUC ↓")
+    headers += [f"% of optimum L={L} ↑" for L in optimum]
     if oracle:
         headers.append(f"Oracle L={oracle[0].split('@')[1]}")
     if "jaccard" in table:
@@ -158,6 +164,8 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         if len(Ls) > MAX_HEADLINE_LS:  # at the precision of the largest L's interval
             line.append(fmt_metric(rel, r["auc"], np.nan, 0) if n < MIN_FOR_INTERVAL else
                         fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
+        line += [fmt_metric(METRICS["pct_of_optimum"], r[f"pct_of_optimum@{L}"], r[f"pct_of_optimum_ci95@{L}"], n)
+                 for L in optimum]
         if oracle:
             line.append(fmt_metric(rel, r[oracle[0]], r[oracle[0].replace("@", "_ci95@")], n))
         if "jaccard" in table:
@@ -169,6 +177,10 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         notes.append("AUC: the mean Rel Δ over the L grid, i.e. the trapezoid area under Rel Δ vs log L divided by "
                      "log(L_max / L_min), so each doubling of L weighs the same. Every L is in the detail tables and "
                      "rel_delta_vs_L.png.")
+    if optimum:
+        notes.append("% of optimum (truth tier): the method's Rel Δ as a percentage of the exact best closure of at "
+                     "most L peaks on the same test cells (100 = optimal, 0 = no change); its Avg is formed like "
+                     "Rel Δ's.")
     if "jaccard" in table:
         notes.append(f"Jaccard: mean overlap of the peaks a method selects at L = {Ls[-1]} across the replicates of a "
                      "job (seeds and surrogate seeds); 1 = the same peaks every time.")

@@ -42,8 +42,8 @@ class FidelityReport:
 def fidelity_report(model: Surrogate, data: MultiomeData, marker_genes: list[str], split: str = "test"
                     ) -> FidelityReport:
     held = data.cells(split=split)
-    pred = model.predict(held.atac).cpu().numpy()
     types = held.obs["cell_type"].astype(str).to_numpy()
+    pred = model.predict(held.atac, cell_types=types).cpu().numpy()
     cts = [ct for ct in data.cell_types if (types == ct).any()]
     obs_mean = np.stack([held.rna[types == ct].mean(0) for ct in cts])  # types × genes
     pred_mean = np.stack([pred[types == ct].mean(0) for ct in cts])
