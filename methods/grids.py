@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 from surrogates.model import SparseAtac
-from surrogates.protocol import AdditiveHidden, EmbeddingBags, cell_types_of, fast_path, predict_closures
+from surrogates.protocol import (AdditiveHidden, EmbeddingBags, cell_types_of, close_rows, fast_path,
+                                 restrict_to_support)
 
 # Pseudo-count (log1p units) in both ratios of eq. 2. With a tiny one (0.01), genes predicted at ~0 in the target's
 # cell type dominate the off-target term: a silent gene moving to 0.1 adds (10)² = 100, while halving the target
@@ -242,13 +243,18 @@ class _BagSearch:
 
 class _GenericSearch:
     """GRIDS's steps on any model of the protocol: gains g_j = Σ_c x_cj ∂ℒ/∂x_cj from autograd of the dense path at
-    the batch with the subset closed (the same eq. 4 gains as `_BagSearch`), every swapped subset scored by one
-    `predict` of the batch under all k + 1 closures, re-opening scored the same way."""
+    the batch with the subset closed (the same eq. 4 gains as `_BagSearch`); a swapped subset is scored through
+    `predict` on the cells it changes only (x_c,old = 1 or x_c,j = 1: every other cell keeps the incumbent's
+    objective, as in `_BagSearch`), re-opening one member likewise on the cells where it is open."""
+
+    max_entries = 4_000_000  # open entries per `predict` call (~30 MB of CSR)
 
     def __init__(self, grids: Grids, model, X, cell_types, gi: int):
         self.grids, self.model, self.gi = grids, model, gi
         self.X, self.types = sp.csr_matrix(X), np.asarray(cell_types)
+        self.X.sort_indices()
         self.y0_all = model.predict(self.X, cell_types=self.types)
+        self.read = restrict_to_support(model, self.X)  # what swap scoring passes to `predict`: same predictions
 
     def batch(self, cells):
         return cells
@@ -264,29 +270,45 @@ class _GenericSearch:
         return None, per_cell.detach(), (d_x * x).sum(0)
 
     @torch.no_grad()
-    def _objective(self, cells, closures, y0, genes=None) -> torch.Tensor:
-        """Each closure's per-cell objective (closures × cells), on every gene or the `genes` sample (target
-        first)."""
+    def _objective(self, X, types, closures, which, y0, genes=None) -> torch.Tensor:
+        """Per-row objective (float64) of row i of X under closures[which[i]], on every gene or the `genes` sample
+        (target first); in `predict` calls of ≤ `max_entries` open entries."""
         g, model = self.grids, self.model
         names = None if genes is None else [model.gene_names[int(i)] for i in genes]
-        y = predict_closures(model, self.X[cells], closures, genes=names, cell_types=self.types[cells])
-        if genes is not None:
-            return cell_objective(y, y0[:, genes.to(y0.device)], 0, g.beta, "ratio")
-        return cell_objective(y, y0, self.gi, g.beta, g.objective)
+        y0 = y0 if genes is None else y0[:, genes.to(y0.device)]
+        col, kind = (self.gi, g.objective) if genes is None else (0, "ratio")
+        per_row = max(1, int(self.max_entries // max(1.0, X.nnz / max(1, X.shape[0]))))
+        out = []
+        for s in range(0, X.shape[0], per_row):
+            rows = close_rows(X[s:s + per_row], closures, which[s:s + per_row])
+            y = model.predict(rows, genes=names, cell_types=types[s:s + per_row])
+            out.append(cell_objective(y, y0[s:s + per_row], col, g.beta, kind).double())
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+    def _moved(self, X, types, y0, base, closures, opened, genes=None) -> torch.Tensor:
+        """Σ over the changed (cell, closure) pairs — `opened` (cells × closures, bool) — of the closure's objective
+        minus the incumbent's `base`, per closure."""
+        cell, k = np.nonzero(opened)
+        changed = self._objective(X[cell], types[cell], closures, k, y0[cell], genes)
+        return torch.zeros(len(closures), dtype=torch.float64).index_add_(
+            0, torch.as_tensor(k), changed - base[torch.as_tensor(cell)])
 
     def swap_losses(self, cells, state, r, old: int, cand, per_cell, y0, genes=None):
-        closures = [r] + [np.where(r == old, int(c), r) for c in cand.cpu().numpy()]
-        per = self._objective(cells, closures, y0, genes).double()
-        n = per.shape[1]
-        return float(per[0].sum() / n), per[1:].sum(1) / n
+        X, types = self.read[cells], self.types[cells]
+        cand = cand.cpu().numpy()
+        x_cols = X[:, np.concatenate([[old], cand])].toarray() > 0
+        base = self._objective(X, types, [r], np.zeros(len(cells), dtype=np.int64), y0, genes)
+        closures = [np.where(r == old, int(c), r) for c in cand]
+        moved = self._moved(X, types, y0, base, closures, x_cols[:, 1:] | x_cols[:, :1], genes)
+        n = len(cells)
+        return float(base.sum() / n), (base.sum() + moved) / n
 
     def leave_one_out(self, r) -> np.ndarray:
-        cells = np.arange(self.X.shape[0])
-        base = self._objective(cells, [r], self.y0_all).double().mean(1)
-        chunk = max(1, int(2e7 // max(1, self.X.shape[0] * self.model.n_genes)))
-        losses = [self._objective(cells, [np.delete(r, i) for i in range(s, min(s + chunk, len(r)))],
-                                  self.y0_all).double().mean(1) for s in range(0, len(r), chunk)]
-        return (torch.cat(losses) - base).cpu().numpy().astype(np.float64)
+        X, n = self.read, self.X.shape[0]
+        base = self._objective(X, self.types, [r], np.zeros(n, dtype=np.int64), self.y0_all)
+        closures = [np.delete(r, i) for i in range(len(r))]
+        moved = self._moved(X, self.types, self.y0_all, base, closures, X[:, r].toarray() > 0)
+        return (moved / n).numpy()
 
 
 @torch.no_grad()

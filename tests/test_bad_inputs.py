@@ -58,6 +58,7 @@ CASES = {
     "marker file with wrong columns": lambda d: [*TINY, "--markers",
                                                  str(_write(d / "markers.csv", "type,symbol\nAstro,AQP4\n"))],
     "truth-reading control on real data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--methods", "oracle"],
+    "truth tier on your own data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--surrogate", "truth"],
     "GPU requested, none present": lambda d: [*TINY, "--device", "cuda", "--methods", "random"],
     "compare with one run": lambda d: ["compare", str(d)],
 }

@@ -114,12 +114,17 @@ def test_tiny_leaderboard_is_unchanged(tmp_path, monkeypatch, expected):
         _comparable(got).to_csv(DATA / expected, index=False)
         picked.to_csv(_selection_file(expected), index=False)
         pytest.skip(f"regenerated {DATA / expected} and {_selection_file(expected)}")
+    assert_same_selections(picked, expected)
+    assert_same_leaderboard(got, pd.read_csv(DATA / expected))
+
+
+def assert_same_selections(picked: pd.DataFrame, expected: str) -> None:
+    """`selections` of a run equal the committed ones of the `expected` leaderboard file (sets, statuses, exactly)."""
     want_picked = pd.read_csv(_selection_file(expected), dtype={"peaks": str}, keep_default_na=False)
     differ = picked.astype(str).merge(want_picked.astype(str), how="outer", indicator=True)
     differ = differ[differ["_merge"] != "both"].assign(
         _merge=lambda f: f["_merge"].astype(str).map({"left_only": "this run", "right_only": "expected"}))
     assert differ.empty, f"selected peaks or statuses changed:\n{differ.to_string(index=False)}"
-    assert_same_leaderboard(got, pd.read_csv(DATA / expected))
 
 
 def test_the_comparison_tolerates_rounding_but_not_a_real_change():
