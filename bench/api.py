@@ -99,7 +99,9 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
             context = _html_context(models[0], dataset, marker_table, style, plan, inputs, surrogate_seeds)
             facts = run_facts(inputs.describe(), dataset, models, style, plan.profile, time.perf_counter() - t0,
                               reused=sum(bool(r.get("cached")) for r in records), n_jobs=len(records),
-                              versions=code_versions(plan.methods, truth is not None),
+                              versions=code_versions(plan.methods, truth is not None,
+                                                     "truth" if style == "truth" else
+                                                     "user" if style == "user" else "surrogate"),
                               peak_rss_mb=process_peak_rss_mb(), machine=describe_machine(device))
             long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long

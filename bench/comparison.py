@@ -46,7 +46,12 @@ def compare_runs(runs: dict[str, pd.DataFrame], metric: str = "rel_delta_pct") -
     names = list(runs)
     rows = []
     methods = list(dict.fromkeys(m for jobs in runs.values() for m in jobs["method"]))
-    for L in sorted({int(L) for jobs in runs.values() for L in jobs["L"]}):
+    shared_Ls = set.intersection(*({int(L) for L in jobs["L"]} for jobs in runs.values()))
+    if not shared_Ls:
+        grids = "; ".join(f"{n}: {sorted({int(L) for L in jobs['L']})}" for n, jobs in runs.items())
+        raise ValueError(f"the runs share no L, so no job can be compared ({grids}); rerun one with an --L the "
+                         "other has")
+    for L in sorted(shared_Ls):
         for m in methods:
             have = [n for n in names if ((runs[n]["method"] == m) & (runs[n]["L"] == L)).any()]
             per = {n: runs[n][(runs[n]["method"] == m) & (runs[n]["L"] == L)].dropna(subset=[metric])
@@ -63,6 +68,7 @@ def compare_runs(runs: dict[str, pd.DataFrame], metric: str = "rel_delta_pct") -
                     row.update({f"diff@{n}": mean, f"ci_low@{n}": mean - half, f"ci_high@{n}": mean + half})
             rows.append(row)
     table = pd.DataFrame(rows)
+    table.attrs["left_out_Ls"] = {n: sorted({int(L) for L in jobs["L"]} - shared_Ls) for n, jobs in runs.items()}
     for n in names:  # rank among the methods every run has (1 = most suppression for ↓ Rel Δ)
         everywhere = table["runs_with_method"] == ",".join(names)
         table[f"rank@{n}"] = table[everywhere].groupby("L")[f"avg@{n}"].rank(method="min")
@@ -100,6 +106,10 @@ def compare_markdown(table: pd.DataFrame, names: list[str]) -> str:
              f"then cell type, then over cell types); Δ = mean paired difference to `{names[0]}` over those jobs (each job weighs "
              "the same, so Δ can differ slightly from the difference of the two Avgs) with its 95 % t-interval; "
              "rank among the methods present in every run (1 = most suppression).", ""]
+    left_out = {n: Ls for n, Ls in table.attrs.get("left_out_Ls", {}).items() if Ls}
+    if left_out:
+        lines += ["Compared at the L every run has; left out: " + "; ".join(
+            f"L = {', '.join(map(str, Ls))} of `{n}`" for n, Ls in left_out.items()) + ".", ""]
     for L, part in table.groupby("L"):
         body = []
         for r in part.sort_values(f"rank@{names[0]}", na_position="last").to_dict("records"):

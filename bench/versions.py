@@ -26,16 +26,20 @@ from datasets.loaders import LOADER_VERSION
 from datasets.synthetic import SIMULATOR_VERSION
 from methods import registry
 from surrogates.model import MODEL_VERSION
+from surrogates.truth import TRUTH_MODEL_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # component → (version, the files whose behaviour it stands for, relative to the repository root)
 COMPONENTS: dict[str, tuple[int, tuple[str, ...]]] = {
+    # the protocol's generic helpers (closure gradients, closed rows) feed the evaluator's numbers
     "evaluator": (EVALUATOR_VERSION, ("bench/evaluate.py", "bench/metrics.py", "bench/genomic.py",
-                                      "bench/runner.py", "datasets/data.py")),
+                                      "bench/runner.py", "datasets/data.py", "surrogates/protocol.py")),
     "surrogate": (MODEL_VERSION, ("surrogates/model.py", "surrogates/train.py", "surrogates/checkpoint.py")),
     "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py",)),
     "loader": (LOADER_VERSION, ("datasets/loaders.py", "datasets/io.py")),
+    # the truth tier's model; its version is in the model's cache key (`truth-vN`), so a bump recomputes its jobs
+    "truth-model": (TRUTH_MODEL_VERSION, ("surrogates/truth.py",)),
 }
 
 
@@ -48,9 +52,12 @@ def job_versions(method: str, synthetic: bool) -> dict[str, int]:
     return out
 
 
-def code_versions(methods, synthetic: bool) -> dict[str, int]:
-    """The versions behind a run's tables: evaluator, surrogate, simulator (synthetic data) and each method."""
-    fixed = {k: v for k, (v, _) in COMPONENTS.items() if k != "loader" and (synthetic or k != "simulator")}
+def code_versions(methods, synthetic: bool, model: str = "surrogate") -> dict[str, int]:
+    """The versions behind a run's tables: evaluator, the explained model's (the surrogate's, or the truth model's
+    on the truth tier; none for a user's model), simulator (synthetic data) and each method."""
+    models = {"surrogate": ("surrogate",), "truth": ("truth-model",)}.get(model, ())
+    fixed = {k: v for k, (v, _) in COMPONENTS.items()
+             if k in ("evaluator", *models) or (synthetic and k == "simulator")}
     return {**fixed, **{m: registry.get(m).version for m in methods}}
 
 

@@ -46,7 +46,9 @@ def run_line(run: str, command: str, link: str = "results/examples/") -> str:
     training, reused_models = f.get("training", {}), f.get("surrogates_reused", 0)
     n_models = len(f.get("checkpoints", [])) or 1
     seconds = f" ({training['seconds']:.0f} s)" if "seconds" in training else ""
-    if not reused_models:
+    if f.get("style") == "truth":
+        model = ", nothing trained (the simulator's exact model)"
+    elif not reused_models:
         model = f", surrogate training{seconds} included"
     elif n_models == 1:
         model = (f", the surrogate reused from the cache (trained beforehand in {training['seconds']:.0f} s, not "
@@ -69,11 +71,11 @@ def _jobs(run: str) -> pd.DataFrame:
     return long[long["gene"] != "*"]
 
 
-def paired_vs(run: str, base: str, others: list[str]) -> str:
-    """Each of `others` minus `base` in Rel Δ (%), paired over the run's (cell type, gene) jobs, per L: mean, 95 %
-    t-interval and better / tied / worse counts (as in the discrimination tables)."""
+def paired_vs(run: str, base: str, others: list[str], Ls=None) -> str:
+    """Each of `others` minus `base` in Rel Δ (%), paired over the run's (cell type, gene) jobs, per L (all, or
+    `Ls`): mean, 95 % t-interval and better / tied / worse counts (as in the discrimination tables)."""
     jobs = _jobs(run)
-    Ls = sorted(jobs["L"].unique())
+    Ls = sorted(jobs["L"].unique()) if Ls is None else Ls
     wide = {L: jobs[jobs["L"] == L].groupby(["cell_type", "gene", "method"])["rel_delta_pct"].mean()
             .unstack("method") for L in Ls}
     head = "| Method | " + " | ".join(f"L = {L}: method − {base} [95 % CI]; better / tied / worse" for L in Ls) + " |"
@@ -139,6 +141,18 @@ def compare_block(first: str, second: str, names: list[str]) -> str:
     return "```\n" + table.attrs["markdown"] + "\n```"
 
 
+def truth_breakdown(run: str, L: int) -> str:
+    """The truth tier's breakdown table at L (what the closures were made of), as leaderboard.md shows it."""
+    import gzip
+
+    from bench.truth_tier import breakdown_jobs, breakdown_table
+
+    records = [json.loads(line) for line in gzip.decompress((EXAMPLES / run / "jobs.jsonl.gz").read_bytes())
+               .decode().splitlines() if line.strip()]
+    order = list(pd.read_csv(EXAMPLES / run / "headline.csv")["method"])
+    return breakdown_table(breakdown_jobs(records), L, order)
+
+
 def fit_styles() -> str:
     """The two surrogate styles side by side from `bench fit --quick` (fidelity.json, interventional.csv)."""
     lines = ["| style | training | marker R² | interventional Spearman | group / Σ members (surrogate; truth) "
@@ -173,6 +187,12 @@ BLOCKS = {
     "quick-spread": lambda: spread("quick-surrogate-seeds"),
     "reference-headline": lambda: headline_table("quick-reference"),
     "reference-run": lambda: run_line("quick-reference", "python -m bench run --quick --surrogate reference", ""),
+    "truth-run": lambda: run_line("quick-truth", "python -m bench run --quick --surrogate truth"),
+    "truth-headline": lambda: headline_table("quick-truth"),
+    "truth-grids-vs": lambda: paired_vs("quick-truth", "grids", ["integrated-gradients", "input-x-gradient",
+                                                                 "smoothgrad", "saliency"], Ls=[3, 10, 20]),
+    "truth-breakdown": lambda: truth_breakdown("quick-truth", 10),
+    "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
     "paper-headline": lambda: headline_table("paper"),
     "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
     "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"
