@@ -1,9 +1,9 @@
 """Runs the grid of jobs (method × cell type × gene × L × seed) through the one job runner (bench/runner.py),
 in-process or on dask.distributed, and caches each result.
 
-A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the surrogate
-checkpoint, the code versions of its method and the evaluator), so its record is stored under a hash of those and a
-rerun skips finished jobs. Each record is written atomically the moment its task ends, so a run killed at any
+A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the explained
+model — a surrogate by its checkpoint key, another model by its `cache_key` — and the code versions of its method
+and the evaluator), so its record is stored under a hash of those and a rerun skips finished jobs. Each record is written atomically the moment its task ends, so a run killed at any
 point (even SIGKILL) keeps every finished job and the next run resumes. A method that raises is recorded as
 `failed` with the error; the benchmark goes on, and a rerun retries it (as it retries a job cut by the wall-time
 safety stop, `time_limit`).
@@ -51,7 +51,7 @@ def tasks_of(jobs: list[Job], indices: list[int]) -> list[list[int]]:
 class ResultCache:
     """One JSON file per finished job, `root/<slot>/<versions>.json`, written atomically.
 
-    The slot hashes what the job computes (the job, data, surrogate checkpoint, parameters, budget); the file name
+    The slot hashes what the job computes (the job, data, explained model, parameters, budget); the file name
     hashes the code versions that computed it (bench/versions.py). A version bump therefore leaves the old record
     beside the new one, which lets a rerun say why a job ran again. An entry that does not parse or does not
     describe its job is corrupt: it is moved to `root/corrupt/` and the job is recomputed."""
@@ -140,7 +140,7 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, truth, cache: ResultCache,
+def run_grid(jobs: list[Job], method_params: dict, budgets, model, data, truth, cache: ResultCache,
              context: dict, scheduler: str | None = None, progress: bool = True, force: bool = False) -> list[dict]:
     """Run every job not already in the cache (all of them with `force`); returns records in job order, each with
     the code `versions` that computed it and `cached` when it was reused.
@@ -165,13 +165,13 @@ def run_grid(jobs: list[Job], method_params: dict, budgets, surrogate, data, tru
     tasks = tasks_of(jobs, todo)
     store = _Store(cache, slots, vers, records, bar)
     if scheduler:
-        _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store, scheduler)
+        _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler)
     else:
         for task in tasks:
             job = jobs[task[0]]
             bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={','.join(str(jobs[i].L) for i in task)}")
             store(task, run_task([jobs[i] for i in task], method_params.get(job.method, {}), budgets(job.method),
-                                 surrogate, data, truth))
+                                 model, data, truth))
     bar.close()
     return [records[i] for i in range(len(jobs))]
 
@@ -207,18 +207,18 @@ class _Store:
         self.bar.update(len(task))
 
 
-def _run_dask(jobs, tasks, method_params, budgets, surrogate, data, truth, store, scheduler):
+def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler):
     """Same tasks on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    # one worker per `threads` cores: each task runs on the surrogate's fixed torch thread count (bench/runner.py)
-    threads = job_threads(surrogate) or 1
+    # one worker per `threads` cores: each task runs on the model's fixed torch thread count (bench/runner.py)
+    threads = job_threads(model) or 1
     cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // threads), threads_per_worker=1,
                            processes=True, dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:
         # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device
-        local = copy.deepcopy(surrogate)
+        local = copy.deepcopy(model)
         local = local.cpu() if hasattr(local, "cpu") else local
         model, d, t = client.scatter([local, data, truth], broadcast=True)
         futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),

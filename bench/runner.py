@@ -76,7 +76,7 @@ class JobResult:
         return out
 
 
-def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, truth=None,
+def run_task(jobs: list[Job], params: dict, budget: Budget, model, data, truth=None,
              settle_memory: bool = False) -> list[JobResult]:
     """Explain once, validate and evaluate jobs that share one explanation; never raises for a method's failure.
 
@@ -84,12 +84,12 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, surrogate, data, tru
     does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
     and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
     run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells. Everything
-    runs on the surrogate's fixed torch thread count (`SurrogateConfig.threads`)."""
+    runs on the model's fixed torch thread count (`SurrogateConfig.threads`)."""
     L_max = max(job.L for job in jobs)
-    threads = job_threads(surrogate)
-    # the same answer in-process, on dask workers, on any machine (a surrogate without a config keeps torch's)
+    threads = job_threads(model)
+    # the same answer in-process, on dask workers, on any machine (a model without a thread count keeps torch's)
     with torch_threads(threads) if threads else contextlib.nullcontext():
-        results = _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory)
+        results = _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory)
     return results
 
 
@@ -99,7 +99,7 @@ def job_threads(model) -> int | None:
     return getattr(getattr(model, "config", None), "threads", None) or getattr(model, "threads", None)
 
 
-def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory) -> list[JobResult]:
+def _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory) -> list[JobResult]:
     first = jobs[0]
     results = [JobResult(job) for job in jobs]
     if settle_memory:
@@ -111,9 +111,9 @@ def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory
         if spec.needs_background:
             extra["background"] = _other_types_train(data, first.cell_type)
         explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
-        with mem, surrogate.evaluating():  # eval mode for every method, restored even if it raises
+        with mem, model.evaluating():  # eval mode for every method, restored even if it raises
             try:
-                expl = explainer.explain(surrogate, data.cells(first.cell_type, "train"), first.gene, L_max)
+                expl = explainer.explain(model, data.cells(first.cell_type, "train"), first.gene, L_max)
             finally:  # a method that raised is still timed and measured
                 explained = time.perf_counter()
         expl.check(data.n_peaks, L_max)
@@ -127,7 +127,7 @@ def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory
             peaks = expl.peaks[:result.job.L]
             result.status, result.peaks, result.info = expl.status, [int(p) for p in peaks], info
             if expl.status != "no_estimate":  # no peaks of the method's own: no numbers under its name
-                result.metrics = evaluate_selection(surrogate, test, result.job.gene, peaks, truth)
+                result.metrics = evaluate_selection(model, test, result.job.gene, peaks, truth)
     except Exception as exc:  # noqa: BLE001 - a broken method is a result, not a crash
         log.warning("job %s failed: %s: %s", first, type(exc).__name__, exc)
         failure = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
@@ -140,10 +140,10 @@ def _run_task(jobs, L_max, params, budget, surrogate, data, truth, settle_memory
     return results
 
 
-def run_job(job: Job, params: dict, budget: Budget, surrogate, data, truth=None,
+def run_job(job: Job, params: dict, budget: Budget, model, data, truth=None,
             settle_memory: bool = False) -> JobResult:
     """One job on its own (`run_task` with a single job)."""
-    return run_task([job], params, budget, surrogate, data, truth, settle_memory)[0]
+    return run_task([job], params, budget, model, data, truth, settle_memory)[0]
 
 
 def _other_types_train(data, cell_type: str):

@@ -20,6 +20,12 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
    draw of m off-target genes (an unbiased estimate of eq. 2's off-target term at m/G of the output cost); the
    default scores every gene.
 
+Steps 2 and 3 as written use the surrogate's embedding bags and additive first layer (fast paths of the model
+protocol, surrogates/protocol.py). On any other model (the truth tier, a user's model) the same quantities come
+from the protocol alone: the gains from autograd of the dense path, g_j = Σ_c x_cj ∂ℒ/∂x_cj at the batch with r
+closed, and each swapped subset's objective from `predict` on the cells the swap changes (tests/test_protocol.py:
+the same peaks either way).
+
 Default steps follow the paper (500 for L = 10, 5,000 for L = 128; min(5000, max(500, 50 L)) in general).
 The final subset is ordered by each peak's leave-one-out contribution on all training cells.
 Paper: Liu, Xu, Riffle, Duan, Min & Zhang, "Understanding Transcriptional Regulatory Redundancy by Learnable

@@ -2,7 +2,7 @@
 
 SAGE assigns each feature (or feature group) the Shapley value of the *loss reduction* it brings when included in
 the model's input, estimated by unrolling random permutations (`sage.PermutationEstimator`). We explain the
-surrogate itself ("model explanation"): targets Y = the surrogate's own predicted log-expression of the gene on
+explained model itself ("model explanation"): targets Y = the model's own predicted log-expression of the gene on
 the training cells, loss = MSE, so a group's value measures how much of the prediction it accounts for.
 
 * **Removal.** `imputer="default"` (default): a removed peak is *closed* (reference all zeros), via

@@ -26,7 +26,7 @@ def test_marker_r2_of_a_model_off_by_a_constant_on_one_gene():
     held = data.cells(split="test")
     shift = np.zeros(data.n_genes, dtype=np.float32)
     shift[data.gene_index("MOG")] = 0.5
-    model = SimpleNamespace(predict=lambda X: torch.as_tensor(held.rna + shift))
+    model = SimpleNamespace(predict=lambda X, cell_types=None: torch.as_tensor(held.rna + shift))
     rep = fidelity_report(model, data, ["AQP4", "MOG"])
     types = held.obs["cell_type"].astype(str).to_numpy()
     o = np.array([held.rna[types == ct, data.gene_index("MOG")].mean() for ct in data.cell_types

@@ -190,7 +190,7 @@ BLOCKS = {
     "truth-run": lambda: run_line("quick-truth", "python -m bench run --quick --surrogate truth"),
     "truth-headline": lambda: headline_table("quick-truth"),
     "truth-grids-vs": lambda: paired_vs("quick-truth", "grids", ["integrated-gradients", "input-x-gradient",
-                                                                 "smoothgrad", "saliency"], Ls=[3, 10, 20]),
+                                                                 "smoothgrad", "saliency"], Ls=[3, 5, 10, 20]),
     "truth-breakdown": lambda: truth_breakdown("quick-truth", 10),
     "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
     "paper-headline": lambda: headline_table("paper"),
