@@ -183,7 +183,9 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     from surrogates.checkpoint import checkpoint_name
     from surrogates.fidelity import plot_fidelity
 
-    fidelity = marker_fidelity(model, data, markers)
+    # the fidelity panel is the explained model against the observed RNA; on the truth tier that is the simulator's
+    # own noise, not a model's fidelity, so it is left out
+    fidelity = marker_fidelity(model, data, markers) if style != "truth" else None
     context = {}
     if fidelity is not None:  # data whose cell types or genes are not in the marker table has no marker panel
         buf = io.BytesIO()

@@ -183,3 +183,29 @@ def test_no_explainer_but_the_oracle_reads_the_truth_s_group_labels(tiny):
         a = run_task([job], params, budget, surrogate, data, truth)[0]
         b = run_task([job], params, budget, surrogate, data, shuffled)[0]
         assert a.peaks == b.peaks, spec.name
+
+
+def test_fit_has_nothing_to_train_on_the_truth(capsys):
+    from bench.cli import main
+
+    assert main(["fit", "--scale", "tiny", "--surrogate", "truth", "--no-progress"]) == 0
+    assert "nothing to train" in capsys.readouterr().err
+
+
+def test_the_tiers_never_share_cached_jobs(tiny, tmp_path):
+    """Same data, same cache, same jobs: the truth tier does not reuse the surrogate tier's records, nor the
+    reverse; each reuses its own on a second run; the header names the explained model."""
+    data, truth, surrogate, cache = tiny
+    common = dict(methods=["random", "input-x-gradient"], cell_types=["Oligo"], L=[5], cache_dir=cache,
+                  progress=False)
+    first = bench.run("tiny", surrogate="paired", **common)
+    truth_run = bench.run("tiny", surrogate="truth", out=tmp_path / "truth", **common)
+    assert not any(r.get("cached") for r in truth_run.attrs["records"])
+    assert all(r["pct_of_optimum"] is not None for r in truth_run.attrs["records"])
+    assert "Explained model: the simulator's exact expression function" in (tmp_path / "truth" /
+                                                                            "leaderboard.md").read_text()
+    assert all(r.get("cached") for r in bench.run("tiny", surrogate="truth", **common).attrs["records"])
+    assert all(r.get("cached") for r in bench.run("tiny", surrogate="paired", **common).attrs["records"])
+    assert all("pct_of_optimum" not in r for r in first.attrs["records"])
+    with pytest.raises(UserError, match="surrogate-seeds"):
+        bench.run("tiny", surrogate="truth", surrogate_seeds=2, **common)
