@@ -93,7 +93,8 @@ def leaderboard_header(facts: dict) -> str:
     return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
             f"peaks × {facts['n_genes']} genes. " + _explained_model(facts, surrogate, training)
             + f" Profile `{facts['profile']}`, per-job budget "
-            f"{facts['budget_samples']:,} surrogate evaluations{budgets} "
+            f"{facts['budget_samples']:,} {'surrogate' if facts['style'] in ('paired', 'reference') else 'model'} "
+            f"evaluations{budgets} "
             f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
             f"tables in bold. Total wall time {facts['seconds']:.0f} s"
