@@ -9,8 +9,9 @@ from methods.base import Budget
 from surrogates.model import SurrogateConfig
 
 PAPER_LS = (10, 128)
-# The truth tier's default L grid lies below a marker's 35–42 planted peaks: from there on every method that finds
-# the planted peaks closes all of them and reaches the optimum, so L = 128 cannot tell explainers apart in this tier.
+# The truth tier's default L grid lies below a marker's 33–43 planted peaks (quick scale, seed 0): from there on
+# every method that finds the planted peaks closes all of them and reaches the optimum, so L = 128 cannot tell
+# explainers apart in this tier.
 TRUTH_LS = (1, 3, 5, 10, 20)
 # The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement (README, "The data
 # and the surrogate"; `bench fit --quick`, seed 0): paired reaches marker R² 0.966 in 70 s, reference 0.902 in

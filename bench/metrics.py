@@ -121,7 +121,7 @@ def optimum_rel_delta_pct(y_orig: np.ndarray, y_best: np.ndarray) -> float:
 def pct_of_optimum(rel: float, optimum: float) -> float:
     """Truth tier: 100 · Rel Δ_method / Rel Δ_optimum — 100 = the method's closure is optimal, 0 = it changes
     nothing, < 0 = it raises the gene; NaN where the optimum is 0 (nothing to suppress). Never clamped: a value
-    above 100 would be a bug (the optimum is exact)."""
+    above 100 by more than float rounding (1e-6) would be a bug, since the optimum is exact."""
     if not np.isfinite(rel) or not np.isfinite(optimum) or optimum == 0:
         return float("nan")
     return float(100.0 * rel / optimum)

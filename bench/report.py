@@ -58,7 +58,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
     versions, and the machine (`bench.machine.describe_machine`)."""
-    metas = [s.meta for s in surrogates]
+    metas = [getattr(s, "meta", None) or {} for s in surrogates]  # a user's protocol object may have none
     return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
             "n_genes": int(data.n_genes), "style": style,
             "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],

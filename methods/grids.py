@@ -289,15 +289,16 @@ class _GenericSearch:
             rows = close_rows(X[s:s + per_row], closures, which[s:s + per_row])
             y = model.predict(rows, genes=names, cell_types=types[s:s + per_row])
             out.append(cell_objective(y, y0[s:s + per_row], col, g.beta, kind).double())
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=y0.device)
 
     def _moved(self, X, types, y0, base, closures, opened, genes=None) -> torch.Tensor:
         """Σ over the changed (cell, closure) pairs — `opened` (cells × closures, bool) — of the closure's objective
         minus the incumbent's `base`, per closure."""
         cell, k = np.nonzero(opened)
         changed = self._objective(X[cell], types[cell], closures, k, y0[cell], genes)
-        return torch.zeros(len(closures), dtype=torch.float64).index_add_(
-            0, torch.as_tensor(k), changed - base[torch.as_tensor(cell)])
+        dev = base.device
+        return torch.zeros(len(closures), dtype=torch.float64, device=dev).index_add_(
+            0, torch.as_tensor(k, device=dev), changed.to(dev) - base[torch.as_tensor(cell, device=dev)])
 
     def swap_losses(self, cells, state, r, old: int, cand, per_cell, y0, genes=None):
         X, types = self.read[cells], self.types[cells]
@@ -314,7 +315,7 @@ class _GenericSearch:
         base = self._objective(X, self.types, [r], np.zeros(n, dtype=np.int64), self.y0_all)
         closures = [np.delete(r, i) for i in range(len(r))]
         moved = self._moved(X, self.types, self.y0_all, base, closures, X[:, r].toarray() > 0)
-        return (moved / n).numpy()
+        return (moved / n).cpu().numpy()
 
 
 @torch.no_grad()

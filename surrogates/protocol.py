@@ -104,10 +104,23 @@ class EmbeddingBags(Protocol):
     def first(self, s: torch.Tensor) -> torch.Tensor: ...
 
 
+def members(protocol) -> list[str]:
+    """The names a Protocol class above requires: its annotated attributes and its methods and properties."""
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {n for n, v in vars(protocol).items() if not n.startswith("_") and (callable(v) or isinstance(v, property))}
+    return sorted(names)
+
+
+def offers(model, protocol) -> bool:
+    """Whether `model` has every member of `protocol`, checked with `hasattr` (from Python 3.12 a runtime
+    `isinstance` against a Protocol misses the attributes a torch module keeps in its buffers, e.g. `peak_chrom`)."""
+    return all(hasattr(model, name) for name in members(protocol))
+
+
 def fast_path(model, capability):
     """`model` when it offers the optional `capability` (a Protocol above) and its fast paths are not hidden,
     else None: the caller then takes its generic path."""
-    return model if isinstance(model, capability) else None
+    return model if offers(model, capability) else None
 
 
 class _GenericView:
@@ -247,16 +260,6 @@ def restrict_to_support(model, atac: sp.csr_matrix) -> sp.csr_matrix:
     return atac
 
 
-def predict_closures(model, atac: sp.csr_matrix, closures, genes=None, cell_types=None) -> torch.Tensor:
-    """Predictions of the same cells under several closures at once: (len(closures), cells, genes), from one
-    `predict` call on the stacked rows (each copy with its closure applied)."""
-    n, K = atac.shape[0], len(closures)
-    stacked = close_rows(sp.vstack([atac] * K, format="csr"), closures, np.repeat(np.arange(K), n))
-    types = cell_types if cell_types is None or isinstance(cell_types, str) else np.tile(cell_types, K)
-    y = model.predict(stacked, genes=genes, cell_types=types)
-    return y.reshape(K, n, -1)
-
-
 # ---------------------------------------------------------------------------------------------- a user's model
 class ModelOutputError(ValueError):
     """A user's model returned something the protocol cannot use (shape or dtype); the message says what."""
@@ -267,17 +270,20 @@ class TorchModel:
     wrapped as an `ExplainedModel` on the generic paths. Its output columns must follow `gene_names` (the data's
     gene order); `cell_types` are not passed to it (a model that needs them implements the protocol itself).
 
-    Its jobs are cached under `cache_key`: a hash of the module's class and its state_dict, so a retrained model
-    (other weights) never reuses another model's jobs."""
+    Its jobs are cached under `cache_key`: by default a hash of the module's class name and its state_dict, so a
+    retrained model (other weights) never reuses another model's jobs. What the hash cannot see — an edited
+    `forward`, hyper-parameters or buffers kept outside the state_dict — needs a `cache_key` of your own (e.g.
+    "mymodel-v2"), or a new class name."""
 
-    def __init__(self, module: nn.Module, gene_names: Sequence[str], n_peaks: int, batch_size: int = 256):
+    def __init__(self, module: nn.Module, gene_names: Sequence[str], n_peaks: int, batch_size: int = 256,
+                 cache_key: str | None = None):
         if not isinstance(module, nn.Module):
             raise TypeError(f"TorchModel wraps a torch.nn.Module, got {type(module).__name__}")
         self.module, self.gene_names = module, list(gene_names)
         self.n_peaks, self.n_genes, self.batch_size = int(n_peaks), len(self.gene_names), batch_size
         self._index = pd.Index(self.gene_names)
         self.meta = {"model": f"{type(module).__module__}.{type(module).__qualname__}"}
-        self.cache_key = f"torch-{state_hash(module)}"
+        self.cache_key = cache_key or f"torch-{state_hash(module)}"
         self.check_output()
 
     @property
@@ -338,13 +344,12 @@ def state_hash(module: nn.Module) -> str:
 def as_model(model, data=None):
     """An `ExplainedModel` from what a user passes: a protocol object as it is, a torch module wrapped in
     `TorchModel` (its output columns follow `data`'s genes). TypeError otherwise, naming what is missing."""
-    if isinstance(model, nn.Module) and not isinstance(model, ExplainedModel):
+    if isinstance(model, nn.Module) and not offers(model, ExplainedModel):
         if data is None:
             raise TypeError("a plain torch module needs the data (its gene order and peak count) to be wrapped")
         return TorchModel(model, data.gene_names, data.n_peaks)
-    if isinstance(model, ExplainedModel):
+    if offers(model, ExplainedModel):
         return model
-    missing = [m for m in ("gene_names", "n_peaks", "n_genes", "device", "gene_index", "predict", "dense",
-                           "evaluating") if not hasattr(model, m)]
+    missing = [m for m in members(ExplainedModel) if not hasattr(model, m)]
     raise TypeError(f"{type(model).__name__} is neither a torch.nn.Module nor a model of the protocol in "
                     f"surrogates/protocol.py (missing: {', '.join(missing)})")

@@ -44,7 +44,8 @@ class TruthModel:
         self.gene_names = list(truth.genes)
         self.n_genes = len(self.gene_names)
         self.meta: dict = {}
-        self.cache_key = f"truth-v{TRUTH_MODEL_VERSION}"
+        # the version and the planted truth itself: a modified truth never reuses the simulator's jobs
+        self.cache_key = f"truth-v{TRUTH_MODEL_VERSION}-{_truth_hash(truth)}"
         t = truth
         cols = np.concatenate([t.promoter, t.group.ravel(), t.single.ravel()])
         self._cols = np.unique(cols[cols >= 0])  # every planted peak, sorted
@@ -134,7 +135,11 @@ class TruthModel:
         return torch.as_tensor([self.gene_index(g) for g in genes], dtype=torch.long)
 
     def _log_expression(self, planted: torch.Tensor, gidx: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
-        """planted: rows × (planted columns + an always-0 pad), float64 → log1p(E) rows × len(gidx)."""
+        """planted: rows × (planted columns + an always-0 pad), float64 → log1p(E) rows × len(gidx) (a gene asked
+        for twice gets its column twice)."""
+        unique, back = torch.unique(gidx, return_inverse=True)
+        if len(unique) < len(gidx):
+            return self._log_expression(planted, unique, types)[:, back]
         out_of = torch.full((self.n_genes,), -1, dtype=torch.long)
         out_of[gidx] = torch.arange(len(gidx))
         s = planted.new_zeros(planted.shape[0], len(gidx))
@@ -157,3 +162,14 @@ class TruthModel:
         e0 = self.truth.expression(cells, genes=[gene])[:, 0]
         peaks, _ = self.truth.best_closure(cells, gene, L, weights=1.0 / (1.0 + e0))
         return peaks
+
+
+def _truth_hash(truth: SyntheticTruth) -> str:
+    """SHA-256 (12 hex) of every array and name of the planted truth."""
+    import hashlib
+
+    h = hashlib.sha256("\0".join([*truth.genes, "|", *truth.cell_types]).encode())
+    for name in ("promoter", "promoter_left", "group", "group_weight", "single", "single_weight", "floor", "trans",
+                 "magnitude"):
+        h.update(np.ascontiguousarray(getattr(truth, name)).tobytes())
+    return h.hexdigest()[:12]

@@ -104,6 +104,8 @@ def test_fast_and_generic_paths_explain_alike(tiny):
             with surrogate.evaluating():
                 answers.append(spec.cls(seed=0, **extra, **params.get(spec.name, {})).explain(model, train, GENE, L))
         fast, slow = answers
+        if spec.cls.__module__ == "methods.grids":  # the surrogate really took the fast path (any Python version)
+            assert (fast.info["path"], slow.info["path"]) == ("embedding bags", "generic")
         assert set(fast.peaks) == set(slow.peaks), spec.name
         if fast.scores is not None:
             np.testing.assert_allclose(np.sort(slow.scores), np.sort(fast.scores), rtol=1e-4,
@@ -209,3 +211,72 @@ def test_the_tiers_never_share_cached_jobs(tiny, tmp_path):
     assert all("pct_of_optimum" not in r for r in first.attrs["records"])
     with pytest.raises(UserError, match="surrogate-seeds"):
         bench.run("tiny", surrogate="truth", surrogate_seeds=2, **common)
+
+
+def test_the_surrogate_offers_its_fast_paths():
+    from surrogates.protocol import AdditiveHidden, EmbeddingBags, offers
+
+    data, _ = simulate("tiny", seed=0)
+    from surrogates.train import build_surrogate
+    from surrogates.model import SurrogateConfig
+
+    s = build_surrogate(data, SurrogateConfig(hidden=16))
+    assert offers(s, ExplainedModel) and offers(s, AdditiveHidden) and offers(s, EmbeddingBags)
+    assert not offers(without_fast_paths(s), AdditiveHidden) and offers(without_fast_paths(s), ExplainedModel)
+
+
+def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
+    """Every method but the oracle gives the same peaks on the truth model and on a view of it that has only the
+    protocol's members: none reads the truth it wraps, its optimum or its labels, and its declared input support
+    (which GRIDS's generic path uses to skip background entries) changes no answer."""
+    data, truth, _, _ = tiny
+    model = TruthModel(truth, data.n_peaks)
+    view = without_fast_paths(model)
+    assert not hasattr(view, "truth") and not hasattr(view, "best_closure") and not hasattr(view, "input_support")
+    train = data.cells(CELL_TYPE, "train")
+    params = PROFILES["tiny"].method_params
+    for spec in registry.specs():
+        if spec.needs_truth:
+            continue
+        extra = {}
+        if spec.needs_background:
+            from bench.runner import _other_types_train
+
+            extra["background"] = _other_types_train(data, CELL_TYPE)
+        a, b = (spec.cls(seed=0, **extra, **params.get(spec.name, {})).explain(m, train, GENE, L) for m in (model, view))
+        assert list(a.peaks) == list(b.peaks), spec.name
+
+
+class _Bare:
+    """A user's model with the protocol's members only (no meta, no cache_key): a linear model in numpy terms."""
+
+    def __init__(self, data):
+        self.gene_names, self.n_peaks, self.n_genes = list(data.gene_names), data.n_peaks, data.n_genes
+        self.w = torch.as_tensor(np.random.default_rng(0).normal(0, 0.05, (data.n_peaks, data.n_genes)))
+        self.device = torch.device("cpu")
+
+    def gene_index(self, gene):
+        return self.gene_names.index(gene)
+
+    def dense(self, x, genes=None, cell_types=None):
+        y = nn.functional.softplus(x.double() @ self.w + 1.0)
+        return y if genes is None else y[:, [self.gene_index(g) for g in genes]]
+
+    def predict(self, atac, closed=None, genes=None, cell_types=None):
+        from surrogates.protocol import close_columns
+
+        with torch.no_grad():
+            return self.dense(torch.as_tensor(close_columns(atac, closed).toarray()), genes)
+
+    def evaluating(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_a_bare_protocol_object_runs_uncached_and_reports(tiny, tmp_path):
+    data, *_ , cache = tiny
+    long = bench.run("tiny", model=_Bare(data), methods=["grids", "random"], cell_types=["Oligo"], L=[4],
+                     cache_dir=cache, out=tmp_path / "bare", progress=False)
+    assert all(r["status"] == "ok" and not r.get("cached") for r in long.attrs["records"])
+    assert "no cache key" in (tmp_path / "bare" / "leaderboard.md").read_text()

@@ -67,6 +67,13 @@ def test_the_model_is_the_simulator_s_expression(tiny):
                                model.predict(data.atac[:60], cell_types=types[:60]).numpy(), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="cell_types"):
         model.predict(data.atac[:2])
+    twice = model.predict(data.atac[:5], genes=[truth.genes[3], truth.genes[1], truth.genes[3]], cell_types=types[:5])
+    np.testing.assert_array_equal(twice[:, 0], twice[:, 2])
+    np.testing.assert_allclose(twice[:, 1].numpy(), np.log1p(truth.expression(data.subset(np.arange(5)),
+                                                                             genes=[truth.genes[1]]))[:, 0])
+    changed = copy.deepcopy(truth)
+    changed.group_weight[0, 0] += 0.1
+    assert TruthModel(changed, data.n_peaks).cache_key != model.cache_key  # another truth: other cached jobs
 
 
 def _shapley(value, players):
