@@ -44,23 +44,20 @@ def evaluate_selection(model, test, gene: str, peaks, truth=None) -> dict[str, f
         out["truth_recall"] = M.truth_recall(peaks, planted)
     best_closure = getattr(model, "best_closure", None)
     if best_closure is not None and truth is not None and gene in truth.genes:
-        out.update(_optimum(model, test, gene, np.asarray(peaks), best_closure, types, y0, out["rel_delta_pct"],
-                            truth))
-        out.update(M.closure_kinds(peaks, *_units(truth, gene)))
+        out.update(_optimum(model, test, gene, peaks, best_closure(test, gene, len(peaks)), types, y0,
+                            out["rel_delta_pct"], _units(truth, gene)))
     out.update(_genomic(test, gene, np.asarray(peaks)))
     return out
 
 
-def _optimum(model, test, gene: str, peaks: np.ndarray, best_closure, types, y0, rel: float,
-             truth) -> dict[str, float]:
-    """The truth tier's scores: the exact optimum of Rel Δ over closures of at most L = len(peaks) peaks on these
-    test cells (its closure evaluated through the same `predict` as the method's), the method's % of it, and which
-    kinds of planted peaks the optimum closed."""
-    best = best_closure(test, gene, len(peaks))
+def _optimum(model, test, gene: str, peaks, best, types, y0, rel: float, units) -> dict[str, float]:
+    """The truth tier's scores: the exact optimum `best` of Rel Δ over closures of at most L = len(peaks) peaks on
+    these test cells, evaluated through the same `predict` as the method's; the method's % of it; and which kinds of
+    the gene's planted `units` (promoter, groups, single enhancers) the method's and the optimum's closures hold."""
     y_best = model.predict(test.atac, closed=best, genes=[gene], cell_types=types).cpu().numpy()[:, 0]
     optimum = M.optimum_rel_delta_pct(y0, y_best)
     return {"optimum_rel_delta_pct": optimum, "pct_of_optimum": M.pct_of_optimum(rel, optimum),
-            **M.closure_kinds(best, *_units(truth, gene), prefix="optimum_")}
+            **M.closure_kinds(best, *units, prefix="optimum_"), **M.closure_kinds(peaks, *units)}
 
 
 def _units(truth, gene: str):

@@ -481,6 +481,13 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
     return written
 
 
+def read_records(path: Path) -> list[dict]:
+    """The job records of a run's jobs.jsonl, or jobs.jsonl.gz as the committed examples keep them."""
+    path = Path(path)
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
     """Render a finished run's files again from its jobs.jsonl (or jobs.jsonl.gz, as the committed examples keep
     it, and then written back the same way) and run.json (and fidelity.png when present) with the current report
@@ -492,8 +499,7 @@ def rerender(run_dir: Path, out: Path | None = None) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"{run_dir} has no {' or '.join(missing)}; `bench report` renders a folder that "
                                 "`bench run --out` wrote (runs before run.json existed cannot be rendered again)")
-    text = gzip.decompress(jobs.read_bytes()).decode() if jobs.suffix == ".gz" else jobs.read_text()
-    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    records = read_records(jobs)
     saved = json.loads((run_dir / RUN_FILE).read_text())
     context = dict(saved.get("context", {}))
     if (run_dir / "fidelity.png").is_file():

@@ -106,11 +106,7 @@ def _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory) ->
         release_freed_memory()
     mem, t0, explained = PeakRSS(), time.perf_counter(), None
     try:
-        spec = registry.get(first.method)
-        extra = {"truth": truth} if spec.needs_truth else {}
-        if spec.needs_background:
-            extra["background"] = _other_types_train(data, first.cell_type)
-        explainer = spec.cls(seed=first.seed, budget=budget, **extra, **params)
+        explainer = make_explainer(first.method, first.seed, budget, params, data, first.cell_type, truth)
         with mem, model.evaluating():  # eval mode for every method, restored even if it raises
             try:
                 expl = explainer.explain(model, data.cells(first.cell_type, "train"), first.gene, L_max)
@@ -144,6 +140,16 @@ def run_job(job: Job, params: dict, budget: Budget, model, data, truth=None,
             settle_memory: bool = False) -> JobResult:
     """One job on its own (`run_task` with a single job)."""
     return run_task([job], params, budget, model, data, truth, settle_memory)[0]
+
+
+def make_explainer(method: str, seed: int, budget: Budget | None, params: dict, data, cell_type: str, truth=None):
+    """The registered method's explainer with its parameters and what its spec asks for: the simulator's `truth`
+    (`needs_truth`, the oracle) and the other cell types' training cells (`needs_background`)."""
+    spec = registry.get(method)
+    extra = {"truth": truth} if spec.needs_truth else {}
+    if spec.needs_background:
+        extra["background"] = _other_types_train(data, cell_type)
+    return spec.cls(seed=seed, budget=budget, **extra, **params)
 
 
 def _other_types_train(data, cell_type: str):

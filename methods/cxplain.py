@@ -140,7 +140,7 @@ def _masked_generic(model, Xb, gene: str, window: int, n_win: int, cell_types, m
         keep = win[None, :] != wins[:, None]  # one row per open window: every other open peak stays open
         masked = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.uint8), np.tile(peaks, len(wins))[keep.ravel()],
                                 np.concatenate([[0], np.cumsum(keep.sum(1))])), shape=(len(wins), Xb.shape[1]))
-        types = row_types(cell_types, [c] * len(wins)) if cell_types is not None else None
+        types = row_types(cell_types, [c] * len(wins))
         step = max(1, max_entries // max(1, peaks.size))
         ys += [model.predict(masked[s:s + step], genes=[gene], cell_types=row_types(types, slice(s, s + step)))[:, 0]
                for s in range(0, len(wins), step)]

@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from methods._shared import top_l
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
-from surrogates.protocol import AdditiveHidden, cell_state, cell_types_of, fast_path
+from surrogates.protocol import AdditiveHidden, cell_state, cell_types_of, entry_rows, fast_path
 
 _EPS = 1e-2  # keeps the ratio finite for cells whose predicted log-expression is ~0
 
@@ -208,8 +208,7 @@ class _Entries:
         atac = atac.sorted_indices() if not atac.has_sorted_indices else atac
         self.atac, self.n_cells = atac, atac.shape[0]
         self.idx = torch.as_tensor(atac.indices.astype(np.int64), device=device)
-        self.row = torch.repeat_interleave(torch.arange(atac.shape[0], device=device),
-                                           torch.as_tensor(np.diff(atac.indptr), device=device))
+        self.row = torch.as_tensor(entry_rows(atac), device=device)
 
 
 class _RelaxedTarget:

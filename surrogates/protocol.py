@@ -171,7 +171,7 @@ def row_types(cell_types, rows) -> np.ndarray | str | None:
     return np.asarray(cell_types)[rows]
 
 
-def cell_state(model, atac, cell_types=None, chunk: int = 256) -> torch.Tensor:
+def cell_state(model, atac, cell_types=None) -> torch.Tensor:
     """A representation of each cell: the model's own `cell_state` when it has one (the surrogate's ATAC latent),
     else its predicted log-expression of every gene (cells × genes)."""
     own = getattr(model, "cell_state", None)
@@ -202,9 +202,8 @@ def entry_gradients(model, atac: sp.csr_matrix, gene: str, cell_types=None, chun
         with torch.enable_grad():
             y = model.dense(x, genes=[gene], cell_types=row_types(cell_types, slice(start, start + chunk)))[:, 0]
             (g,) = torch.autograd.grad(y.sum(), x)
-        r, c = part.nonzero()
-        order = np.lexsort((c, r))
-        r, c = torch.as_tensor(r[order], device=model.device), torch.as_tensor(c[order], device=model.device)
+        r = torch.as_tensor(entry_rows(part), device=model.device)  # CSR order: by row, peaks ascending
+        c = torch.as_tensor(part.indices.astype(np.int64), device=model.device)
         rows.append(r + start)
         idx.append(c)
         grads.append(g[r, c])
@@ -214,15 +213,31 @@ def entry_gradients(model, atac: sp.csr_matrix, gene: str, cell_types=None, chun
     return torch.cat(rows), torch.cat(idx), torch.cat(grads)
 
 
-def close_columns(atac: sp.csr_matrix, closed) -> sp.csr_matrix:
-    """A copy of binary CSR rows with the peaks in `closed` set to 0 (entries removed)."""
+def entry_rows(atac: sp.csr_matrix) -> np.ndarray:
+    """The row of every stored entry of a CSR matrix, in storage order."""
+    return np.repeat(np.arange(atac.shape[0], dtype=np.int64), np.diff(atac.indptr))
+
+
+def peak_mask(n_peaks: int, peaks) -> np.ndarray:
+    """Boolean mask over `n_peaks` peaks, True at `peaks` (None or empty: all False)."""
+    mask = np.zeros(n_peaks, dtype=bool)
+    if peaks is not None and len(peaks):
+        mask[np.asarray(peaks, dtype=np.int64)] = True
+    return mask
+
+
+def _drop_columns(atac: sp.csr_matrix, drop: np.ndarray) -> sp.csr_matrix:
+    """A copy of `atac` without the entries of the peaks where the boolean mask `drop` is True."""
     atac = sp.csr_matrix(atac, copy=True)
-    if closed is not None and len(closed):
-        mask = np.zeros(atac.shape[1], dtype=bool)
-        mask[np.asarray(closed, dtype=np.int64)] = True
-        atac.data[mask[atac.indices]] = 0
+    if drop.any():
+        atac.data[drop[atac.indices]] = 0
         atac.eliminate_zeros()
     return atac
+
+
+def close_columns(atac: sp.csr_matrix, closed) -> sp.csr_matrix:
+    """A copy of binary CSR rows with the peaks in `closed` set to 0 (entries removed)."""
+    return _drop_columns(atac, peak_mask(atac.shape[1], closed))
 
 
 def close_rows(atac: sp.csr_matrix, closures, which) -> sp.csr_matrix:
@@ -231,10 +246,7 @@ def close_rows(atac: sp.csr_matrix, closures, which) -> sp.csr_matrix:
     entries is one 1-byte gather)."""
     atac = sp.csr_matrix(atac)
     atac.sort_indices()
-    closed = np.zeros((len(closures), atac.shape[1]), dtype=bool)
-    for k, c in enumerate(closures):
-        if c is not None and len(c):
-            closed[k, np.asarray(c, dtype=np.int64)] = True
+    closed = np.stack([peak_mask(atac.shape[1], c) for c in closures])
     touched = np.flatnonzero(closed.any(0)[atac.indices])  # entries of a peak some closure closes
     row = np.searchsorted(atac.indptr, touched, side="right") - 1
     drop = touched[closed[np.asarray(which, dtype=np.int64)[row], atac.indices[touched]]]
@@ -252,12 +264,7 @@ def restrict_to_support(model, atac: sp.csr_matrix) -> sp.csr_matrix:
     support = getattr(model, "input_support", None)
     if support is None:
         return atac
-    mask = np.zeros(atac.shape[1], dtype=bool)
-    mask[np.asarray(support(), dtype=np.int64)] = True
-    atac = sp.csr_matrix(atac, copy=True)
-    atac.data = atac.data * mask[atac.indices]
-    atac.eliminate_zeros()
-    return atac
+    return _drop_columns(atac, ~peak_mask(atac.shape[1], support()))
 
 
 # ---------------------------------------------------------------------------------------------- a user's model

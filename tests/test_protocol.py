@@ -20,7 +20,7 @@ from torch import nn
 import bench
 from bench.config import PROFILES
 from bench.errors import UserError
-from bench.runner import Job, run_task
+from bench.runner import Job, make_explainer, run_task
 from datasets.synthetic import simulate
 from methods import registry
 from surrogates.protocol import (ExplainedModel, ModelOutputError, TorchModel, as_model, state_hash,
@@ -94,15 +94,11 @@ def test_fast_and_generic_paths_explain_alike(tiny):
     generic = without_fast_paths(surrogate)
     params = PROFILES["tiny"].method_params
     for spec in registry.specs():
-        extra = {"truth": truth} if spec.needs_truth else {}
-        if spec.needs_background:
-            from bench.runner import _other_types_train
-
-            extra["background"] = _other_types_train(data, CELL_TYPE)
         answers = []
         for model in (surrogate, generic):
             with surrogate.evaluating():
-                answers.append(spec.cls(seed=0, **extra, **params.get(spec.name, {})).explain(model, train, GENE, L))
+                explainer = make_explainer(spec.name, 0, None, params.get(spec.name, {}), data, CELL_TYPE, truth)
+                answers.append(explainer.explain(model, train, GENE, L))
         fast, slow = answers
         if spec.cls.__module__ == "methods.grids":  # the surrogate really took the fast path (any Python version)
             assert (fast.info["path"], slow.info["path"]) == ("embedding bags", "generic")
@@ -238,12 +234,8 @@ def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
     for spec in registry.specs():
         if spec.needs_truth:
             continue
-        extra = {}
-        if spec.needs_background:
-            from bench.runner import _other_types_train
-
-            extra["background"] = _other_types_train(data, CELL_TYPE)
-        a, b = (spec.cls(seed=0, **extra, **params.get(spec.name, {})).explain(m, train, GENE, L) for m in (model, view))
+        a, b = (make_explainer(spec.name, 0, None, params.get(spec.name, {}), data, CELL_TYPE).explain(m, train, GENE, L)
+                for m in (model, view))
         assert list(a.peaks) == list(b.peaks), spec.name
 
 

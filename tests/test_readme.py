@@ -143,12 +143,10 @@ def compare_block(first: str, second: str, names: list[str]) -> str:
 
 def truth_breakdown(run: str, L: int) -> str:
     """The truth tier's breakdown table at L (what the closures were made of), as leaderboard.md shows it."""
-    import gzip
-
+    from bench.report import read_records
     from bench.truth_tier import breakdown_jobs, breakdown_table
 
-    records = [json.loads(line) for line in gzip.decompress((EXAMPLES / run / "jobs.jsonl.gz").read_bytes())
-               .decode().splitlines() if line.strip()]
+    records = read_records(EXAMPLES / run / "jobs.jsonl.gz")
     order = list(pd.read_csv(EXAMPLES / run / "headline.csv")["method"])
     return breakdown_table(breakdown_jobs(records), L, order)
 
