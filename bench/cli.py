@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,compare,report,fit,data,list,sweep,perf}` — parsing and thin commands only.
+"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,sweep,perf}` — parsing and thin commands only.
 
 Planning lives in bench/plan.py, orchestration in bench/pipeline.py, rendering in bench/report.py and
 surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are
@@ -144,6 +144,35 @@ def _add_report(sub) -> None:
     report.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _add_budget(sub) -> None:
+    budget = sub.add_parser("budget", help="anytime curves: every method's score at a grid of model-evaluation "
+                            "budgets, on the surrogate and the truth tier (budget_curve.csv/.md/.png, report.html)",
+                            description="Runs every method at each budget (model evaluations per job, counted by "
+                            "the model protocol) with its own stopping rule lifted, so the budget is what stops it; "
+                            "writes the score against the measured evaluations. Synthetic data only (the truth "
+                            "tier needs the simulator).")
+    scale = budget.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="quick scale (minutes per budget)")
+    scale.add_argument("--scale", choices=sorted(PROFILES), default="quick", help="data scale (default: quick)")
+    budget.add_argument("--budgets", type=_csv, default=["1e3", "1e4", "1e5", "1e6"],
+                        help="model evaluations per job (default: 1e3,1e4,1e5,1e6)")
+    budget.add_argument("--tiers", type=_csv, default=["surrogate", "truth"],
+                        help="surrogate and/or truth (default: both)")
+    budget.add_argument("--surrogate", choices=("paired", "reference"), default=DEFAULT_SURROGATE,
+                        help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
+    budget.add_argument("--methods", type=_csv, help="methods (default: every default method)")
+    budget.add_argument("--cell-types", type=_csv, help="cell types (default: all with markers)")
+    budget.add_argument("--genes", type=_csv, help="genes (default: the first marker of each cell type)")
+    budget.add_argument("--L", type=int, default=10, help="subset size (default: 10)")
+    budget.add_argument("--budget-seconds", type=float, default=60.0,
+                        help="wall-time safety stop per job; a job it cuts is marked ᵗ (default: 60)")
+    budget.add_argument("--seed", type=int, default=0, help="simulator seed (tune on 1, report 0; default: 0)")
+    budget.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
+    budget.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
+    budget.add_argument("--out", type=Path, default=Path("results") / "budget", help="output folder")
+    _add_common_args(budget)
+
+
 def _add_sweep_and_perf(sub) -> None:
     sweep = sub.add_parser("sweep", help="run every method at increasing numbers of peaks under one budget")
     sweep.add_argument("--dims", type=_csv, default=["2000", "10000", "127219"],
@@ -166,12 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,compare,report,fit,data,list,sweep,perf}")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{run,compare,report,fit,data,list,budget,sweep,perf}")
     _add_run(sub)
     _add_compare(sub)
     _add_report(sub)
     _add_fit_and_data(sub)
     sub.add_parser("list", help="list the registered explainers with their metadata")
+    _add_budget(sub)
     _add_sweep_and_perf(sub)
     return parser
 
@@ -321,6 +352,26 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_budget(args) -> int:
+    from bench.budget import run_budget_curve
+
+    run_budget_curve("quick" if args.quick else args.scale, seed=args.seed, tiers=args.tiers,
+                     surrogate=args.surrogate, budgets=parse_floats(args.budgets), methods=args.methods,
+                     cell_types=args.cell_types, genes=args.genes, L=args.L, seconds=args.budget_seconds,
+                     cache_dir=args.cache_dir, device=args.device, out=args.out, progress=not args.no_progress)
+    print((args.out / "budget_curve.md").read_text())
+    print(f"wrote {args.out / 'budget_curve.csv'}, budget_curve.png and report.html in {args.out}")
+    return 0
+
+
+def parse_floats(values) -> list[float]:
+    """'1e3' → 1000.0; anything else is a UserError naming the value."""
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise UserError(f"--budgets takes numbers such as 1e3,1e4,1e5; got {','.join(values)}") from None
+
+
 def cmd_perf(args) -> int:
     from bench.perf import run_perf
 
@@ -331,7 +382,7 @@ def cmd_perf(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data,
-            "list": cmd_list, "sweep": cmd_sweep,
+            "list": cmd_list, "budget": cmd_budget, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

@@ -147,17 +147,23 @@ def long_table(records: list[dict]) -> pd.DataFrame:
     for c in metric_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
     replicate = ["surrogate_seed"] if "surrogate_seed" in jobs else []  # `--surrogate-seeds`: one more replicate
-    jobs = jobs.reindex(columns=ID_COLS + replicate + metric_cols + ["status", "error"])
+    jobs["effort"] = [",".join(i.get("effort", [])) if isinstance(i, dict) else ""
+                      for i in jobs.get("info", pd.Series([None] * len(jobs)))]
+    jobs = jobs.reindex(columns=ID_COLS + replicate + metric_cols + ["status", "effort", "error"])
     scored = [c for c in metric_cols if c not in CONTEXT_COLS]
     jobs.loc[jobs["status"].fillna("failed").isin(NO_NUMBERS), scored] = np.nan
     all_types = list(jobs["cell_type"].unique())
+    # every (cell type, gene) of an L that any method ran: what "a number for every job" is counted against
+    expected = {L: part[["cell_type", "gene"]].drop_duplicates() for L, part in jobs.groupby("L", sort=False)}
     rows = []
     for (method, L), part in jobs.groupby(["method", "L"], sort=False):
         per_type = []
         for ct, sub in part.groupby("cell_type", sort=False):
             row = {"method": method, "L": L, "cell_type": ct, "gene": "*", "seed": "*",
                    **dict.fromkeys(replicate, "*"),
-                   "status": status_summary(sub["status"]), "n_jobs": len(sub), "n_genes": sub["gene"].nunique()}
+                   "status": status_summary(sub["status"], sub["effort"]), "n_jobs": len(sub),
+                   "n_genes": sub["gene"].nunique(), "n_scored": _n_scored(sub),
+                   "n_expected": int((expected[L]["cell_type"] == ct).sum())}
             for c in metric_cols:  # replicates (seeds, surrogate seeds) of a gene are averaged first
                 per_gene = sub.groupby("gene")[c].mean()
                 row[c], row[f"{c}_stderr"] = _mean_se(per_gene)
@@ -167,13 +173,27 @@ def long_table(records: list[dict]) -> pd.DataFrame:
         avg = {"method": method, "L": L, "cell_type": "Avg", "gene": "*", "seed": "*",
                **dict.fromkeys(replicate, "*"), "n_jobs": len(part),
                "n_genes": int(part[["cell_type", "gene"]].drop_duplicates().shape[0]),
-               **_coverage(per_type, all_types, status_summary(part["status"]))}
+               "n_scored": _n_scored(part), "n_expected": len(expected[L]),
+               **_coverage(per_type, all_types, status_summary(part["status"], part["effort"]))}
         for c in metric_cols:
             type_means = pd.Series([r[c] for r in per_type])
             avg[c], avg[f"{c}_stderr"] = _mean_se(type_means)
             avg[f"{c}_ci95"] = INTERVAL.fn(type_means)[1]
         rows.append(avg)
     return pd.concat([jobs.assign(n_jobs=1, n_genes=1), pd.DataFrame(rows)], ignore_index=True)
+
+
+def _n_scored(part: pd.DataFrame) -> int:
+    """The (cell type, gene) jobs with a Rel Δ (replicates count once: a gene with any finished replicate)."""
+    have = part[np.isfinite(pd.to_numeric(part["rel_delta_pct"], errors="coerce"))] if "rel_delta_pct" in part \
+        else part.iloc[:0]
+    return int(have[["cell_type", "gene"]].drop_duplicates().shape[0])
+
+
+def complete(rows: pd.DataFrame) -> pd.Series:
+    """Per aggregated row: whether the method has a number for every job of its L (and cell type) — the only rows
+    that may be "best" (headline order, bold cells, the discrimination baseline)."""
+    return rows["n_scored"].fillna(0).astype(int) >= rows["n_expected"].fillna(0).astype(int)
 
 
 def _coverage(per_type: list[dict], all_types: list[str], status: str) -> dict:
@@ -194,13 +214,17 @@ def _mean_se(values: pd.Series) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
 
 
-def status_summary(statuses: pd.Series) -> str:
-    """'ok' when every job is ok, else e.g. 'budget_exceeded 2/3, failed 1/3'."""
+def status_summary(statuses: pd.Series, effort: pd.Series | None = None) -> str:
+    """'ok' when every job is ok with full effort, else e.g. 'budget_exceeded 2/3, failed 1/3' followed by the
+    reduced-effort flags (methods/base.py `EFFORT_FLAGS`), e.g. '; effort: fewer_cells 3/3'."""
     counts = statuses.fillna("failed").value_counts()
     n = int(counts.sum())
-    if counts.get("ok", 0) == n:
-        return "ok"
-    return ", ".join(f"{s} {int(k)}/{n}" for s, k in counts.items() if s != "ok")
+    text = "ok" if counts.get("ok", 0) == n else ", ".join(f"{s} {int(k)}/{n}" for s, k in counts.items() if s != "ok")
+    flags = pd.Series([f for e in (effort if effort is not None else []) if isinstance(e, str) and e
+                       for f in e.split(",")], dtype=object).value_counts()
+    if len(flags):
+        text += "; effort: " + ", ".join(f"{f} {int(k)}/{n}" for f, k in flags.items())
+    return text
 
 
 def control_methods(methods) -> set[str]:
@@ -217,7 +241,8 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
     `DISCRIMINATION_COLS`; one row per method with a finished job, the best's own row included).
 
     best = argmin (argmax for an ↑ metric) of the `Avg` rows of `long_table` over methods not in `controls`
-    (default: the registry's `is_baseline` flags). Over the (cell type, gene) jobs where both have a value (seeds
+    (default: the registry's `is_baseline` flags) that have a number for every job of that L (`complete`: a method
+    whose other jobs failed or had no estimate would be compared on its easy half). Over the (cell type, gene) jobs where both have a value (seeds
     and surrogate seeds averaged first: replicates are not independent jobs),
     d_j = metric_m,j − metric_best,j; mean_diff = mean d, ci = mean ± t_{0.975, n−1} · sd(d, ddof=1) / √n (NaN
     for n < 2); n_better / n_worse count jobs where m beats / trails the best by more than `TIE_TOL`, the rest tie.
@@ -230,8 +255,10 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
     jobs, avg = long[long["gene"] != "*"], long[long["cell_type"] == "Avg"]
     rows = []
     for L in sorted(long["L"].unique()):
-        means = avg[avg["L"] == L].set_index("method")[metric]
-        candidates = {m: v for m, v in means.items() if m not in controls and np.isfinite(v)}
+        at_L = avg[avg["L"] == L]
+        means = at_L.set_index("method")[metric]
+        full = set(at_L["method"][complete(at_L)]) if "n_scored" in at_L else set(means.index)
+        candidates = {m: v for m, v in means.items() if m not in controls and m in full and np.isfinite(v)}
         if not candidates:
             continue
         best = (max if hib else min)(candidates, key=candidates.get)
@@ -343,7 +370,7 @@ def runtime_table(long: pd.DataFrame, methods: list[str], tablefmt: str = "githu
         for L, sub in jobs[jobs["method"] == m].groupby("L"):
             body.append([m, L, f"{sub['seconds'].mean():.2f}", f"{sub['seconds'].max():.2f}",
                          f"{sub['peak_rss_mb'].max():.0f}" if "peak_rss_mb" in sub and sub["peak_rss_mb"].notna().any()
-                         else "—", status_summary(sub["status"])])
+                         else "—", status_summary(sub["status"], sub.get("effort"))])
     return render(body, ["Method", "L", "mean s/job", "max s/job", "peak RSS MiB", "status"], tablefmt)
 
 

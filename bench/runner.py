@@ -5,6 +5,8 @@ sweep (bench/sweep.py). It never raises for a method's failure: an exception or 
 status `failed` with the error. Every result carries the same measured fields (`JobResult`):
 
 * `explain_seconds` — wall time of the method's `explain` call;
+* `info["evaluations"]` — the model evaluations (cells through the model's output, forward) `explain` made, counted
+  by the protocol (`surrogates.protocol.CountingModel`), whatever the method's own bookkeeping (`info["samples"]`);
 * `seconds` — wall time of the whole task: explain, validation and the evaluation of every L it serves;
 * `peak_rss_mb` — peak resident memory (RSS) of the process during `explain`, in MiB, absolute;
 * `rss_increase_mb` — that peak minus the RSS just before `explain`. With `settle_memory` (the sweep, whose
@@ -32,6 +34,7 @@ from bench.memory import PeakRSS, release_freed_memory
 from methods import registry
 from methods.base import Budget
 from surrogates.model import torch_threads
+from surrogates.protocol import CountingModel
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +110,14 @@ def _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory) ->
     mem, t0, explained = PeakRSS(), time.perf_counter(), None
     try:
         explainer = make_explainer(first.method, first.seed, budget, params, data, first.cell_type, truth)
+        counted = CountingModel(model)  # the protocol's count of model evaluations, the same unit for every method
         with mem, model.evaluating():  # eval mode for every method, restored even if it raises
             try:
-                expl = explainer.explain(model, data.cells(first.cell_type, "train"), first.gene, L_max)
+                expl = explainer.explain(counted, data.cells(first.cell_type, "train"), first.gene, L_max)
             finally:  # a method that raised is still timed and measured
                 explained = time.perf_counter()
         expl.check(data.n_peaks, L_max)
-        info = _jsonable(expl.info)
+        info = {**_jsonable(expl.info), "evaluations": counted.evaluations}
         if expl.status == "no_estimate" and _cut_by_time(info, budget):
             info["cut_by_time"] = True  # not the method's answer on a faster machine: the cache retries it
         if len(jobs) > 1:

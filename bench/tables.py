@@ -25,8 +25,13 @@ from tabulate import tabulate
 
 from bench.metrics import INTERVAL, METRICS
 
-# footnote marks for jobs that did not end ok, and for controls
+# footnote marks for jobs that did not end ok, for reduced effort (methods/base.py EFFORT_FLAGS), and for controls
 STATUS_MARKS = {"budget_exceeded": "ᵇ", "time_limit": "ᵗ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}
+EFFORT_MARKS = {"fewer_cells": "ᶜ", "filled": "⁺", "partial_pass": "ᵖ"}
+EFFORT_TEXT = {"fewer_cells": "some jobs explained fewer cells than the method's default",
+               "filled": "some jobs filled part of their L peaks from a fallback ranking",
+               "partial_pass": "some jobs stopped before a first full pass (GRIDS: not every slot visited; SAGE: "
+                               "groups not refined to single peaks)"}
 CONTROL_MARK = "†"
 MISSING_MARK = "ᵐ"  # an Avg over fewer cell types than the table has (its status names them)
 MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
@@ -100,10 +105,18 @@ def _marks(statuses: pd.Series, control: bool) -> str:
     found, missing = set(), False
     for summary in statuses.dropna():
         counts, _, names = summary.partition("missing cell types:")  # cell-type names never count as statuses
-        found |= set(re.findall(r"[a-z_]+", counts)) & set(STATUS_MARKS)
+        found |= set(re.findall(r"[a-z_]+", counts)) & (set(STATUS_MARKS) | set(EFFORT_MARKS))
         missing |= bool(names)
     return ((CONTROL_MARK if control else "") + "".join(STATUS_MARKS[s] for s in STATUS_MARKS if s in found)
-            + (MISSING_MARK if missing else ""))
+            + "".join(EFFORT_MARKS[s] for s in EFFORT_MARKS if s in found) + (MISSING_MARK if missing else ""))
+
+
+def _complete(rows: pd.DataFrame) -> pd.Series:
+    """Whether each aggregated row has a number for every job of its L and cell type (report.complete's rule; rows
+    without the coverage columns count as complete)."""
+    if "n_scored" not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows["n_scored"].fillna(0).astype(int) >= rows["n_expected"].fillna(0).astype(int)
 
 
 def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -134,10 +147,17 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
         row["seconds_per_job"] = float(np.nanmean(part["seconds"])) if "seconds" in part else np.nan
         row["n_cell_types"] = int(part["n_cell_types"].max()) if "n_cell_types" in part else 0
         row["status"] = "; ".join(f"L={L}: {s}" for L, s in part["status"].items() if s != "ok") or "ok"
+        last = part.loc[[Ls[-1]]] if Ls[-1] in part.index else part.iloc[:0]
+        row["complete"] = bool(len(last)) and bool(_complete(last).all())
+        row["coverage"] = (f"{int(last['n_scored'].iloc[0])}/{int(last['n_expected'].iloc[0])}"
+                           if len(last) and "n_scored" in last else "")
         rows.append(row)
     table = pd.DataFrame(rows)
+    # best first among methods with a number for every job of the largest L; the others after them, never "best"
     key = table[f"rel_delta_pct@{Ls[-1]}"].fillna(np.inf)
-    return table.assign(_key=key).sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
+    return (table.assign(_incomplete=~table["complete"], _key=key)
+            .sort_values(["_incomplete", "_key"], kind="stable").drop(columns=["_incomplete", "_key"])
+            .reset_index(drop=True))
 
 
 def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
@@ -155,6 +175,9 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     if "jaccard" in table:
         headers.append("Jaccard")
     headers.append("s/job")
+    partial = "complete" in table and not table["complete"].all()
+    if partial:
+        headers.append(f"jobs with a number L={Ls[-1]}")
     body = []
     rel = METRICS["rel_delta_pct"]
     for r in table.to_dict("records"):
@@ -171,8 +194,15 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         if "jaccard" in table:
             line.append(f"{r['jaccard']:.2f}" if np.isfinite(r["jaccard"]) else "—")
         line.append(f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"]) else "—")
+        if partial:
+            line.append(r["coverage"])
         body.append(line)
     notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better). {INTERVAL.description}"]
+    if partial:
+        notes.append(f"Only methods with a number for every job at L = {Ls[-1]} are ranked first; the rows after them "
+                     "(fewer jobs with a number: the rest failed or had no estimate) are listed by the same number "
+                     "but are never the best here, in bold or in the discrimination tables: an average over the "
+                     "jobs a method managed is not comparable with one over every job.")
     if len(Ls) > MAX_HEADLINE_LS:
         notes.append("AUC: the mean Rel Δ over the L grid, i.e. the trapezoid area under Rel Δ vs log L divided by "
                      "log(L_max / L_min), so each doubling of L weighs the same. Every L is in the detail tables and "
@@ -187,11 +217,13 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     used = set("".join(table["marks"]))
     legend = {CONTROL_MARK: "control (bounds the scale; ranked here, but never bold or the best in the detail "
                             "tables)", **{m: f"some jobs {s}" for s, m in STATUS_MARKS.items()},
+              **{m: EFFORT_TEXT[f] for f, m in EFFORT_MARKS.items()},
               MISSING_MARK: "the Avg covers fewer cell types than the table (no numbers in the others; the status "
                             "names them)"}
     marks = [f"{m} {text}" for m, text in legend.items() if m in used]
     if marks:  # only status marks have counts to point at
-        counts = " (counts under Runtime and status)" if used & (set(STATUS_MARKS.values()) | {MISSING_MARK}) else ""
+        counts = (" (counts under Runtime and status)"
+                  if used & (set(STATUS_MARKS.values()) | set(EFFORT_MARKS.values()) | {MISSING_MARK}) else "")
         notes.append("Marks: " + "; ".join(marks) + counts + ".")
     return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
 
@@ -206,7 +238,7 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
     """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns (each headed
     with its n: genes, or cell types for Avg), each cell the mean in the metric's unit (± 95 % CI from
     `MIN_FOR_INTERVAL` values on) with the status marks of its jobs; the best non-control of each column (by the
-    metric's direction) in bold. `long` is `report.long_table` (its aggregate rows; a skewed metric's cells are
+    metric's direction) in bold, among the methods with a number for every job of that column. `long` is `report.long_table` (its aggregate rows; a skewed metric's cells are
     medians of its job rows: a cell type's over its genes, Avg's over every gene, with the IQR)."""
     part = long[(long["L"] == L) & (long["gene"] == "*")]
     spec = METRICS[metric]
@@ -225,10 +257,12 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
     if spec.skewed:  # the last column is the median over every gene, not an average of cell types
         n_of["Avg"] = int(per_gene.groupby(level="method").count().max()) if len(per_gene) else 0
     status = part.set_index(["method", "cell_type"])["status"]
+    full = part[_complete(part)].set_index(["method", "cell_type"]).index
     best = {}
     if spec.higher_is_better is not None:
         for ct in cell_types:
             col = wide[ct].drop(index=list(controls), errors="ignore").dropna() if ct in wide else pd.Series(dtype=float)
+            col = col[[(m, ct) in full for m in col.index]]  # only a method with a number for every job there
             if len(col):
                 best[ct] = col.idxmax() if spec.higher_is_better else col.idxmin()
     body = []

@@ -114,5 +114,6 @@ class MeanAttribution(Explainer):
         if used == 0:  # all-zero scores would return peaks 0..L-1 as if they were a ranking
             return Explanation.no_estimate({**info, "no_estimate_reason": "no cell attributed within the budget"})
         peaks = top_l(scores, L)
-        return Explanation(peaks=peaks, scores=scores[peaks], status=clock.stop_status() if out_of_budget else "ok",
+        expl = Explanation(peaks=peaks, scores=scores[peaks], status=clock.stop_status() if out_of_budget else "ok",
                            info=info)
+        return expl.flag("fewer_cells") if used < data.n_cells else expl  # the default averages every cell

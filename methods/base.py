@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 # the harness).
 STATUSES = ("ok", "budget_exceeded", "time_limit", "not_converged", "no_estimate", "failed")
 
+# Reduced effort, independent of the status (a job can be `ok` and still have explained fewer cells than the method's
+# default): a method lists what applies in `info["effort"]`, and the tables mark it.
+# fewer_cells: explained or trained on fewer cells than its own defaults would (a profile's cap, or a budget cut);
+# filled: some of the L peaks come from a fallback ranking (open frequency, a gradient ranking), not from the
+# method's own scores; partial_pass: stopped before its first full pass (GRIDS before visiting every slot once,
+# SAGE before refining its groups down to single peaks).
+EFFORT_FLAGS = ("fewer_cells", "filled", "partial_pass")
+
 
 @dataclass
 class Explanation:
@@ -43,6 +51,15 @@ class Explanation:
     def no_estimate(cls, info: dict[str, Any]) -> "Explanation":
         """The result of a method whose budget ended before its first real estimate: status `no_estimate`, no peaks."""
         return cls(peaks=np.empty(0, dtype=np.int64), status="no_estimate", info=info)
+
+    def flag(self, *flags: str) -> "Explanation":
+        """Add reduced-effort flags (`EFFORT_FLAGS`) to `info["effort"]`; returns self."""
+        unknown = set(flags) - set(EFFORT_FLAGS)
+        if unknown:
+            raise ValueError(f"unknown effort flag(s) {sorted(unknown)}; known: {EFFORT_FLAGS}")
+        have = list(self.info.get("effort", []))
+        self.info["effort"] = have + [f for f in flags if f not in have]
+        return self
 
     def check(self, n_peaks: int, L: int) -> None:
         """Raise unless the explanation is L distinct valid peak indices, or `no_estimate` with no peaks (anything
@@ -104,6 +121,18 @@ class Explainer(abc.ABC):
         self.seed = seed
         self.budget = budget or Budget()
         self.progress = progress
+
+    @classmethod
+    def default(cls, name: str):
+        """The constructor's default value of parameter `name` (what "fewer cells than its default" compares
+        against)."""
+        import inspect
+
+        for klass in cls.__mro__:  # the first class whose __init__ names it (subclasses pass **kwargs up)
+            param = inspect.signature(klass.__init__).parameters.get(name) if "__init__" in vars(klass) else None
+            if param is not None and param.default is not inspect.Parameter.empty:
+                return param.default
+        raise KeyError(f"{cls.__name__} has no parameter {name!r} with a default")
 
     @abc.abstractmethod
     def explain(self, model: "ExplainedModel", data: "MultiomeData", gene: str, L: int) -> Explanation:

@@ -178,7 +178,7 @@ class UNet1d(nn.Module):
 
 
 @register("cxplain", paper="Schwab & Karlen, CXPlain", year=2019, kind="explanation model",
-          needs_gradients=False, ranking=True, version=2)
+          needs_gradients=False, ranking=True, version=3)
 class CXPlain(Explainer):
     """CXPlain: a 1-D U-net explanation model trained on Granger-causal window attributions (KL objective)."""
 
@@ -237,8 +237,9 @@ class CXPlain(Explainer):
                 {**info, "no_estimate_reason": self._no_estimate_reason(n_done, len(fit_cells), len(has_target))})
         peak_score = self._mean_attribution(net, counts, bs, model.device)[win]
         peaks = top_l(peak_score, L, tiebreak=open_frequency(X))
-        return Explanation(peaks=peaks, scores=peak_score[peaks], status="time_limit" if stopped else status,
+        expl = Explanation(peaks=peaks, scores=peak_score[peaks], status="time_limit" if stopped else status,
                            info={**info, "final_kl": trace[-1], "kl_trace": trace[:: max(1, len(trace) // 50)]})
+        return expl.flag("fewer_cells") if n_done < n_cells else expl  # the default fits every training cell
 
     def _fit(self, counts, omega, has_target, bs: int, rng, clock: BudgetClock, dev, gene: str):
         """Train the U-net on the cells with a Granger target (KL objective, Adam) → (model, mean KL per finished

@@ -28,6 +28,11 @@ the same peaks either way).
 
 Default steps follow the paper (500 for L = 10, 5,000 for L = 128; min(5000, max(500, 50 L)) in general).
 The final subset is ordered by each peak's leave-one-out contribution on all training cells.
+A run cut (by its budget, or `steps` < L) before it has visited every slot once would keep the random start in
+the slots it never reached — peaks no method chose. Those slots are filled instead with the top of the last step's
+gradient ranking (eq. 4 gains, excluding the visited slots' peaks), and the job is flagged `partial_pass` and
+`filled` (info: slots_visited, filled_from_gradient). A deviation from the paper's random start that applies only
+to cut runs: a run that visits every slot (every profile's default: steps ≥ L) is unchanged.
 Paper: Liu, Xu, Riffle, Duan, Min & Zhang, "Understanding Transcriptional Regulatory Redundancy by Learnable
 Global Subset Perturbations", ACML 2024 (PMLR 260, 2025); preprint title "Learnable Subset Perturbations for
 Understanding Transcriptional Regulatory Redundancy".
@@ -75,7 +80,7 @@ def subset_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float
 
 
 @register("grids", paper="Liu et al., Learnable Subset Perturbations for Understanding Transcriptional "
-          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=2)
+          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=3)
 class Grids(Explainer):
     """GRIDS: gradient-guided coordinate descent on the joint closure of L peaks."""
 
@@ -133,6 +138,7 @@ class Grids(Explainer):
             loss, cand_loss = search.swap_losses(batch, state, r, old, cand, per_cell, y0, genes)
             clock.spend(len(cells) * (k + 1))
             best = int(torch.argmin(cand_loss))
+            last_gain = gain
             if float(cand_loss[best]) < loss - 1e-12:
                 new = int(cand[best])
                 in_r[old], in_r[new] = False, True
@@ -148,15 +154,22 @@ class Grids(Explainer):
             return Explanation.no_estimate({"steps": 0, "steps_planned": steps, "seconds": clock.seconds,
                                             "samples": clock.samples,
                                             "no_estimate_reason": "budget ended before the first step"})
+        visited = min(len(history), L)
+        if visited < L:  # slots never visited still hold random-start peaks: take the last step's gradient ranking
+            keep = torch.zeros(n_peaks, dtype=torch.bool, device=dev)
+            keep[torch.as_tensor(r[:visited], device=dev)] = True
+            r[visited:] = torch.topk(last_gain.masked_fill(keep, -torch.inf), L - visited).indices.cpu().numpy()
         scores = search.leave_one_out(r)
         order = np.argsort(-scores, kind="stable")
-        return Explanation(
+        expl = Explanation(
             peaks=r[order], scores=scores[order], status=status,
             info={"steps": len(history), "steps_planned": steps, "swaps": swaps, "final_loss": history[-1],
                   "loss_trace": history[:: max(1, len(history) // 50)], "seconds": clock.seconds,
                   "samples": clock.samples, "objective": self.objective,
-                  "path": "embedding bags" if bags else "generic"},
+                  "path": "embedding bags" if bags else "generic", "slots_visited": visited,
+                  "filled_from_gradient": L - visited},
         )
+        return expl.flag("partial_pass", "filled") if visited < L else expl
 
     def _gene_sample(self, n_genes: int, gi: int, rng) -> torch.Tensor | None:
         """This step's genes to score on: the target (first) and `off_target_genes` others drawn uniformly without

@@ -58,7 +58,7 @@ def exponential_kernel(width: float):
 
 
 @register("lime", paper="Ribeiro et al., Why Should I Trust You?", year=2016, kind="local→global",
-          needs_gradients=False, version=1)
+          needs_gradients=False, version=2)
 class Lime(Explainer):
     """LIME: sparse local linear models around cells (lime's LimeBase), aggregated by submodular pick."""
 
@@ -124,8 +124,11 @@ class Lime(Explainer):
         if not rows:  # not one local explanation: an open-frequency ranking would not be LIME's answer
             return Explanation.no_estimate({**info, "no_estimate_reason": "no cell explained within the budget"})
         peaks, scores, picks, filled = self._aggregate(rows, L, n_peaks, open_frequency(X))
-        return Explanation(peaks=peaks, scores=scores, status=status,
+        expl = Explanation(peaks=peaks, scores=scores, status=status,
                            info={**info, "submodular_picks": picks, "peaks_filled_by_open_frequency": filled})
+        if len(rows) < min(self.default("n_cells"), n_cells):  # a profile's cap or the budget: fewer local models
+            expl.flag("fewer_cells")
+        return expl.flag("filled") if filled else expl
 
     @torch.no_grad()
     def _neighbourhood(self, model, gi: int, x_row, cell_type: str, open_peaks, rng, chunk: int = 256):

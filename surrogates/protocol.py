@@ -158,6 +158,33 @@ def without_fast_paths(model) -> _GenericView:
     return _GenericView(model)
 
 
+class CountingModel:
+    """`model` with every call that produces outputs counted: `evaluations` is the number of cells (rows) that went
+    through `predict`, `dense`, `head` (the fast path's output layers) or an own `cell_state`, forward. It is the
+    one unit of effort every method shares, whatever path it takes (bench/budget.py's anytime curves read it): a
+    GRIDS step scoring 32 candidate closures on 64 cells is 64 · 33 evaluations; a SmoothGrad cell with 10 noisy
+    copies is 10. A backward pass is not counted apart (it costs about two forwards, on the cells already counted).
+    Everything else — fast paths included — passes through unchanged, so the explainer's answer is the same."""
+
+    _COUNTED = ("predict", "dense", "head", "cell_state")
+
+    def __init__(self, model):
+        self._model = model
+        self.evaluations = 0
+
+    def __getattr__(self, name):
+        value = getattr(self._model, name)
+        if name not in self._COUNTED or not callable(value):
+            return value
+
+        def counted(*args, **kwargs):
+            out = value(*args, **kwargs)
+            self.evaluations += int(out.shape[0]) if hasattr(out, "shape") and len(out.shape) else 0
+            return out
+
+        return counted
+
+
 # ---------------------------------------------------------------------------------------------- generic helpers
 def cell_types_of(cells) -> np.ndarray:
     """The cell type of each row of a `MultiomeData` (view), as strings: what `cell_types=` takes."""

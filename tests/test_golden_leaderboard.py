@@ -59,7 +59,7 @@ TOLERANCE = {
 
 
 def _comparable(frame: pd.DataFrame) -> pd.DataFrame:
-    drop = [c for c in frame.columns if c.removesuffix("_stderr") in MEASURED]
+    drop = [c for c in frame.columns if c.removesuffix("_stderr").removesuffix("_ci95") in MEASURED]
     return frame.drop(columns=drop).sort_values(ID_COLS).reset_index(drop=True)
 
 

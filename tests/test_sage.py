@@ -93,3 +93,36 @@ def test_harness_records_a_no_estimate_job_without_metrics():
     e = Sage(batch_size=16, thresh=1e-6, budget=Budget(samples=1000)).explain(p.surrogate, p.train, TARGET, 10)
     e.check(p.surrogate.n_peaks, 10)
     assert e.status == "not_converged" and e.info["stopped_by"] == "budget" and e.info["permutations"] > 0
+
+
+def test_refinement_ranks_peaks_by_their_own_values():
+    """Windows of 10 peaks: the group stage finds STRONG's window, the peak game ranks STRONG first by its own
+    value (the other peaks of the window get theirs, not the window's)."""
+    p = toy_problem()
+    e = Sage(window=10, batch_size=16, budget=Budget(seconds=30, samples=400_000)).explain(p.surrogate, p.train,
+                                                                                       TARGET, 3)
+    e.check(p.surrogate.n_peaks, 3)
+    assert e.info["refined_to"] == "peaks" and e.peaks[0] == STRONG
+    assert e.info["refinement"]["players"] >= 16 and "effort" not in e.info
+    assert e.scores[0] > e.scores[1]  # peak-level values, not one value per window
+
+
+def test_refinement_cut_by_the_budget_is_flagged():
+    p = toy_problem()
+    e = Sage(window=10, batch_size=8, thresh=1e-9, coarse_share=1.0,
+             budget=Budget(seconds=30, samples=500)).explain(p.surrogate, p.train, TARGET, 3)
+    assert e.status == "not_converged" and e.info["refined_to"] == "groups"
+    assert e.info["effort"] == ["partial_pass"]
+
+
+def test_refinement_players_and_ranking_by_hand():
+    from methods.sage_method import rank_by, refinement_players
+
+    groups = [np.array([0, 1, 2]), np.array([3, 4, 5]), np.array([6, 7])]
+    freq = np.array([1, 0, 2, 5, 5, 0, 1, 1], dtype=float)
+    # group 1 is best (open peaks 3, 4), then group 0 (open 0, 2): 4 players reach at_least=3
+    np.testing.assert_array_equal(refinement_players(np.array([0.2, 0.9, 0.1]), groups, freq, 3), [0, 2, 3, 4])
+    level = np.array([1, 0, 1, 1, 1, 0, 0, 0])
+    value = np.array([0.5, 0.2, 0.7, 0.1, 0.1, 0.9, 0.1, 0.1])
+    # refined first by value (2, 0, then 3 and 4 tie: 3 by index), then the rest by value, ties by open frequency
+    np.testing.assert_array_equal(rank_by(level, value, freq), [2, 0, 3, 4, 5, 1, 6, 7])
