@@ -132,8 +132,13 @@ def _problem(record, job: Job, versions: dict) -> str | None:
 
 def _retried(record: dict) -> bool:
     """A record that is not the method's deterministic answer: it failed, or the wall-time safety stop cut it
-    (`time_limit`, or `no_estimate` because the clock ran out first; bench/runner.py marks those)."""
-    return record["status"] in RETRIED or bool((record.get("info") or {}).get("cut_by_time"))
+    (`time_limit`, or `no_estimate` because the clock ran out first; bench/runner.py marks those), or its budget
+    cut it before the runner counted evaluations (no `info.evaluations`): a cut run is where the effort flags and
+    GRIDS's gradient fill of unvisited slots change what a method returns, so such a record is computed again
+    instead of bumping the versions of methods whose uncut answers did not change."""
+    info = record.get("info") or {}
+    return (record["status"] in RETRIED or bool(info.get("cut_by_time"))
+            or (record["status"] == "budget_exceeded" and "evaluations" not in info))
 
 
 def _hash(obj) -> str:

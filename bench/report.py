@@ -408,7 +408,7 @@ def report_data(records: list[dict], methods: list[str]) -> dict:
     long = long_table(records)
     agg = long[long["gene"] == "*"]
     controls = control_methods(long["method"].unique())
-    head = headline(agg, controls, selection_stability(records))
+    head = headline(agg, controls, selection_stability(records), jobs=long[long["gene"] != "*"])
     order = [m for m in head["method"] if m in set(methods)] + [m for m in head["method"] if m not in set(methods)]
     failed = long[(long["gene"] != "*") & (long["status"] == "failed")]
     return {"long": long, "agg": agg, "headline": head, "Ls": sorted(int(L) for L in long["L"].unique()),

@@ -178,7 +178,7 @@ class UNet1d(nn.Module):
 
 
 @register("cxplain", paper="Schwab & Karlen, CXPlain", year=2019, kind="explanation model",
-          needs_gradients=False, ranking=True, version=3)
+          needs_gradients=False, ranking=True, version=2)
 class CXPlain(Explainer):
     """CXPlain: a 1-D U-net explanation model trained on Granger-causal window attributions (KL objective)."""
 

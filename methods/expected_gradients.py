@@ -42,7 +42,7 @@ class _Column(nn.Module):
 
 @register("expected-gradients", paper="Erion et al., Improving performance of deep learning models with axiomatic "
           "attribution priors and expected gradients", year=2021, kind="local→global", needs_gradients=True,
-          code_url="https://github.com/shap/shap", ranking=True, needs_background=True, version=2)
+          code_url="https://github.com/shap/shap", ranking=True, needs_background=True, version=1)
 class ExpectedGradients(MeanAttribution):
     """Expected Gradients (shap GradientExplainer) against the other cell types, mean over cells → top L."""
 

@@ -80,7 +80,7 @@ def subset_objective(y_r: torch.Tensor, y0: torch.Tensor, gene: int, beta: float
 
 
 @register("grids", paper="Liu et al., Learnable Subset Perturbations for Understanding Transcriptional "
-          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=3)
+          "Regulatory Redundancy", year=2024, kind="subset search", needs_gradients=True, version=2)
 class Grids(Explainer):
     """GRIDS: gradient-guided coordinate descent on the joint closure of L peaks."""
 

@@ -13,7 +13,7 @@ from methods.registry import register
 
 
 @register("grids-mean", paper="Liu et al. (released reference code objective)", year=2024, kind="subset search",
-          needs_gradients=True, in_default=False, version=3)
+          needs_gradients=True, in_default=False, version=2)
 class GridsMean(Grids):
     """GRIDS minimising the mean predicted target expression (reference-code objective)."""
 

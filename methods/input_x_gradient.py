@@ -22,7 +22,7 @@ from methods.registry import register
 
 
 @register("input-x-gradient", paper="Shrikumar et al., Not Just a Black Box", year=2016,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=2)
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=1)
 class InputXGradient(MeanAttribution):
     """Input × Gradient: mean signed x · ∂ŷ/∂x over training cells (first-order suppression) → top L."""
 

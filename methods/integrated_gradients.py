@@ -24,7 +24,7 @@ from methods.registry import register
 
 
 @register("integrated-gradients", paper="Sundararajan et al., Axiomatic Attribution for Deep Networks", year=2017,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=2)
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=1)
 class IntegratedGradients(MeanAttribution):
     """Integrated Gradients from the all-closed baseline (captum), mean over training cells → top L."""
 

@@ -58,7 +58,7 @@ def exponential_kernel(width: float):
 
 
 @register("lime", paper="Ribeiro et al., Why Should I Trust You?", year=2016, kind="local→global",
-          needs_gradients=False, version=2)
+          needs_gradients=False, version=1)
 class Lime(Explainer):
     """LIME: sparse local linear models around cells (lime's LimeBase), aggregated by submodular pick."""
 

@@ -23,7 +23,7 @@ from methods.registry import register
 
 
 @register("saliency", paper="Simonyan et al., Deep Inside Convolutional Networks", year=2014,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=2)
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=1)
 class Saliency(MeanAttribution):
     """Saliency: mean absolute gradient over training cells, all peaks → top L."""
 

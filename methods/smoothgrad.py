@@ -23,7 +23,7 @@ from methods.registry import register
 
 
 @register("smoothgrad", paper="Smilkov et al., SmoothGrad: removing noise by adding noise", year=2017,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=2)
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=1)
 class SmoothGrad(MeanAttribution):
     """SmoothGrad: noise-averaged absolute gradients over training cells, all peaks → top L."""
 

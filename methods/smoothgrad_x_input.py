@@ -17,7 +17,7 @@ from methods.smoothgrad import SmoothGrad
 
 
 @register("smoothgrad-x-input", paper="Smilkov et al., SmoothGrad: removing noise by adding noise", year=2017,
-          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=2)
+          kind="local→global", needs_gradients=True, code_url="https://captum.ai", ranking=True, version=1)
 class SmoothGradXInput(SmoothGrad):
     """SmoothGrad × input: clean input times noise-averaged signed gradients, mean over cells → top L."""
 

@@ -201,3 +201,18 @@ def test_swap_losses_equal_rescoring_every_cell(genes):
             assert float(losses[j]) == pytest.approx(float(full), rel=1e-5)
         if slot == 2:
             assert float(losses[2]) == incumbent  # never-open for never-open: no cell changes, exactly equal
+
+
+def test_a_run_cut_before_every_slot_is_visited_keeps_no_random_start_peaks():
+    """L − 1 steps: the last slot is never visited. It is filled from the gradient ranking (flagged partial_pass
+    and filled) instead of keeping its random-start peak."""
+    m, d = redundant_pair_model(), cells_with_all_open()
+    L = 4
+    e = Grids(steps=L - 1, batch_size=16, seed=0).explain(m, d, "target", L)
+    e.check(m.n_peaks, L)
+    start = np.random.default_rng(0).choice(m.n_peaks, size=L, replace=False)  # GRIDS's random start (seed 0)
+    assert start[-1] not in e.peaks  # the unvisited slot's random peak is gone
+    assert e.info["slots_visited"] == L - 1 and e.info["filled_from_gradient"] == 1
+    assert e.info["effort"] == ["partial_pass", "filled"] and e.status == "ok"
+    full = Grids(steps=L, batch_size=16, seed=0).explain(m, d, "target", L)
+    assert "effort" not in full.info and full.info["filled_from_gradient"] == 0

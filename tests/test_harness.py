@@ -178,3 +178,11 @@ def test_the_wall_time_stop_is_not_part_of_the_key_but_a_job_it_cut_is_retried(t
     done = _grid(tmp_path, budget=Budget(seconds=100.0))
     assert _reused(done) == [] and {r["status"] for r in done} == {"ok"}
     assert len(_reused(_grid(tmp_path, budget=Budget(seconds=200.0)))) == 4
+
+
+def test_budget_cut_records_from_before_evaluation_counting_are_computed_again():
+    from bench.harness import _retried
+
+    assert _retried({"status": "budget_exceeded", "info": {"steps": 3}})  # GRIDS cut before the gradient fill
+    assert not _retried({"status": "budget_exceeded", "info": {"steps": 3, "evaluations": 6336}})
+    assert not _retried({"status": "ok", "info": {}})  # an uncut answer did not change

@@ -272,3 +272,21 @@ def test_a_bare_protocol_object_runs_uncached_and_reports(tiny, tmp_path):
                      cache_dir=cache, out=tmp_path / "bare", progress=False)
     assert all(r["status"] == "ok" and not r.get("cached") for r in long.attrs["records"])
     assert "no cache key" in (tmp_path / "bare" / "leaderboard.md").read_text()
+
+
+def test_counting_model_counts_rows_through_the_outputs_and_changes_no_answer():
+    from methods.saliency import Saliency
+    from surrogates.protocol import AdditiveHidden, CountingModel, fast_path
+    from tests.toy_models import TARGET, toy_problem
+
+    p = toy_problem()
+    counted = CountingModel(p.surrogate)
+    assert fast_path(counted, AdditiveHidden) is counted  # fast paths pass through
+    counted.predict(p.train.atac, genes=[TARGET])
+    assert counted.evaluations == p.train.n_cells
+    batch = counted.sparse_batch(p.train.atac[:5])
+    counted.head(counted.first_hidden(batch))  # intermediate layers are not counted, the output is
+    assert counted.evaluations == p.train.n_cells + 5
+    e = Saliency().explain(counted, p.train, TARGET, 3)
+    assert counted.evaluations == 2 * p.train.n_cells + 5  # one dense pass per cell
+    np.testing.assert_array_equal(e.peaks, Saliency().explain(p.surrogate, p.train, TARGET, 3).peaks)

@@ -252,3 +252,37 @@ def test_the_header_names_the_machine_and_a_rendering_from_records():
     assert "rendered again" not in text
     again = leaderboard_header({**facts, "rendered_from": "by hand"})
     assert "rendered again from the run's records (by hand)." in again
+
+
+def test_a_method_with_half_its_jobs_missing_is_never_best():
+    """h finishes 2 of 4 jobs, with the lowest Rel Δ on them; a finishes all 4. Best (headline order, bold cell,
+    discrimination baseline) is a; h is listed after it with its coverage."""
+    from bench.tables import headline, headline_markdown
+
+    status = {("h", 2): "no_estimate", ("h", 3): "failed"}
+    long = long_table(records({"a": [-10, -20, -30, -40], "h": [-90, -95, -1, -1]}, status=status))
+    avg = long[long["cell_type"] == "Avg"].set_index("method")
+    assert avg.loc["h", "rel_delta_pct"] == pytest.approx(-92.5)  # lower than a's −25 over the jobs it managed
+    assert (avg.loc["h", "n_scored"], avg.loc["h", "n_expected"], avg.loc["a", "n_scored"]) == (2, 4, 4)
+    disc = discrimination(long, controls=())
+    assert set(disc["best_method"]) == {"a"}
+    head = headline(long[long["gene"] == "*"], controls=set())
+    assert head["method"].tolist() == ["a", "h"] and head["coverage"].tolist() == ["4/4", "2/4"]
+    text = headline_markdown(head)
+    assert "jobs with a number L=10" in text and "never the best" in text
+    table = detail(long, 10, "rel_delta_pct", ["a", "h"])
+    assert "**" in cells(table, "a")[-1] and "**" not in cells(table, "h")[-1]
+
+
+def test_reduced_effort_is_marked_and_counted():
+    from bench.tables import headline, headline_markdown
+
+    recs = records({"a": [-10, -20, -30, -40], "b": [-5, -6, -7, -8]})
+    for r in recs:
+        r["info"] = {"effort": ["fewer_cells", "filled"]} if r["method"] == "b" and r["gene"] != "g0" else {}
+    long = long_table(recs)
+    avg = long[long["cell_type"] == "Avg"].set_index("method")
+    assert avg.loc["a", "status"] == "ok"
+    assert avg.loc["b", "status"] == "ok; effort: fewer_cells 3/4, filled 3/4"
+    text = headline_markdown(headline(long[long["gene"] == "*"], controls=set()))
+    assert "| bᶜ⁺ " in text and "fewer cells than the method's default" in text
