@@ -73,19 +73,22 @@ PROFILES: dict[str, Profile] = {
         # The evaluation budget decides answers (the same on every machine); the wall-time stop is only a safety
         # net, ~30× what the slowest job needs on a quiet 2-core machine, so load does not change the table.
         budget=Budget(seconds=300.0, samples=20_000_000),
-        # Sized on seed 1 so the whole quick run fits ~12 min on 2 cores (measured at this scale: a GRIDS step
-        # ~35 ms, a FIMAP step ~40 ms, a LIME cell ~0.3 s, CXPlain's Granger stage ~25 ms per cell and an epoch of
-        # its U-net on 24 cells ~0.5 s, a SAGE chunk of 8 permutations over 128 groups ~0.5 s, Integrated Gradients
-        # at captum's 50 steps ~5 s a (cell type, gene), Expected Gradients ~0.1 s per cell at 100 draws). SAGE and
-        # CXPlain get what used to fit a 4 s wall-clock budget, now as counts: SAGE 5,000 surrogate evaluations
-        # (40 permutations of 128 groups plus the cells' own predictions), CXPlain 24 cells and 6 epochs (noisy,
-        # and reported as such).
+        # Chosen from the anytime curves on seed 1 (`python -m bench budget --quick --seed 1 --tiers surrogate
+        # --budget-seconds 30`, L = 10, 7 marker genes; README "Every method at a budget"): on this surrogate every
+        # curve is flat from ~10⁴ model evaluations per job on, so each method runs at or past its knee and the
+        # whole quick run fits ~12 min on 2 cores. SAGE 10,000 evaluations (the knee: −5.1 % at 1.1·10⁴ against
+        # −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations (−1.29 % against −0.48 % at 10³
+        # and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps, ~2·10⁵ evaluations at L = 10; its curve
+        # is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat −6.2 to −6.8 %); CXPlain 24 cells and 6
+        # epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 % against −1.50 % on 24);
+        # Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time). Reduced cells are
+        # marked ᶜ in the tables.
         method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
-                       "lime": {"n_cells": 6}, "sage": {"batch_size": 8, "max_groups": 128},
+                       "lime": {"n_cells": 10}, "sage": {"batch_size": 8, "max_groups": 128},
                        "cxplain": {"max_cells": 24, "epochs": 6},
                        "expected-gradients": {"n_cells": 32, "nsamples": 100}},
-        method_budgets={"sage": Budget(seconds=300.0, samples=5_000)},
+        method_budgets={"sage": Budget(seconds=300.0, samples=10_000)},
     ),
     "default": Profile(
         name="default", scale="default",
@@ -96,7 +99,8 @@ PROFILES: dict[str, Profile] = {
                        "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
                        "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48, "epochs": 12},
                        "expected-gradients": {"n_cells": 64, "nsamples": 100}},
-        # twice quick's work (not measured at this scale): SAGE ~40 permutations of 256 groups, CXPlain 12 epochs
+        # about twice quick's work (not measured on curves at this scale): SAGE 12,000 evaluations (past the quick
+        # curve's 10⁴ knee), LIME 12 cells, CXPlain 48 cells and 12 epochs
         method_budgets={"sage": Budget(seconds=600.0, samples=12_000)},
     ),
     "paper": Profile(

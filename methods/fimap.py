@@ -52,7 +52,6 @@ from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
 from surrogates.protocol import AdditiveHidden, cell_state, cell_types_of, entry_rows, fast_path
 
-_EPS = 1e-2  # keeps the ratio finite for cells whose predicted log-expression is ~0
 
 
 class _PerturbationNet(nn.Module):
@@ -81,7 +80,8 @@ class Fimap(Explainer):
 
     def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.05, sparsity: float = 0.01,
                  net_lr: float = 1e-3, target_ratio: float = 0.8, hinge: str = "batch", rank: int = 8,
-                 init_logit: float = -4.0, warmup: float = 0.5, objective: str = "ratio", **common):
+                 init_logit: float = -4.0, warmup: float = 0.5, objective: str = "ratio", pseudo_count: float = 1e-2,
+                 **common):
         """
         Args:
             steps: Adam steps of the perturbation network. Default: 300.
@@ -95,14 +95,17 @@ class Fimap(Explainer):
             init_logit: initial per-peak logit θ_j (m = sigmoid). Default: -4.0.
             warmup: fraction of the steps over which λ ramps up linearly from 0. Default: 0.5.
             objective: "ratio" (ŷ_perturbed / ŷ) or "mean" (ŷ_perturbed). Default: "ratio".
+            pseudo_count: added to both sides of the ratio (log1p units), keeping it finite for cells whose
+                predicted log-expression is ~0. Default: 1e-2.
         """
         super().__init__(**common)
         if objective not in ("ratio", "mean"):
             raise ValueError("objective must be 'ratio' or 'mean'")
         if hinge not in ("batch", "cell"):
             raise ValueError("hinge must be 'batch' or 'cell'")
-        if steps < 0 or batch_size < 1 or sparsity < 0 or rank < 1:
-            raise ValueError("steps ≥ 0, batch_size ≥ 1, sparsity ≥ 0 and rank ≥ 1 are required")
+        if steps < 0 or batch_size < 1 or sparsity < 0 or rank < 1 or not pseudo_count > 0:
+            raise ValueError("steps ≥ 0, batch_size ≥ 1, sparsity ≥ 0, rank ≥ 1 and pseudo_count > 0 are required")
+        self.pseudo_count = float(pseudo_count)
         self.steps, self.batch_size, self.lr, self.net_lr, self.sparsity = steps, batch_size, lr, net_lr, sparsity
         self.target_ratio, self.hinge = target_ratio, hinge
         self.rank, self.init_logit, self.warmup, self.objective = rank, init_logit, warmup, objective
@@ -171,7 +174,7 @@ class Fimap(Explainer):
     def _target(self, y: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
         if self.objective == "mean":
             return y.mean()
-        ratio = (y + _EPS) / (y0 + _EPS)
+        ratio = (y + self.pseudo_count) / (y0 + self.pseudo_count)
         if self.hinge == "cell":
             return torch.relu(ratio - self.target_ratio).mean()
         return torch.relu(ratio.mean() - self.target_ratio)
@@ -194,7 +197,7 @@ class Fimap(Explainer):
             m = net(z_all[cells], batch.idx, batch.row)
             total.index_add_(0, batch.idx, m.double())
             y = head(batch, 1.0 - m)
-            ratios.append(((y + _EPS) / (y0_all[cells] + _EPS)).cpu())
+            ratios.append(((y + self.pseudo_count) / (y0_all[cells] + self.pseudo_count)).cpu())
             closed += float(m.sum())
         scores = (total / n_cells).cpu().numpy()
         return scores, float(torch.cat(ratios).mean()), closed / n_cells

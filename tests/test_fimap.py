@@ -66,3 +66,16 @@ def test_budget_exhaustion_keeps_a_trained_estimate_or_says_there_is_none():
 def test_bad_arguments_fail_early():
     with pytest.raises(ValueError, match="objective"):
         Fimap(objective="nope")
+
+
+def test_the_pseudo_count_enters_the_ratio_by_hand():
+    import torch
+
+    y, y0 = torch.tensor([0.0, 1.0]), torch.tensor([0.0, 2.0])
+    # hinge at τ = 0.5 on the batch mean of (y + c) / (y0 + c): c = 1 → (1/1 + 2/3) / 2 = 5/6, minus 0.5 = 1/3
+    assert float(Fimap(pseudo_count=1.0, target_ratio=0.5)._target(y, y0)) == pytest.approx(1 / 3)
+    # c = 0.01: the silent cell's ratio is still 1, the other (1.01 / 2.01) → mean 0.7512…, minus 0.5
+    assert float(Fimap(pseudo_count=0.01, target_ratio=0.5)._target(y, y0)) == pytest.approx(
+        (1 + 1.01 / 2.01) / 2 - 0.5)
+    with pytest.raises(ValueError, match="pseudo_count"):
+        Fimap(pseudo_count=0)
