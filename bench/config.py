@@ -18,6 +18,10 @@ TRUTH_LS = (1, 3, 5, 10, 20)
 # 297 s, which the quick profile's 12 min cannot afford; their interventional fidelity is alike (Spearman 0.41 vs
 # 0.39, both additive over redundant groups).
 DEFAULT_SURROGATE = "paired"
+# FIMAP's L1 price λ chosen on seed 1 at quick scale (the grid is in methods/fimap.py's docstring): 0.03 closes more
+# than the class default 0.01 on the surrogate at both Ls. λ is a per-cell count, so it carries to the default scale;
+# the paper profile keeps the class default, which its committed grid ran with, until that grid is regenerated.
+FIMAP_TUNED = {"sparsity": 0.03}
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ PROFILES: dict[str, Profile] = {
         # epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 % against −1.50 % on 24);
         # Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time). Reduced cells are
         # marked ᶜ in the tables.
-        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100},
+        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100, **FIMAP_TUNED},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
                        "lime": {"n_cells": 10}, "sage": {"batch_size": 8, "max_groups": 128},
                        "cxplain": {"max_cells": 24, "epochs": 6},
@@ -96,7 +100,7 @@ PROFILES: dict[str, Profile] = {
         reference_steps=(800, 200, 6000),
         budget=Budget(seconds=600.0, samples=100_000_000),
         method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
-                       "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
+                       "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12}, "fimap": FIMAP_TUNED,
                        "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48, "epochs": 12},
                        "expected-gradients": {"n_cells": 64, "nsamples": 100}},
         # about twice quick's work (not measured on curves at this scale): SAGE 12,000 evaluations (past the quick
