@@ -18,7 +18,7 @@ import pytest
 from bench.machine import machine_phrase
 from bench.metrics import cell_type_average
 from bench.report import _paired
-from bench.tables import fmt_ci, headline_markdown
+from bench.tables import fmt_bp, fmt_ci, headline_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "results" / "examples"
@@ -166,6 +166,42 @@ def fit_styles() -> str:
     return "\n".join(lines)
 
 
+def budget_run(run: str) -> str:
+    """'`python -m bench budget …`: **25 min 3 s** …' from the curve folder's run.json."""
+    f = json.loads((EXAMPLES / run / "run.json").read_text())
+    budgets = ",".join(f"1e{int(np.log10(b))}" for b in f["budgets"])
+    return (f"`python -m bench budget --quick --budgets {budgets} --budget-seconds {f['seconds_stop']:g}`: "
+            f"**{duration(f['wall_seconds'])}** on 2 CPU cores, L = {f['L']}, {len(f['genes'])} genes (the first "
+            f"marker of each cell type), both tiers ([`results/examples/{run}/`](results/examples/{run}/))")
+
+
+def budget_tables(run: str) -> str:
+    """The per-tier tables of the curve folder's budget_curve.md (without its header and figure)."""
+    text = (EXAMPLES / run / "budget_curve.md").read_text()
+    return text[text.index("### Surrogate tier"):].strip()
+
+
+def locality(run: str, Ls=(10, 20)) -> str:
+    """On the truth tier: each explainer's % of the optimum next to the `nearest-tss` control's, and the share of
+    the method's score the locality prior alone reaches (nearest-tss / method), with the median TSS distance of its
+    selections at the largest L."""
+    head = pd.read_csv(EXAMPLES / run / "headline.csv")
+    near = head.set_index("method").loc["nearest-tss"]
+    tss = [c for c in head.columns if c.startswith("median_tss_distance@")][0]
+    lines = ["| Method | " + " | ".join(f"% of optimum L={L}" for L in Ls) + " | "
+             + " | ".join(f"nearest-tss / method L={L}" for L in Ls) + f" | TSS distance L={tss.split('@')[1]} |",
+             "|---|" + "---|" * (2 * len(Ls) + 1)]
+    for r in head.itertuples(index=False):
+        r = r._asdict()
+        if r["method"] in ("random", "oracle"):
+            continue
+        shares = [near[f"pct_of_optimum@{L}"] / r[f"pct_of_optimum@{L}"] if r[f"pct_of_optimum@{L}"] > 0 else np.nan
+                  for L in Ls]
+        lines.append(f"| {r['method']} | " + " | ".join(f"{r[f'pct_of_optimum@{L}']:.1f}" for L in Ls) + " | "
+                     + " | ".join("—" if not np.isfinite(x) else f"{x:.2f}" for x in shares) + f" | {fmt_bp(r[tss])} |")
+    return "\n".join(lines)
+
+
 BLOCKS = {
     "fit-styles": fit_styles,
     "quick-run": lambda: run_line("quick", "python -m bench run --quick"),
@@ -191,6 +227,9 @@ BLOCKS = {
                                                                  "smoothgrad", "saliency"], Ls=[3, 5, 10, 20]),
     "truth-breakdown": lambda: truth_breakdown("quick-truth", 10),
     "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
+    "budget-run": lambda: budget_run("budget-quick"),
+    "budget-tables": lambda: budget_tables("budget-quick"),
+    "truth-locality": lambda: locality("quick-truth"),
     "paper-headline": lambda: headline_table("paper"),
     "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
     "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"
