@@ -92,9 +92,9 @@ def curve_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curve_markdown(table: pd.DataFrame) -> str:
+def curve_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     """Per tier: methods × budgets, each cell the Avg Rel Δ (± 95 % CI) with status marks, then the measured
-    evaluations per job (median) and seconds per job."""
+    evaluations per job (median) and seconds per job (markdown, or `tablefmt="html"` tables)."""
     from bench.tables import _marks, fmt_ci, render
 
     out = []
@@ -117,7 +117,7 @@ def curve_markdown(table: pd.DataFrame) -> str:
                             f"({_evals(evals)}, {r['seconds_per_job']:.1f} s)")
             body.append(line)
         out += [f"### {'Truth tier (the simulator’s exact model)' if tier == 'truth' else 'Surrogate tier'}", "",
-                render(body, [f"{label} at budget →"] + [f"{_evals(b)}" for b in budgets]), "",
+                render(body, [f"{label} at budget →"] + [f"{_evals(b)}" for b in budgets], tablefmt), "",
                 f"Each cell: {'% of optimum' if tier == 'truth' else 'Avg Rel Δ (%)'} ± 95 % CI over cell types, "
                 "then (measured median model evaluations per job, mean seconds per job). Marks as in the leaderboard "
                 "(ᵇ budget ended the method, ᵗ the wall-time safety stop did, ⁿ not converged, ᵉ no estimate, "
@@ -256,23 +256,7 @@ def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anytime curves</title><style>{STYLE}</style>"
             f"</head><body><h1>Anytime curves</h1><p class='lead'>{header}</p>"
             f"<section id='budget'><h2>Score vs model evaluations</h2>{_png(png, 'anytime curves')}"
-            f"{_text(_md_tables_to_html(md))}</section></body></html>")
+            f"{_text(curve_markdown(table, 'html').replace('### ', ''))}</section></body></html>")
     written.append(atomic_write(out / "report.html", page))
     return written
 
-
-def _md_tables_to_html(md: str) -> str:
-    """budget_curve.md's tables as HTML tables (prose lines stay prose)."""
-    from bench.tables import render
-
-    out, block = [], []
-    for line in md.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append(line)
-            continue
-        if block:
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in block if not set(row) <= set("|-: ")]
-            out.append(render(cells[1:], cells[0], "html"))
-            block = []
-        out.append(line.lstrip("# "))
-    return "\n".join(out)

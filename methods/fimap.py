@@ -45,8 +45,9 @@ perturbation (p = 0), sparse-aware so it runs at 127k peaks:
 
   λ = 0.03 is the only change beyond the noise on the surrogate at both L, and on the truth tier it gains at
   L = 10 what it loses at L = 20; τ and the pseudo-count (GRIDS's failure with 1e-2 comes from its off-target
-  term, which FIMAP does not have) change nothing measurable. The quick and default profiles run λ = 0.03
-  (bench/config.py `FIMAP_TUNED`); the class default stays 0.01, what the committed paper-scale grid ran with.
+  term, which FIMAP does not have) change nothing measurable. The quick profile runs λ = 0.03 (bench/config.py
+  `FIMAP_TUNED`); the class default stays 0.01: at the default scale λ = 0.03 closed 9 points less at L = 128, so
+  the larger scales keep 0.01 until they get a grid of their own.
 * **Global importance.** After training, s_j = mean over all training cells of m_cj·x_cj (the mean perturbation
   magnitude; a peak closed in a cell has magnitude 0 there) → the top L peaks.
 
