@@ -8,7 +8,10 @@
     peaks), the dense-input path (x @ Δ per chromosome, captum's form) and the **dense-embedding** form of the
     reference code (gather a float32 [cells × peaks × embedding] tensor of open/closed embeddings, then sum per
     chromosome) at the largest batch that fits `dense_memory_gb`, reported per cell;
-  * one GRIDS step (eq. 2, and the mean objective) next to the sparse forward+backward + gains row.
+  * one GRIDS step (eq. 2, and the mean objective) next to the sparse forward+backward + gains row;
+  * the floor of the sparse kernels and of each GRIDS step (bench/floor.py): their GEMM and embedding-bag FLOPs and
+    compulsory bytes against this process's measured GEMM throughput and memory bandwidth, the time as a multiple
+    of that floor, and where a step's time goes (torch.profiler: GEMMs, bags, other ops, Python between them).
 Times are medians over repeats after a warm-up (`torch.utils.benchmark`, with the interquartile range); memory is
 the peak RSS increase of one call over the RSS before it, after freed pages went back to the OS (activations and
 gradients: the weights exist before the call). It writes `perf.md` (with the ratios), `perf.csv`, `perf.json`
@@ -25,10 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.floor import KernelCount, bandwidth, count_kernels, machine_rates, time_breakdown
 from bench.memory import PeakRSS, release_freed_memory
 from datasets.files import atomic_write
 
 SPARSE, DENSE_EMB = "sparse forward+backward + all-peak gains", "dense-embedding forward+backward (reference form)"
+COUNTED = ("sparse first layer forward", SPARSE)  # the kernels whose floor perf.md prints
+PAPER_STEP = "GRIDS step, L=128, k=32, ratio objective, 256 off-target genes"  # the paper profile's GRIDS step
 
 
 def _measure(fn, min_run_time: float = 1.0) -> dict:
@@ -79,13 +85,28 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
     torch.manual_seed(0)
     model = build_surrogate(data, SurrogateConfig()).eval()
     with torch_threads(cfg.threads):
+        rates = machine_rates(min_run_time)  # same process, same threads as the kernels it bounds
         for name, fn, cells, note in _kernels(model, data, dense_memory_gb):
-            record(name, _measure(fn, min_run_time), cells, note)
-        for step, cells, note in _grids_steps(model, data):
-            record(*step, cells, note)
+            measured = _measure(fn, min_run_time)
+            if name in COUNTED:
+                measured.update(_floor_columns(count_kernels(fn)[1], rates, measured["seconds"]))
+            record(name, measured, cells, note)
+        breakdown = {}
+        for (label, measured), cells, note, floor, parts in _grids_steps(model, data, rates):
+            record(label, {**measured, **floor}, cells, note)
+            breakdown[label] = parts
     table = pd.DataFrame(rows)
-    _write(table, Path(out), scale)
+    _write(table, Path(out), scale, rates, breakdown)
     return table
+
+
+def _floor_columns(count: KernelCount | dict, rates: dict, seconds: float, floor: float | None = None) -> dict:
+    """The floor columns of a row: GEMM GFLOP, embedding-bag MB, the floor in ms and the measured time over it."""
+    totals = count if isinstance(count, dict) else count.minus(KernelCount())
+    if floor is None:
+        floor = count.floor_seconds(rates["gemm_flops_per_s"], bandwidth(rates))
+    return {"gemm_gflop": totals["gemm_flops"] / 1e9, "gemm_mb": totals["gemm_bytes"] / 1e6,
+            "bag_mb": totals["bag_bytes"] / 1e6, "floor_ms": floor * 1e3, "over_floor": seconds / floor}
 
 
 def _kernels(model, data, dense_memory_gb: float, gi: int = 0) -> list:
@@ -148,9 +169,10 @@ def dense_embedding_grad(model, x: torch.Tensor, gi: int) -> torch.Tensor:
     return g
 
 
-def _grids_steps(model, data, repeats: int = 3, steps: int = 50) -> list:
+def _grids_steps(model, data, rates: dict, repeats: int = 3, steps: int = 50) -> list:
     """One GRIDS step (L = 128, 64 cells, k = 32) per objective: (time of 2 + `steps` steps − time of 2 steps) /
-    `steps`, so the set-up and the final leave-one-out ordering are not counted; median over `repeats`."""
+    `steps`, so the set-up and the final leave-one-out ordering are not counted; median over `repeats`. The same
+    difference gives each step's arithmetic and floor (bench/floor.py) and where its time goes (profiler)."""
     from methods.grids import Grids
 
     train = data.cells(data.cell_types[3], "train")
@@ -168,28 +190,65 @@ def _grids_steps(model, data, repeats: int = 3, steps: int = 50) -> list:
             per_step.append((long["seconds"] - short["seconds"]) / steps)
         q75, q25 = np.percentile(per_step, [75, 25])
         m = {**long, "seconds": float(np.median(per_step)), "iqr_seconds": float(q75 - q25), "repeats": repeats}
+        (_, c_long), (_, c_short) = count_kernels(lambda: run(2 + steps)), count_kernels(lambda: run(2))
+        bw, gemm = bandwidth(rates), rates["gemm_flops_per_s"]
+        floor = (c_long.floor_seconds(gemm, bw) - c_short.floor_seconds(gemm, bw)) / steps
+        columns = _floor_columns(c_long.minus(c_short, steps), rates, m["seconds"], floor)
+        p_long, p_short = time_breakdown(lambda: run(2 + steps)), time_breakdown(lambda: run(2))
+        parts = {k: (p_long[k] - p_short[k]) / steps for k in p_long}
         label = f"GRIDS step, L=128, k=32, {objective} objective" + (", 256 off-target genes" if extra else "")
-        out.append(((label, m), 64, f"({2 + steps} steps − 2 steps) / {steps}"))
+        out.append(((label, m), 64, f"({2 + steps} steps − 2 steps) / {steps}", columns, parts))
     return out
 
 
-def _write(table: pd.DataFrame, out: Path, scale: str) -> None:
+def _write(table: pd.DataFrame, out: Path, scale: str, rates: dict | None = None,
+           breakdown: dict | None = None) -> None:
     from tabulate import tabulate
 
     ratios = perf_ratios(table)
     atomic_write(out / "perf.csv", table.to_csv(index=False))
     atomic_write(out / "perf.json", json.dumps({"scale": scale, "torch": torch.__version__,
                                                 "threads": torch.get_num_threads(), "ratios": ratios,
+                                                "machine": rates, "breakdown": breakdown,
                                                 "rows": json.loads(table.to_json(orient="records"))}, indent=1))
-    shown = table.drop(columns=["peak_rss_mib"]).round(4)
+    floor_cols = [c for c in ("gemm_gflop", "gemm_mb", "bag_mb", "floor_ms", "over_floor") if c in table]
+    shown = table.drop(columns=["peak_rss_mib", *floor_cols]).round(4)
     md = [f"# Performance at `{scale}` scale", "",
           f"torch {torch.__version__}, {torch.get_num_threads()} threads. Times: median over repeats after a warm-up "
           "(`torch.utils.benchmark`), with the interquartile range; memory: peak RSS increase of one call over the "
           "RSS before it (activations and gradients; the weights exist before the call).", "",
-          tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="github"), "",
-          "## Ratios", ""] + [f"- {k}: {v:.3g}" for k, v in ratios.items()]
+          tabulate(shown.values.tolist(), headers=list(shown.columns), tablefmt="github"), ""]
+    if rates and floor_cols:
+        md += _floor_section(table, floor_cols, rates, breakdown or {})
+    md += ["## Ratios", ""] + [f"- {k}: {v:.3g}" for k, v in ratios.items()]
     atomic_write(out / "perf.md", "\n".join(md) + "\n")
     _plot(table, out / "perf.png", scale)
+
+
+def _floor_section(table: pd.DataFrame, floor_cols: list, rates: dict, breakdown: dict) -> list:
+    """perf.md's floor table (each counted kernel's time as a multiple of its floor) and where a step's time goes."""
+    from tabulate import tabulate
+
+    counted = table.dropna(subset=["floor_ms"])[["step", "seconds", *floor_cols]].copy()
+    counted["seconds"] = counted["seconds"] * 1e3
+    counted = counted.rename(columns={"seconds": "measured_ms"}).round(3)
+    md = ["## Floors", "",
+          f"This machine, this process: float32 GEMM {rates['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s ({rates['gemm_n']}³ "
+          f"product), memory bandwidth {bandwidth(rates) / 1e9:.1f} GB/s (copy {rates['copy_bytes_per_s'] / 1e9:.1f}, "
+          f"read {rates['read_bytes_per_s'] / 1e9:.1f}; {rates['stream_mib']} MiB arrays). A kernel's floor is "
+          "max(FLOPs / GEMM rate, compulsory bytes / bandwidth), a step's the sum over its GEMMs and embedding bags "
+          "(bench/floor.py); elementwise ops and the Python between kernels are not in the floor.", "",
+          tabulate(counted.values.tolist(), headers=list(counted.columns), tablefmt="github"), ""]
+    if breakdown:
+        rows = [[label, p["wall"] * 1e3] + [100 * p[k] / p["wall"] for k in BREAKDOWN]
+                for label, p in breakdown.items()]
+        md += ["Where a GRIDS step's time goes (torch.profiler self CPU time per step, profiled run; % of its wall "
+               "time):", "", tabulate(rows, headers=["step", "wall_ms", *(f"{k} %" for k in BREAKDOWN)],
+                                     tablefmt="github", floatfmt=".1f"), ""]
+    return md
+
+
+BREAKDOWN = ("gemm", "embedding_bag", "other_aten", "python_numpy_scipy")
 
 
 def perf_ratios(table: pd.DataFrame) -> dict[str, float]:
@@ -203,6 +262,9 @@ def perf_ratios(table: pd.DataFrame) -> dict[str, float]:
                (dense["rss_increase_mib"] / dense["cells"]) / (max(sparse["rss_increase_mib"], 1.0) / sparse["cells"])}
     for step in (s for s in rows.index if s.startswith("GRIDS step")):
         out[f"{step} / sparse forward+backward + gains"] = rows.loc[step, "seconds"] / sparse["seconds"]
+    if "over_floor" in rows:  # target ≤ 3 for the paper profile's step
+        out["grids_step_over_floor"] = float(rows.loc[PAPER_STEP, "over_floor"])
+        out["sparse_fwd_bwd_over_floor"] = float(sparse["over_floor"])
     return out
 
 

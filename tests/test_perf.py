@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.perf import DENSE_EMB, SPARSE, _kernels, dense_embedding_grad, perf_ratios
+from bench.perf import DENSE_EMB, PAPER_STEP, SPARSE, _kernels, dense_embedding_grad, perf_ratios
 from datasets.synthetic import simulate
 from surrogates.model import SurrogateConfig
 from surrogates.train import build_surrogate
@@ -47,3 +47,18 @@ def test_ratios_per_cell_and_per_step():
     # memory per cell: 800/32 = 25 MiB vs the 1 MiB floor / 64 cells
     assert r["dense-embedding / sparse forward+backward, memory per cell beyond the weights"] == pytest.approx(1600.0)
     assert r["GRIDS step, ratio / sparse forward+backward + gains"] == pytest.approx(2.5)
+
+
+def test_floor_ratios_are_read_off_the_paper_profiles_step():
+    table = pd.DataFrame([
+        {"step": SPARSE, "seconds": 0.02, "ms_per_cell": 0.3, "rss_increase_mib": 1.0, "cells": 64,
+         "over_floor": 4.0},
+        {"step": DENSE_EMB, "seconds": 4.0, "ms_per_cell": 125.0, "rss_increase_mib": 800.0, "cells": 32,
+         "over_floor": np.nan},
+        {"step": "GRIDS step, L=128, k=32, ratio objective", "seconds": 0.08, "ms_per_cell": np.nan,
+         "rss_increase_mib": 10.0, "cells": 64, "over_floor": 9.0},
+        {"step": PAPER_STEP, "seconds": 0.05, "ms_per_cell": np.nan, "rss_increase_mib": 10.0, "cells": 64,
+         "over_floor": 6.5},
+    ])
+    r = perf_ratios(table)
+    assert r["grids_step_over_floor"] == 6.5 and r["sparse_fwd_bwd_over_floor"] == 4.0
