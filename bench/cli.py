@@ -106,6 +106,10 @@ def _add_fit_and_data(sub) -> None:
     _add_surrogate_arg(fit)
     fit.add_argument("--out", type=Path, default=Path("results"),
                      help="where fidelity.md/.csv/.json/.png (and interventional.csv on synthetic data) go")
+    fit.add_argument("--curve", metavar="EPOCHS", default=None,
+                     help="instead: train once to the last of these epochs (e.g. 5,10,20,40) with early stopping "
+                          "lifted and measure fidelity after each; writes fidelity_vs_epochs.csv/.md/.png (for "
+                          "choosing a profile's training budget; nothing is cached)")
     data = sub.add_parser("data", help="describe a data set's regime before trusting a leaderboard on it",
                           description="Describe the data a run would use (same data options as `run`): cells, "
                                       "peaks, genes, cells per type and split, open peaks per cell, RNA sparsity; "
@@ -275,6 +279,8 @@ def cmd_fit(args) -> int:
         return 0
     data, truth, markers = load_inputs(_inputs(args))
     t0 = time.perf_counter()
+    if args.curve is not None:
+        return _fit_curve(args, data, truth, markers, t0)
     model = _surrogate(args, data)
     report = marker_fidelity(model, data, markers)
     if report is None:
@@ -298,6 +304,23 @@ def cmd_fit(args) -> int:
     plot_fidelity(report, out / "fidelity.png")
     print(md + "\n")
     print(f"wrote {', '.join(str(p) for p in written + [out / 'fidelity.png'])} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _fit_curve(args, data, truth, markers, t0: float) -> int:
+    from bench.fit_curve import fidelity_curve, write_curve
+
+    profile = _profile(args)
+    epochs = parse_ints(args.curve.split(","), "--curve")
+    try:
+        table = fidelity_curve(data, truth, markers, profile.surrogate_config(args.surrogate), epochs,
+                               device=args.device, progress=not args.no_progress, seed=args.seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    written = write_curve(table, args.out, f"Fidelity against training ({profile.name} profile, {args.surrogate} "
+                                           f"surrogate, seed {args.seed})")
+    print(open(written[1]).read())
+    print(f"wrote {', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

@@ -151,12 +151,12 @@ DISCRIMINATORS = ("disc_a.", "disc_r.")
 
 # ---------------------------------------------------------------------------------------------- paired style
 def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
-                  progress: bool) -> dict:
+                  progress: bool, on_epoch=None) -> dict:
     opt = _adam(_params(model, ATAC_AE + RNA_AE + CROSS_MAPS), config, lr=config.lr,
                 weight_decay=config.weight_decay)
     opt_d = _adam(_params(model, DISCRIMINATORS), config, lr=config.lr)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
-    t0, stopped = time.perf_counter(), "max_epochs"
+    t0, stopped, outside = time.perf_counter(), "max_epochs", 0.0
     bar = tqdm(range(config.max_epochs), desc="training surrogate (paired)", disable=not progress, unit="epoch")
     for epoch in bar:
         model.train()
@@ -188,6 +188,10 @@ def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: Su
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(sel)
         val_mse = validation_mse(model, val)
         history.append({"epoch": epoch, "val_mse": val_mse, **{k: v / train.n for k, v in sums.items()}})
+        if on_epoch is not None:  # a measurement between epochs: its time is not training time
+            t_cb = time.perf_counter()
+            on_epoch(model, epoch + 1, t_cb - t0 - outside, val_mse)
+            outside += time.perf_counter() - t_cb
         bar.set_postfix(val_mse=f"{val_mse:.4f}", cross=f"{sums['cross'] / train.n:.4f}")
         if val_mse < best - 1e-5:
             best, bad_epochs = val_mse, 0
@@ -197,13 +201,14 @@ def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: Su
         if bad_epochs >= config.patience and epoch + 1 >= config.min_epochs:
             stopped = "early_stopping"
             break
-        if config.max_seconds and time.perf_counter() - t0 > config.max_seconds:
+        if config.max_seconds and time.perf_counter() - t0 - outside > config.max_seconds:
             stopped = "time_budget"
             break
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    return {"epochs": len(history), "best_val_mse": best, "stopped": stopped, "history": history}
+    return {"epochs": len(history), "best_val_mse": best, "stopped": stopped, "history": history,
+            "seconds_outside_training": outside}
 
 
 # ---------------------------------------------------------------------------------------------- reference style
@@ -325,8 +330,10 @@ class _ReferenceTraining:
 
 
 def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
-                    progress: bool = True) -> Surrogate:
-    """Fit on the train split in `config.style`; returns the model in eval mode with `meta`."""
+                    progress: bool = True, on_epoch=None) -> Surrogate:
+    """Fit on the train split in `config.style`; returns the model in eval mode with `meta`. `on_epoch(model,
+    epochs_done, training_seconds, val_mse)` (paired style) is called after every epoch, its time not counted as
+    training (bench/fit_curve.py measures fidelity there); it must leave the weights as it found them."""
     dev = resolve_device(device)
     with torch_threads(config.threads):  # reproducible: same seed, same threads → same weights
         torch.manual_seed(config.seed)  # nn.Linear initialisation draws from torch's global RNG: seed it here
@@ -340,9 +347,10 @@ def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfi
         if config.style == "reference":
             meta = _ReferenceTraining(model, train, val, config, rng, gen, progress).run()
         else:
-            meta = _train_paired(model, train, val, config, rng, gen, progress)
+            meta = _train_paired(model, train, val, config, rng, gen, progress, on_epoch)
     model.eval()
-    model.meta = {**meta, "style": config.style, "seconds": time.perf_counter() - t0, "device": str(dev),
+    seconds = time.perf_counter() - t0 - meta.pop("seconds_outside_training", 0.0)
+    model.meta = {**meta, "style": config.style, "seconds": seconds, "device": str(dev),
                   "threads": config.threads}
     log.info("surrogate trained (%s): %s, val MSE %.4f, %.1fs", config.style, meta["stopped"], meta["best_val_mse"],
              model.meta["seconds"])
