@@ -17,7 +17,7 @@ import pytest
 
 from bench.machine import machine_phrase
 from bench.metrics import cell_type_average
-from bench.report import _paired
+from bench.report import _paired, read_records
 from bench.tables import fmt_bp, fmt_ci, headline_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,9 +170,10 @@ def budget_run(run: str) -> str:
     """'`python -m bench budget …`: **25 min 3 s** …' from the curve folder's run.json."""
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     budgets = ",".join(f"1e{int(np.log10(b))}" for b in f["budgets"])
+    pairs = {(r["cell_type"], r["gene"]) for r in read_records(EXAMPLES / run / "jobs.jsonl.gz")}
     return (f"`python -m bench budget --quick --budgets {budgets} --budget-seconds {f['seconds_stop']:g}`: "
-            f"**{duration(f['wall_seconds'])}** on 2 CPU cores, L = {f['L']}, {len(f['genes'])} genes (the first "
-            f"marker of each cell type), both tiers ([`results/examples/{run}/`](results/examples/{run}/))")
+            f"**{duration(f['wall_seconds'])}** on 2 CPU cores, L = {f['L']}, {len(pairs)} (cell type, gene) jobs "
+            f"per method and budget ({len(f['genes'])} genes: the first marker of each cell type), both tiers ([`results/examples/{run}/`](results/examples/{run}/))")
 
 
 def budget_tables(run: str) -> str:
@@ -191,8 +192,7 @@ def locality(run: str, Ls=(10, 20)) -> str:
     lines = ["| Method | " + " | ".join(f"% of optimum L={L}" for L in Ls) + " | "
              + " | ".join(f"nearest-tss / method L={L}" for L in Ls) + f" | TSS distance L={tss.split('@')[1]} |",
              "|---|" + "---|" * (2 * len(Ls) + 1)]
-    for r in head.itertuples(index=False):
-        r = r._asdict()
+    for r in head.to_dict("records"):  # itertuples would rename the '@' columns
         if r["method"] in ("random", "oracle"):
             continue
         shares = [near[f"pct_of_optimum@{L}"] / r[f"pct_of_optimum@{L}"] if r[f"pct_of_optimum@{L}"] > 0 else np.nan
