@@ -319,7 +319,7 @@ def _fit_curve(args, data, truth, markers, t0: float) -> int:
         raise UserError(str(exc)) from exc
     written = write_curve(table, args.out, f"Fidelity against training ({profile.name} profile, {args.surrogate} "
                                            f"surrogate, seed {args.seed})")
-    print(open(written[1]).read())
+    print(written[1].read_text())
     print(f"wrote {', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

@@ -24,6 +24,7 @@ import torch
 F32, I64 = 4, 8  # bytes per float32 value and per int64 index
 GEMM_OPS = ("mm", "addmm", "bmm")
 BAG_OPS = ("_embedding_bag", "_embedding_bag_forward_only")
+TOTALS = ("gemm_flops", "gemm_bytes", "bag_flops", "bag_bytes")
 
 
 def _numel(shape) -> int:
@@ -37,20 +38,22 @@ def _numel(shape) -> int:
 class KernelCount:
     """FLOPs and compulsory bytes of the GEMMs and embedding bags one call of a function ran, kernel by kernel."""
 
-    gemm_flops: float = 0.0
-    gemm_bytes: float = 0.0
-    bag_flops: float = 0.0
-    bag_bytes: float = 0.0
-    kernels: list = field(default_factory=list)  # (kind, flops, bytes) per kernel call
+    kernels: list = field(default_factory=list)  # (kind, flops, bytes) per kernel call, kind "gemm" or "bag"
 
     def add(self, kind: str, flops: float, nbytes: float) -> None:
         self.kernels.append((kind, float(flops), float(nbytes)))
-        if kind == "gemm":
-            self.gemm_flops += flops
-            self.gemm_bytes += nbytes
-        else:
-            self.bag_flops += flops
-            self.bag_bytes += nbytes
+
+    def totals(self) -> dict:
+        """{gemm,bag}_{flops,bytes} summed over the recorded kernels."""
+        out = dict.fromkeys(TOTALS, 0.0)
+        for kind, flops, nbytes in self.kernels:
+            out[f"{kind}_flops"] += flops
+            out[f"{kind}_bytes"] += nbytes
+        return out
+
+    @property
+    def gemm_flops(self) -> float:
+        return self.totals()["gemm_flops"]
 
     def floor_seconds(self, gemm_flops_per_s: float, bytes_per_s: float) -> float:
         """Σ over kernels of max(FLOPs / F, bytes / B)."""
@@ -58,8 +61,8 @@ class KernelCount:
 
     def minus(self, other: "KernelCount", times: int = 1) -> dict:
         """Totals of (self − other) / times: the per-step arithmetic from two runs of different lengths."""
-        return {k: (getattr(self, k) - getattr(other, k)) / times
-                for k in ("gemm_flops", "gemm_bytes", "bag_flops", "bag_bytes")}
+        mine, theirs = self.totals(), other.totals()
+        return {k: (mine[k] - theirs[k]) / times for k in TOTALS}
 
 
 def count_kernels(fn) -> tuple[object, KernelCount]:

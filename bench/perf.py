@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.floor import KernelCount, bandwidth, count_kernels, machine_rates, time_breakdown
+from bench.floor import bandwidth, count_kernels, machine_rates, time_breakdown
 from bench.memory import PeakRSS, release_freed_memory
 from datasets.files import atomic_write
 
@@ -89,7 +89,9 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
         for name, fn, cells, note in _kernels(model, data, dense_memory_gb):
             measured = _measure(fn, min_run_time)
             if name in COUNTED:
-                measured.update(_floor_columns(count_kernels(fn)[1], rates, measured["seconds"]))
+                count = count_kernels(fn)[1]
+                floor = count.floor_seconds(rates["gemm_flops_per_s"], bandwidth(rates))
+                measured.update(_floor_columns(count.totals(), floor, measured["seconds"]))
             record(name, measured, cells, note)
         breakdown = {}
         for (label, measured), cells, note, floor, parts in _grids_steps(model, data, rates):
@@ -100,11 +102,9 @@ def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int
     return table
 
 
-def _floor_columns(count: KernelCount | dict, rates: dict, seconds: float, floor: float | None = None) -> dict:
-    """The floor columns of a row: GEMM GFLOP, embedding-bag MB, the floor in ms and the measured time over it."""
-    totals = count if isinstance(count, dict) else count.minus(KernelCount())
-    if floor is None:
-        floor = count.floor_seconds(rates["gemm_flops_per_s"], bandwidth(rates))
+def _floor_columns(totals: dict, floor: float, seconds: float) -> dict:
+    """The floor columns of a row: GEMM GFLOP and MB, embedding-bag MB, the floor in ms and the measured time over
+    it."""
     return {"gemm_gflop": totals["gemm_flops"] / 1e9, "gemm_mb": totals["gemm_bytes"] / 1e6,
             "bag_mb": totals["bag_bytes"] / 1e6, "floor_ms": floor * 1e3, "over_floor": seconds / floor}
 
@@ -193,7 +193,7 @@ def _grids_steps(model, data, rates: dict, repeats: int = 3, steps: int = 50) ->
         (_, c_long), (_, c_short) = count_kernels(lambda: run(2 + steps)), count_kernels(lambda: run(2))
         bw, gemm = bandwidth(rates), rates["gemm_flops_per_s"]
         floor = (c_long.floor_seconds(gemm, bw) - c_short.floor_seconds(gemm, bw)) / steps
-        columns = _floor_columns(c_long.minus(c_short, steps), rates, m["seconds"], floor)
+        columns = _floor_columns(c_long.minus(c_short, steps), floor, m["seconds"])
         p_long, p_short = time_breakdown(lambda: run(2 + steps)), time_breakdown(lambda: run(2))
         parts = {k: (p_long[k] - p_short[k]) / steps for k in p_long}
         label = f"GRIDS step, L=128, k=32, {objective} objective" + (", 256 off-target genes" if extra else "")
