@@ -146,9 +146,12 @@ def _hash(obj) -> str:
 
 
 def run_grid(jobs: list[Job], method_params: dict, budgets, model, data, truth, cache: ResultCache,
-             context: dict, scheduler: str | None = None, progress: bool = True, force: bool = False) -> list[dict]:
+             context: dict, scheduler: str | None = None, progress: bool = True, force: bool = False,
+             threads: int | None = None, workers: int | None = None) -> list[dict]:
     """Run every job not already in the cache (all of them with `force`); returns records in job order, each with
-    the code `versions` that computed it and `cached` when it was reused.
+    the code `versions` that computed it and `cached` when it was reused. `threads`: torch threads per job
+    (default: the model's fixed count); `workers`: the LocalCluster's worker count when `scheduler` is "local"
+    (default: one per `threads` cores of this machine).
 
     `budgets(method) -> Budget` gives each method's per-job budget (a `Profile.budget_for`)."""
     # the evaluation budget decides answers; the wall-time stop does not (a job it cut is retried), so it is not
@@ -170,13 +173,13 @@ def run_grid(jobs: list[Job], method_params: dict, budgets, model, data, truth, 
     tasks = tasks_of(jobs, todo)
     store = _Store(cache, slots, vers, records, bar)
     if scheduler:
-        _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler)
+        _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler, threads, workers)
     else:
         for task in tasks:
             job = jobs[task[0]]
             bar.set_postfix_str(f"{job.method} {job.cell_type}/{job.gene} L={','.join(str(jobs[i].L) for i in task)}")
             store(task, run_task([jobs[i] for i in task], method_params.get(job.method, {}), budgets(job.method),
-                                 model, data, truth))
+                                 model, data, truth, threads=threads))
     bar.close()
     return [records[i] for i in range(len(jobs))]
 
@@ -212,14 +215,15 @@ class _Store:
         self.bar.update(len(task))
 
 
-def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler):
+def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, scheduler, threads=None, workers=None):
     """Same tasks on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    # one worker per `threads` cores: each task runs on the model's fixed torch thread count (bench/runner.py)
-    threads = job_threads(model) or 1
-    cluster = LocalCluster(n_workers=max(1, (os.cpu_count() or 2) // threads), threads_per_worker=1,
-                           processes=True, dashboard_address=None) if scheduler == "local" else None
+    # one worker per `threads` cores: each task runs on a fixed torch thread count (bench/runner.py)
+    threads = threads or job_threads(model) or 1
+    workers = workers or max(1, (os.cpu_count() or 2) // threads)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:
         # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device
@@ -227,7 +231,7 @@ def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, sc
         local = local.cpu() if hasattr(local, "cpu") else local
         model, d, t = client.scatter([local, data, truth], broadcast=True)
         futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),
-                                 budgets(jobs[task[0]].method), model, d, t, pure=False): k
+                                 budgets(jobs[task[0]].method), model, d, t, threads=threads, pure=False): k
                    for k, task in enumerate(tasks)}
         for fut in as_completed(futures):
             store(tasks[futures[fut]], fut.result())

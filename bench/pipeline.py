@@ -4,6 +4,7 @@ grid of jobs. `bench.cli` parses flags and calls these; user-facing input errors
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -94,8 +95,27 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
     if key is None:
         log.info("the model has no cache_key: its jobs are computed and not cached")
     cache = ResultCache(cache_root(cache_dir) / "jobs") if key is not None else NoCache()
+    context = {"data": data.fingerprint(), **(key or {})}
+    threads, workers = side_by_side(plan.profile)
+    if threads is not None:  # jobs on their own thread count: another count may round to other answers
+        context["job_threads"] = threads
+        if scheduler is None and workers > 1:
+            scheduler = "local"
+            log.info("jobs run %d at a time on %d torch thread(s) each (profile %s)", workers, threads,
+                     plan.profile.name)
     return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, model, data, truth, cache,
-                    {"data": data.fingerprint(), **(key or {})}, scheduler=scheduler, progress=progress, force=force)
+                    context, scheduler=scheduler, progress=progress, force=force, threads=threads,
+                    workers=workers if scheduler == "local" else None)
+
+
+def side_by_side(profile: Profile) -> tuple[int | None, int]:
+    """(torch threads per job, jobs at a time) of a profile with `job_threads`: as many jobs as fit in the cores the
+    run trains on (`SurrogateConfig.threads`) and this machine has; (None, 1) for a profile without it (jobs on
+    the model's own thread count, one at a time)."""
+    if not profile.job_threads:
+        return None, 1
+    cores = min(profile.surrogate.threads, os.cpu_count() or 1)
+    return profile.job_threads, max(1, cores // profile.job_threads)
 
 
 def model_key(model, data, profile: Profile, style: str) -> dict | None:

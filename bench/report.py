@@ -53,7 +53,7 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 
 def run_facts(source: str, data, surrogates, style: str, profile, seconds: float, reused: int = 0,
               n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None,
-              machine: dict | None = None) -> dict:
+              machine: dict | None = None, side_by_side: dict | None = None) -> dict:
     """What a run's header states, as JSON-able facts (written to run.json, so `bench report` can render the
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
@@ -70,6 +70,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "safety_stop_s": float(profile.budget.seconds), "seconds": float(seconds), "reused": int(reused),
             "n_jobs": int(n_jobs), "peak_rss_mb": None if peak_rss_mb is None else float(peak_rss_mb),
             "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {}),
+            **({"side_by_side": dict(side_by_side)} if side_by_side else {}),
             **({"model_key": getattr(surrogates[0], "cache_key", None) or "",
                 "model_class": metas[0].get("model", type(surrogates[0]).__name__)}
                if style not in ("paired", "reference") and surrogates else {})}
@@ -100,10 +101,21 @@ def leaderboard_header(facts: dict) -> str:
             f"tables in bold. Total wall time {facts['seconds']:.0f} s"
             + (f" on {machine_phrase(facts['machine'])}" if facts.get("machine") else "")
             + (f" ({reused} of {n_jobs} jobs reused from the result cache, so not their time)" if reused else "")
-            + (f", peak RSS {rss / 1024:.1f} GiB (the main process)." if rss else ".")
+            + (f", peak RSS {rss / 1024:.1f} GiB (the main process)" if rss else "")
+            + _side_by_side_phrase(facts.get("side_by_side")) + "."
             + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else "")
             + (f" Tables rendered again from the run's records ({facts['rendered_from']})."
                if facts.get("rendered_from") else ""))
+
+
+def _side_by_side_phrase(side: dict | None) -> str:
+    """'; jobs ran 2 at a time on 1 torch thread each, in worker processes of at most 1.9 GiB' (or nothing)."""
+    if not side:
+        return ""
+    peak = side.get("worker_peak_rss_mb")
+    threads = f"{side['threads']} torch thread{'s' if side['threads'] > 1 else ''}"
+    return (f"; jobs ran {side['workers']} at a time on {threads} each"
+            + (f", in worker processes of at most {peak / 1024:.1f} GiB" if peak else ""))
 
 
 def _explained_model(facts: dict, surrogate: str, training: str) -> str:

@@ -80,16 +80,16 @@ class JobResult:
 
 
 def run_task(jobs: list[Job], params: dict, budget: Budget, model, data, truth=None,
-             settle_memory: bool = False) -> list[JobResult]:
+             settle_memory: bool = False, threads: int | None = None) -> list[JobResult]:
     """Explain once, validate and evaluate jobs that share one explanation; never raises for a method's failure.
 
     A task is one job, or — for a `ranking` method, whose answer for L is the first L peaks of one ranking that
     does not depend on L — every L of one (method, cell type, gene, seed): the method runs once at the largest L
     and each job evaluates its prefix (`info["ranking_shared_by_L"]` lists them; the time and memory are that one
     run's). The explainer sees the training cells of the job's cell type, the evaluation its test cells. Everything
-    runs on the model's fixed torch thread count (`SurrogateConfig.threads`)."""
+    runs on `threads` torch threads, by default the model's fixed count (`SurrogateConfig.threads`)."""
     L_max = max(job.L for job in jobs)
-    threads = job_threads(model)
+    threads = threads or job_threads(model)
     # the same answer in-process, on dask workers, on any machine (a model without a thread count keeps torch's)
     with torch_threads(threads) if threads else contextlib.nullcontext():
         results = _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory)

@@ -37,6 +37,8 @@ from datasets.data import gene_position
 # fixed number of torch threads with deterministic algorithms (reproducible weights)
 MODEL_VERSION = 4
 STYLES = ("paired", "reference")
+# SurrogateConfig fields added at MODEL_VERSION 4 with a default that trains exactly as before they existed
+_ADDED_FIELDS = {"emb_lr": 0.0, "emb_open_init": 0.1}
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class SurrogateConfig:
     # training epoch from 19.3 s to 12.9 s on 2 threads. Off by default so the smaller profiles keep their committed, bit-reproducible weights; the paper
     # profile turns it on.
     fused_adam: bool = False
+    # Peak-embedding training (paired style). `emb_lr`: Adam's learning rate for the two peak-embedding tables
+    # (0 = `lr`); `emb_open_init`: the standard deviation the open-state table starts from (the closed one starts at
+    # a tenth of 0.1). Why they exist: at paper scale a cell has ~4,800 open peaks, ~92 % of them background, and the
+    # chromosome sums start as noise of std ≈ emb_open_init·√(open peaks per chromosome); the few hundred
+    # type-specific peaks of the smallest cell types (Endo, Micro) must outgrow it one sparse update at a time.
+    # See bench/config.py's paper profile for what they measured.
+    emb_lr: float = 0.0
+    emb_open_init: float = 0.1
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -101,7 +111,13 @@ class SurrogateConfig:
             raise ValueError("recon_peaks must be ≥ 1")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict. Fields added after a profile's checkpoints were committed are left out while they
+        hold their default (which reproduces the earlier training exactly), so those checkpoints keep their keys."""
+        d = asdict(self)
+        for name, default in _ADDED_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -212,7 +228,7 @@ class Surrogate(nn.Module):
         e, h, z = config.emb_dim, config.hidden, config.latent
         gen = torch.Generator().manual_seed(config.seed)
         self.emb_closed = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.01)
-        self.emb_open = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * 0.1)
+        self.emb_open = nn.Parameter(torch.randn(self.n_peaks, e, generator=gen) * config.emb_open_init)
         self.first = nn.Linear(self.n_chrom * e, h)  # the layer that is linear in the peak embeddings
         self.enc_a_rest = nn.Sequential(nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, z))
         self.dec_a = _mlp([z, h, self.n_peaks])

@@ -145,6 +145,7 @@ def _adam(params, config: SurrogateConfig, **settings) -> torch.optim.Adam:
 
 ATAC_AE = ("emb_open", "emb_closed", "first.", "enc_a_rest.", "dec_a.")
 RNA_AE = ("enc_r.", "dec_r.")
+EMBEDDINGS = ("emb_open", "emb_closed")
 CROSS_MAPS = ("f_ar.", "f_ra.")
 DISCRIMINATORS = ("disc_a.", "disc_r.")
 
@@ -152,8 +153,11 @@ DISCRIMINATORS = ("disc_a.", "disc_r.")
 # ---------------------------------------------------------------------------------------------- paired style
 def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
                   progress: bool, on_epoch=None) -> dict:
-    opt = _adam(_params(model, ATAC_AE + RNA_AE + CROSS_MAPS), config, lr=config.lr,
-                weight_decay=config.weight_decay)
+    emb = _params(model, EMBEDDINGS)
+    rest = [p for p in _params(model, ATAC_AE + RNA_AE + CROSS_MAPS) if not any(p is q for q in emb)]
+    groups = [{"params": emb, "lr": config.emb_lr or config.lr}, {"params": rest}] if config.emb_lr else \
+        [{"params": _params(model, ATAC_AE + RNA_AE + CROSS_MAPS)}]  # one group: the order Adam saw before emb_lr
+    opt = _adam(groups, config, lr=config.lr, weight_decay=config.weight_decay)
     opt_d = _adam(_params(model, DISCRIMINATORS), config, lr=config.lr)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
     t0, stopped, outside = time.perf_counter(), "max_epochs", 0.0

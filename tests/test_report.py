@@ -198,6 +198,11 @@ def test_the_header_states_training_wall_time_and_peak_memory():
             "Profile `paper`") in text
     assert "/c/" not in text  # never a path of the machine that made it
     assert "Total wall time 3600 s, peak RSS 5.5 GiB (the main process)." in text
+    side = {"workers": 2, "threads": 1, "worker_peak_rss_mb": 1.5 * 1024}
+    text = leaderboard_header(run_facts("synthetic", data, [SimpleNamespace(meta=meta)], "paired", PROFILES["paper"],
+                                        3599.6, peak_rss_mb=5.5 * 1024, side_by_side=side))
+    assert ("peak RSS 5.5 GiB (the main process); jobs ran 2 at a time on 1 torch thread each, in worker processes "
+            "of at most 1.5 GiB.") in text
     reference = {"checkpoint": "/c/r.pt", "steps": [3, 2, 5], "seconds": 9.0, "stopped": "max_steps"}
     text = leaderboard_header(run_facts("synthetic", data, [SimpleNamespace(meta=reference)], "reference",
                                         PROFILES["tiny"], 1.0))

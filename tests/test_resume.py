@@ -83,6 +83,32 @@ def test_the_same_command_gives_the_same_table_in_process_and_on_dask(tmp_path, 
     pd.testing.assert_frame_equal(_comparable(tmp_path / "forced"), _comparable(uninterrupted))
 
 
+def test_jobs_side_by_side_give_the_table_of_the_same_jobs_one_at_a_time(tmp_path, monkeypatch):
+    """A profile with `job_threads` runs its jobs two at a time in worker processes (a 2-core machine, training on 2
+    threads): the same answers as those jobs on one thread one after another in this process, under their own
+    cache key (a run on the surrogate's thread count does not reuse them), and the header says how they ran."""
+    from dataclasses import replace
+
+    from bench import config, pipeline
+
+    monkeypatch.setitem(config.PROFILES, "tiny", replace(config.PROFILES["tiny"], job_threads=1))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert pipeline.side_by_side(config.PROFILES["tiny"]) == (1, 2)
+    assert pipeline.side_by_side(config.PROFILES["quick"]) == (None, 1)
+    kw = dict(methods=ARGS[3].split(","), cell_types=ARGS[5].split(","), L=[3, 8], progress=False)
+    cache = tmp_path / "cache"
+    bench.run("tiny", cache_dir=cache, out=tmp_path / "side", **kw)
+    header = (tmp_path / "side" / "leaderboard.md").read_text()
+    assert "jobs ran 2 at a time on 1 torch thread each, in worker processes of at most" in header
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # one core: the same jobs, one at a time, in this process
+    bench.run("tiny", cache_dir=tmp_path / "cache1", out=tmp_path / "one", **kw)
+    assert "jobs ran" not in (tmp_path / "one" / "leaderboard.md").read_text()
+    pd.testing.assert_frame_equal(_comparable(tmp_path / "side"), _comparable(tmp_path / "one"))
+    monkeypatch.setitem(config.PROFILES, "tiny", replace(config.PROFILES["tiny"], job_threads=None))
+    again = bench.run("tiny", cache_dir=cache, out=tmp_path / "own", **kw)
+    assert not any(r.get("cached") for r in again.attrs["records"])  # other threads: not the same jobs
+
+
 def test_a_folder_another_run_is_writing_is_refused_before_any_work(tmp_path):
     out = tmp_path / "out"
     (out).mkdir()
