@@ -258,6 +258,35 @@ def test_the_fused_adam_kernel_is_the_same_update_rounded_differently():
     assert checkpoint_key(data, cfg) != checkpoint_key(data, fused_cfg)
 
 
+def test_the_embedding_learning_rate_is_its_own_adam_group_and_new_fields_keep_old_keys():
+    """`emb_lr` equal to `lr` trains the same weights bit for bit as one group (Adam updates each tensor on its
+    own); a larger one moves the embeddings further from their start and nothing else's rule changes. Fields
+    added after checkpoints were committed stay out of the key at their defaults."""
+    from datasets.synthetic import simulate
+    from surrogates.checkpoint import checkpoint_key
+    from surrogates.train import train_surrogate
+
+    data, _ = simulate("tiny", seed=0)
+    cfg = SurrogateConfig(hidden=16, latent=4, max_epochs=2, min_epochs=2, patience=1, threads=1)
+    start = Surrogate(data.chrom_codes()[0], data.gene_names,
+                      data.cell_types, cfg).emb_open.detach()
+    plain = train_surrogate(data, cfg, device="cpu", progress=False).state_dict()
+    same = train_surrogate(data, dataclasses.replace(cfg, emb_lr=cfg.lr), device="cpu", progress=False).state_dict()
+    for name, value in plain.items():
+        assert torch.equal(same[name], value), name
+    fast = train_surrogate(data, dataclasses.replace(cfg, emb_lr=10 * cfg.lr), device="cpu",
+                           progress=False).state_dict()
+    moved = lambda state: float((state["emb_open"] - start).abs().mean())  # noqa: E731
+    assert moved(fast) > 3 * moved(plain)
+    assert "emb_lr" not in cfg.to_dict() and "emb_open_init" not in cfg.to_dict()
+    assert dataclasses.replace(cfg, emb_lr=0.01).to_dict()["emb_lr"] == 0.01
+    assert checkpoint_key(data, dataclasses.replace(cfg, emb_open_init=0.1)) == checkpoint_key(data, cfg)
+    assert checkpoint_key(data, dataclasses.replace(cfg, emb_open_init=0.01)) != checkpoint_key(data, cfg)
+    small = Surrogate(data.chrom_codes()[0], data.gene_names, data.cell_types,
+                      dataclasses.replace(cfg, emb_open_init=0.01))
+    assert float(small.emb_open.detach().std()) == pytest.approx(0.01, rel=0.2)
+
+
 def test_embedding_tables_and_peak_hidden_match_a_hand_computation(model, X):
     """The tables are Δ_j = W_open,j − W_closed,j and c_k = Σ_{j on chromosome k} W_closed,j, and `embed` with
     them (passed in or computed per call) is s_ck = c_k + Σ_{open j on k} Δ_j, summed here peak by peak in numpy;
