@@ -18,7 +18,9 @@ Keeps a subset r of L distinct peaks closed (p = 0) and, one slot per step (slot
    keep the incumbent's value); keeps the best of the candidates and the incumbent.
    With `off_target_genes=m` the incumbent and the candidates of a step are scored on the target and one uniform
    draw of m off-target genes (an unbiased estimate of eq. 2's off-target term at m/G of the output cost); the
-   default scores every gene.
+   default scores every gene. With `sampled_gains` the step draws that sample first and step 2's gains are the
+   gradient of the same sampled objective (an unbiased estimate of eq. 4's, at m/G of the decoder's output and its
+   backward); without it the gains use every gene.
 
 Steps 2 and 3 as written use the surrogate's embedding bags and additive first layer (fast paths of the model
 protocol, surrogates/protocol.py). On any other model (the truth tier, a user's model) the same quantities come
@@ -85,11 +87,13 @@ class Grids(Explainer):
     """GRIDS: gradient-guided coordinate descent on the joint closure of L peaks."""
 
     def __init__(self, steps: int | None = None, sweeps: int | None = None, batch_size: int = 64, top_k: int = 32,
-                 beta: float = 0.1, objective: str = "ratio", off_target_genes: int | None = None, **common):
+                 beta: float = 0.1, objective: str = "ratio", off_target_genes: int | None = None,
+                 sampled_gains: bool = False, **common):
         """off_target_genes: score the candidates of a step on the target plus this many off-target genes drawn
         uniformly without replacement (the same draw for the incumbent and every candidate of the step), instead
         of all G − 1: eq. 2's off-target term β/(G−1) Σ_j is then estimated by β/m Σ_{sample}, whose expectation
-        is the full term, at m/G of the decoder's output cost. None (default): all genes, as in the paper."""
+        is the full term, at m/G of the decoder's output cost. None (default): all genes, as in the paper.
+        sampled_gains: the eq. 4 gains of a step also come from that step's gene sample (drawn before them)."""
         super().__init__(**common)
         if objective not in ("ratio", "mean"):
             raise ValueError("objective must be 'ratio' (eq. 2) or 'mean'")
@@ -97,7 +101,7 @@ class Grids(Explainer):
             raise ValueError("off_target_genes must be ≥ 1 or None (all genes)")
         self.steps, self.sweeps = steps, sweeps
         self.batch_size, self.top_k, self.beta, self.objective = batch_size, top_k, beta, objective
-        self.off_target_genes = off_target_genes
+        self.off_target_genes, self.sampled_gains = off_target_genes, bool(sampled_gains)
 
     def n_steps(self, L: int) -> int:
         """Default: Default steps of the paper; `sweeps` (passes over the L slots) overrides it for quick runs."""
@@ -129,12 +133,15 @@ class Grids(Explainer):
             cells = np.sort(rng.choice(n_cells, size=min(self.batch_size, n_cells), replace=False))
             batch = search.batch(cells)
             y0 = search.y0_all[cells]
-            state, per_cell, gain = search.gains(batch, in_r, y0)
+            # with sampled_gains the gene sample comes first (the draw order without it is the original one)
+            genes = self._gene_sample(model.n_genes, gi, rng) if self.sampled_gains else None
+            state, per_cell, gain = search.gains(batch, in_r, y0, genes)
             slot = step % L
             k = min(self.top_k, int((~in_r).sum()))
             cand = torch.topk(gain.masked_fill(in_r, -torch.inf), k).indices
             old = int(r[slot])
-            genes = self._gene_sample(model.n_genes, gi, rng)  # None: every gene
+            if not self.sampled_gains:
+                genes = self._gene_sample(model.n_genes, gi, rng)  # None: every gene
             loss, cand_loss = search.swap_losses(batch, state, r, old, cand, per_cell, y0, genes)
             clock.spend(len(cells) * (k + 1))
             best = int(torch.argmin(cand_loss))
@@ -197,8 +204,9 @@ class _BagSearch:
     def batch(self, cells):
         return self.cells_atac.batch(cells)
 
-    def gains(self, batch: "_Batch", in_r, y0):
-        """(first pre-activation a_r with the subset closed, each cell's objective, eq. 4 gain of every peak).
+    def gains(self, batch: "_Batch", in_r, y0, genes=None):
+        """(first pre-activation a_r with the subset closed, each cell's objective, eq. 4 gain of every peak), on
+        every gene or the `genes` sample (target first).
 
         Closure is a zero per-entry weight w_e of the embedding bag, so ∂ℒ/∂w_e = ⟨∂ℒ/∂s_b(e), Δ_idx(e)⟩ with s_b
         the summed embeddings of entry e's (cell, chromosome) bag. The gain of peak j sums that over its entries,
@@ -209,7 +217,11 @@ class _BagSearch:
         s = summed_embeddings(model, batch, tables, (~in_r[batch.atac.idx]).to(tables[0].dtype))
         with torch.enable_grad():
             a_r = model.first(s)
-            per_cell = cell_objective(model.head(a_r), y0, self.gi, g.beta, g.objective)
+            if genes is None:
+                per_cell = cell_objective(model.head(a_r), y0, self.gi, g.beta, g.objective)
+            else:
+                genes = genes.to(model.device)
+                per_cell = cell_objective(model.head(a_r, genes), y0[:, genes], 0, g.beta, "ratio")
             (d_s,) = torch.autograd.grad(per_cell.mean(), s)
         return a_r.detach(), per_cell.detach(), peak_gains(batch, tables[0], d_s)
 
@@ -278,13 +290,17 @@ class _GenericSearch:
     def batch(self, cells):
         return cells
 
-    def gains(self, cells, in_r, y0):
+    def gains(self, cells, in_r, y0, genes=None):
         g, model = self.grids, self.model
         x = torch.as_tensor(self.X[cells].toarray(), dtype=torch.float32, device=model.device)
         x_r = (x * (~in_r).to(x.dtype)).requires_grad_(True)
         with torch.enable_grad():
-            per_cell = cell_objective(model.dense(x_r, cell_types=self.types[cells]), y0, self.gi, g.beta,
-                                      g.objective)
+            y_r = model.dense(x_r, cell_types=self.types[cells])
+            if genes is None:
+                per_cell = cell_objective(y_r, y0, self.gi, g.beta, g.objective)
+            else:  # the sampled objective on the dense path's full output (the protocol offers no column subset)
+                genes = genes.to(y_r.device)
+                per_cell = cell_objective(y_r[:, genes], y0[:, genes], 0, g.beta, "ratio")
             (d_x,) = torch.autograd.grad(per_cell.mean(), x_r)
         return None, per_cell.detach(), (d_x * x).sum(0)
 

@@ -163,6 +163,49 @@ def test_the_gains_are_the_closure_gradients_of_each_entry_summed_by_peak():
     torch.testing.assert_close(per_cell_g, per_cell, rtol=1e-5, atol=1e-6)
 
 
+def test_sampled_gains_are_the_gradient_of_the_sampled_objective_on_both_paths():
+    """With a gene sample (`sampled_gains`), the gains are eq. 4 of the objective on the target (first) and the
+    sampled genes only: autograd of that objective on the per-entry weights, on the bag path and the generic path;
+    without the sample they differ (the off-target term counts other genes)."""
+    from methods.grids import _BagSearch, _GenericSearch
+
+    m, d = _random_surrogate_case()
+    cells, gi = np.arange(16), 2
+    types = d.obs["cell_type"].astype(str).to_numpy()
+    in_r = torch.zeros(d.n_peaks, dtype=torch.bool)
+    in_r[torch.as_tensor(d.atac[cells].indices[:4].astype(np.int64))] = True
+    y0 = m.predict(d.atac[cells])
+    grids = Grids(seed=0, off_target_genes=5, sampled_gains=True)
+    genes = grids._gene_sample(m.n_genes, gi, np.random.default_rng(1))
+    assert int(genes[0]) == gi and len(genes) == 6
+    search = _BagSearch(grids, m, d.atac, types, gi)
+    _, per_cell, gain = search.gains(search.batch(cells), in_r, y0, genes)
+    ref = m.sparse_batch(d.atac[cells])
+    w = (~in_r[ref.idx]).float().requires_grad_(True)
+    a = m.first_hidden(ref, w)
+    loss = subset_objective(m.head(a, genes), y0[:, genes], 0, 0.1, "ratio")
+    (g_entry,) = torch.autograd.grad(loss, w)
+    expected = torch.zeros(d.n_peaks).index_add_(0, ref.idx, g_entry)
+    torch.testing.assert_close(gain, expected, rtol=1e-4, atol=1e-7)
+    assert float(per_cell.mean()) == pytest.approx(float(loss.detach()), rel=1e-6)
+    _, _, full = search.gains(search.batch(cells), in_r, y0)
+    assert float((full - gain).norm()) > 0.01 * float(gain.norm()) > 0
+    _, _, gain_g = _GenericSearch(grids, m, d.atac, types, gi).gains(cells, in_r, y0, genes)
+    open_here = torch.as_tensor(np.asarray(d.atac[cells].sum(0)).ravel() > 0) & ~in_r
+    torch.testing.assert_close(gain_g[open_here], expected[open_here], rtol=1e-3, atol=1e-6)
+
+
+def test_sampled_gains_change_only_runs_that_ask_for_them():
+    """`sampled_gains=False` keeps the original random-number order (the same peaks as before the option existed:
+    the default is the paper's GRIDS); with it a run still returns L valid peaks."""
+    model, cells = redundant_pair_model(), cells_with_all_open()
+    a = Grids(steps=12, seed=3, off_target_genes=1).explain(model, cells, "target", 3)
+    b = Grids(steps=12, seed=3, off_target_genes=1, sampled_gains=False).explain(model, cells, "target", 3)
+    assert list(a.peaks) == list(b.peaks)
+    Grids(steps=12, seed=3, off_target_genes=1, sampled_gains=True).explain(model, cells, "target", 3).check(
+        cells.n_peaks, 3)
+
+
 @pytest.mark.parametrize("genes", [None, 5])
 def test_swap_losses_equal_rescoring_every_cell(genes):
     """Scoring only the cells a swap changes gives each swapped subset's full objective; a swap that changes no
