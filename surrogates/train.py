@@ -65,7 +65,7 @@ def build_surrogate(data: MultiomeData, config: SurrogateConfig) -> Surrogate:
 
 # ---------------------------------------------------------------------------------------------- shared losses
 def atac_reconstruction(model: Surrogate, z_a: torch.Tensor, batch: SparseAtac, config: SurrogateConfig,
-                        gen: torch.Generator) -> torch.Tensor:
+                        gen: torch.Generator, sparse: bool = False) -> torch.Tensor:
     """Balanced focal BCE of Dec_a's reconstruction on `recon_peaks` peaks drawn uniformly for this batch.
 
     ℒ = ½ · mean over open entries + ½ · mean over closed entries (the reference's balanced loss), estimated on a
@@ -73,7 +73,9 @@ def atac_reconstruction(model: Surrogate, z_a: torch.Tensor, batch: SparseAtac, 
     means unbiased estimates of the means over all peaks. Why columns and not entries: a 128-cell batch has open
     entries in nearly every peak (128 × 1,800 entries over 40,000 peaks at quick scale), so gathering one weight
     row per entry moved ~0.5 GB per batch and ran slower than the dense product; |C| = 4,096 costs a tenth of
-    the full 40,000-column product at quick scale and a thirtieth at paper scale."""
+    the full 40,000-column product at quick scale and a thirtieth at paper scale. `sparse`: the drawn rows of the
+    last layer's weight come through `F.embedding(..., sparse=True)`, so its gradient is those rows only (for
+    torch's SparseAdam, `SurrogateConfig.sparse_decoder`)."""
     n_cols = min(model.n_peaks, config.recon_peaks)
     dev = z_a.device
     cols = (torch.arange(model.n_peaks, device=dev) if n_cols == model.n_peaks
@@ -84,7 +86,8 @@ def atac_reconstruction(model: Surrogate, z_a: torch.Tensor, batch: SparseAtac, 
     hit = where[batch.idx] >= 0
     label[batch.row[hit], where[batch.idx[hit]]] = 1.0
     last = model.dec_a[-1]
-    logits = model.dec_a[:-1](z_a) @ last.weight[cols].T + last.bias[cols]
+    rows = F.embedding(cols, last.weight, sparse=True) if sparse else last.weight[cols]
+    logits = model.dec_a[:-1](z_a) @ rows.T + last.bias[cols]
     bce = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
     focal = (1.0 - torch.exp(-bce)) ** config.focal_gamma * bce if config.focal_gamma else bce
     n_open, n_all = float(label.sum()), label.numel()
@@ -154,10 +157,13 @@ DISCRIMINATORS = ("disc_a.", "disc_r.")
 def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: SurrogateConfig, rng, gen,
                   progress: bool, on_epoch=None) -> dict:
     emb = _params(model, EMBEDDINGS)
-    rest = [p for p in _params(model, ATAC_AE + RNA_AE + CROSS_MAPS) if not any(p is q for q in emb)]
+    lazy = [model.dec_a[-1].weight] if config.sparse_decoder else []
+    dense = [p for p in _params(model, ATAC_AE + RNA_AE + CROSS_MAPS) if not any(p is q for q in lazy)]
+    rest = [p for p in dense if not any(p is q for q in emb)]
     groups = [{"params": emb, "lr": config.emb_lr or config.lr}, {"params": rest}] if config.emb_lr else \
-        [{"params": _params(model, ATAC_AE + RNA_AE + CROSS_MAPS)}]  # one group: the order Adam saw before emb_lr
+        [{"params": dense}]  # one group: the order Adam saw before emb_lr
     opt = _adam(groups, config, lr=config.lr, weight_decay=config.weight_decay)
+    opt_lazy = torch.optim.SparseAdam(lazy, lr=config.lr) if lazy else None
     opt_d = _adam(_params(model, DISCRIMINATORS), config, lr=config.lr)
     best, best_state, bad_epochs, history = float("inf"), None, 0, []
     t0, stopped, outside = time.perf_counter(), "max_epochs", 0.0
@@ -173,7 +179,7 @@ def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: Su
             z_a, z_r = model.encode_atac(batch), model.enc_r(y)
             a2r, r2a = model.f_ar(z_a), model.f_ra(z_r)
             terms = {
-                "bce": atac_reconstruction(model, z_a, batch, config, gen),
+                "bce": atac_reconstruction(model, z_a, batch, config, gen, sparse=config.sparse_decoder),
                 "mse_r": F.mse_loss(model.dec_r(z_r), y),
                 "cross": F.mse_loss(model.dec_r(a2r).clamp_min(0.0), y),
                 "cycle": F.mse_loss(model.f_ra(a2r), z_a) + F.mse_loss(model.f_ar(r2a), z_r),
@@ -182,8 +188,12 @@ def _train_paired(model: Surrogate, train: _Split, val: MultiomeData, config: Su
             loss = (config.atac_weight * terms["bce"] + terms["mse_r"] + terms["cross"]
                     + config.cycle_weight * terms["cycle"] + config.gamma * terms["adv"])
             opt.zero_grad(set_to_none=True)
+            if opt_lazy is not None:
+                opt_lazy.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if opt_lazy is not None:
+                opt_lazy.step()
             d_loss = _disc_loss(model, z_r, a2r, types, types, z_a, r2a, types, types)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
