@@ -222,8 +222,9 @@ def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, sc
     # one worker per `threads` cores: each task runs on a fixed torch thread count (bench/runner.py)
     threads = threads or job_threads(model) or 1
     workers = workers or max(1, (os.cpu_count() or 2) // threads)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None) if scheduler == "local" else None
+    # silence_logs: the cluster's own start-up and connection chatter stays out of the run's log
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.WARNING) if scheduler == "local" else None
     client = Client(cluster if cluster is not None else scheduler)
     try:
         # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device

@@ -53,3 +53,13 @@ def test_each_example_run_is_current(run):
         assert version == now, (f"{run} was computed by {name} v{version}, the code is at v{now}: regenerate it "
                                 f"(see results/examples/README.md for the command)")
         assert f"{name} v{version}" in header
+
+
+def test_the_paper_grid_explains_the_surrogate_whose_fidelity_is_committed():
+    """fit-paper-paired/fidelity.json measured the checkpoint the paper grid's header names, and that surrogate
+    passes the paper's fidelity bar (marker R² ≥ 0.9; the paper reports 0.914)."""
+    fidelity = json.loads((EXAMPLES / "fit-paper-paired" / "fidelity.json").read_text())
+    facts = json.loads((EXAMPLES / "paper" / "run.json").read_text())["facts"]
+    assert facts["checkpoints"] == [fidelity["checkpoint"]]
+    assert f"`{fidelity['checkpoint']}`" in (EXAMPLES / "paper" / "leaderboard.md").read_text().split("\n## ")[0]
+    assert fidelity["marker_r2"] >= 0.9
