@@ -66,7 +66,8 @@ def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch threads for training and every job; fixed so that a run repeats bit for bit, and "
                         "part of the surrogate's checkpoint key (default: 2; on more cores prefer --scheduler local, "
-                        "one worker per 2 cores)")
+                        "one worker per 2 cores). The paper profile runs its jobs side by side on one thread each, "
+                        "as many at once as N cores hold")
 
 
 def _add_run(sub) -> None:

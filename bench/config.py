@@ -113,17 +113,18 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper", scale="paper",
-        # Sized so the Table 1 grid (GRIDS, Random, four gradient baselines, FIMAP; 16 genes; L 10 / 128) runs in
-        # about an hour on 2 CPU cores, training included (measured at this scale, 2 threads: a training epoch
-        # 12.9 s with the fused Adam kernel; 56 mini-batches an epoch, so 30 epochs are ~2.5× the quick profile's
-        # most steps).
+        # Sized so the Table 1 grid (GRIDS, Random, four gradient baselines, FIMAP; 16 genes; L 10 / 128) runs
+        # within an hour on 2 CPU cores, training included (seed 0, from an empty cache: 39 min;
+        # results/examples/paper/).
         # Training chosen on development data (seed 1, `bench fit --curve`, results/examples/fit-paper-paired/):
         # with the original settings marker R² peaked at 0.82 (45 epochs) and fell after; the ATAC decoder's last
         # layer (32.6M of 41M parameters) got a dense Adam step every batch although a batch reads 4,096 of its
         # 127,219 rows, and the open-state embeddings started as noise that the rare types' peaks had to outgrow.
         # With SparseAdam on that layer (`sparse_decoder`) and open embeddings started 10× smaller
         # (`emb_open_init`), seed 1, 1 thread: marker R² 0.57 / 0.97 / 0.99 / 0.99 at 10 / 20 / 30 / 40 epochs,
-        # validation MSE lowest at 40; an epoch 26 % cheaper (SparseAdam skips the undrawn rows).
+        # validation MSE lowest at 40; an epoch 26 % cheaper (SparseAdam skips the undrawn rows). This profile on 2
+        # threads (`bench fit --scale paper --seed 1 --curve 10,20,30,40,45`): 0.77 / 0.99 / 0.99 / 0.99 / 0.99,
+        # validation MSE flat from 20 epochs; seed 0 stops early at 30 epochs (229 s), marker R² 0.988.
         surrogate=SurrogateConfig(max_epochs=45, min_epochs=20, patience=5, fused_adam=True, sparse_decoder=True,
                                   emb_open_init=0.01),
         reference_steps=(4000, 1000, 16000),
