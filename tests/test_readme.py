@@ -234,6 +234,13 @@ BLOCKS = {
     "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
     "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"
                                            "smoothgrad,input-x-gradient,integrated-gradients,fimap", ""),
+    "paper-truth-run": lambda: run_line("paper-truth", "python -m bench run --scale paper --surrogate truth --L 10 "
+                                                       "--methods grids,random,saliency,smoothgrad,input-x-gradient,"
+                                                       "integrated-gradients,fimap", ""),
+    "paper-truth-headline": lambda: headline_table("paper-truth"),
+    "paper-truth-grids-vs": lambda: paired_vs("paper-truth", "grids", ["saliency", "smoothgrad", "input-x-gradient",
+                                                                       "integrated-gradients", "fimap"], Ls=[10]),
+    "paper-truth-compare": lambda: compare_block("paper", "paper-truth", ["surrogate", "truth"]),
 }
 
 
