@@ -103,17 +103,17 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
                                                      "truth" if style == "truth" else
                                                      "user" if style == "user" else "surrogate"),
                               peak_rss_mb=process_peak_rss_mb(), machine=describe_machine(device),
-                              side_by_side=_side_by_side(plan.profile, scheduler, records))
+                              side_by_side=_side_by_side(plan.profile, scheduler, records, models[0]))
             long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long
 
 
-def _side_by_side(profile, scheduler, records) -> dict | None:
+def _side_by_side(profile, scheduler, records, model) -> dict | None:
     """How jobs ran when the profile runs them side by side on this machine's worker processes (jobs at a time,
     threads each, the workers' largest RSS during a job): their memory is not in the main process's peak."""
     from bench.pipeline import side_by_side
 
-    threads, workers = side_by_side(profile)
+    threads, workers = side_by_side(profile, model)
     if threads is None or scheduler is not None or workers < 2:
         return None
     peaks = [r.get("peak_rss_mb") for r in records if not r.get("cached")]

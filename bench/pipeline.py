@@ -96,23 +96,26 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
         log.info("the model has no cache_key: its jobs are computed and not cached")
     cache = ResultCache(cache_root(cache_dir) / "jobs") if key is not None else NoCache()
     context = {"data": data.fingerprint(), **(key or {})}
-    threads, workers = side_by_side(plan.profile)
+    threads, workers = side_by_side(plan.profile, model)
     if threads is not None:  # jobs on their own thread count: another count may round to other answers
         context["job_threads"] = threads
-        if scheduler is None and workers > 1:
-            scheduler = "local"
-            log.info("jobs run %d at a time on %d torch thread(s) each (profile %s)", workers, threads,
-                     plan.profile.name)
+    ours = scheduler is None and workers > 1  # an explicit --scheduler keeps its own worker count
+    if ours:
+        scheduler = "local"
+        log.info("jobs run %d at a time on %d torch thread(s) each (profile %s)", workers, threads,
+                 plan.profile.name)
     return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, model, data, truth, cache,
                     context, scheduler=scheduler, progress=progress, force=force, threads=threads,
-                    workers=workers if scheduler == "local" else None)
+                    workers=workers if ours else None)
 
 
-def side_by_side(profile: Profile) -> tuple[int | None, int]:
+def side_by_side(profile: Profile, model=None) -> tuple[int | None, int]:
     """(torch threads per job, jobs at a time) of a profile with `job_threads`: as many jobs as fit in the cores the
     run trains on (`SurrogateConfig.threads`) and this machine has; (None, 1) for a profile without it (jobs on
-    the model's own thread count, one at a time)."""
-    if not profile.job_threads:
+    the model's own thread count, one at a time) and for a model on a GPU (its jobs stay on the GPU, in this
+    process: worker processes get a CPU copy)."""
+    device = getattr(model, "device", None)
+    if not profile.job_threads or getattr(device, "type", "cpu") != "cpu":
         return None, 1
     cores = min(profile.surrogate.threads, os.cpu_count() or 1)
     return profile.job_threads, max(1, cores // profile.job_threads)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import bench
 from bench.errors import UserError
@@ -95,6 +96,8 @@ def test_jobs_side_by_side_give_the_table_of_the_same_jobs_one_at_a_time(tmp_pat
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert pipeline.side_by_side(config.PROFILES["tiny"]) == (1, 2)
     assert pipeline.side_by_side(config.PROFILES["quick"]) == (None, 1)
+    on_gpu = type("OnGpu", (), {"device": torch.device("cuda")})()  # jobs on a GPU stay in this process
+    assert pipeline.side_by_side(config.PROFILES["tiny"], on_gpu) == (None, 1)
     kw = dict(methods=ARGS[3].split(","), cell_types=ARGS[5].split(","), L=[3, 8], progress=False)
     cache = tmp_path / "cache"
     bench.run("tiny", cache_dir=cache, out=tmp_path / "side", **kw)
