@@ -133,7 +133,9 @@ PROFILES: dict[str, Profile] = {
         # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads, alone in a process:
         # 26 ms against 57–65 ms on all genes (37–40 ms inside the paper run, trained surrogate). Checked on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ
         # −8.34 ± 1.84 / −52.26 ± 9.49 vs the full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128
-        # (paired: −0.16 ± 0.10, −0.06 ± 0.17).
+        # (paired: −0.16 ± 0.10, −0.06 ± 0.17). `sampled_gains` takes the step's gradient from the same gene sample
+        # (perf: 34.0 → 29.8 ms a step); on seed 1, quick, 16 off-target genes, it chose the same peaks in all 32
+        # jobs (the target term dominates which 32 candidates the gains put first).
         # The many-sample gradient baselines average over a seeded subset of each type's ~720 training cells: a
         # cell costs `samples` dense forward+backward passes of ~4 ms here (captum differentiates the dense input),
         # so captum's 50 SmoothGrad samples or 50 IG steps on every cell would take ~2.5 min per gene, ~40 min
