@@ -220,8 +220,7 @@ def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, sc
     from dask.distributed import Client, LocalCluster, as_completed
 
     # one worker per `threads` cores: each task runs on a fixed torch thread count (bench/runner.py)
-    threads = threads or job_threads(model) or 1
-    workers = workers or max(1, (os.cpu_count() or 2) // threads)
+    workers = workers or max(1, (os.cpu_count() or 2) // (threads or job_threads(model) or 1))
     # silence_logs: the cluster's own start-up and connection chatter stays out of the run's log
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.WARNING) if scheduler == "local" else None
