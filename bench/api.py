@@ -111,11 +111,12 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 def _side_by_side(profile, scheduler, records, model) -> dict | None:
     """How jobs ran when the profile runs them side by side on this machine's worker processes (jobs at a time,
     threads each, the workers' largest RSS during a job): their memory is not in the main process's peak."""
-    from bench.pipeline import side_by_side
+    from bench.pipeline import local_workers, side_by_side
 
-    threads, workers = side_by_side(profile, model)
-    if threads is None or scheduler is not None or workers < 2:
+    workers = local_workers(profile, model, scheduler)
+    if workers < 2:
         return None
+    threads, _ = side_by_side(profile, model)
     peaks = [r.get("peak_rss_mb") for r in records if not r.get("cached")]
     peaks = [p for p in peaks if isinstance(p, (int, float)) and p == p]
     return {"workers": workers, "threads": threads, "worker_peak_rss_mb": max(peaks) if peaks else None}

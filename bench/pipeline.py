@@ -96,17 +96,17 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
         log.info("the model has no cache_key: its jobs are computed and not cached")
     cache = ResultCache(cache_root(cache_dir) / "jobs") if key is not None else NoCache()
     context = {"data": data.fingerprint(), **(key or {})}
-    threads, workers = side_by_side(plan.profile, model)
+    threads, _ = side_by_side(plan.profile, model)
     if threads is not None:  # jobs on their own thread count: another count may round to other answers
         context["job_threads"] = threads
-    ours = scheduler is None and workers > 1  # an explicit --scheduler keeps its own worker count
-    if ours:
+    workers = local_workers(plan.profile, model, scheduler)
+    if workers > 1:
         scheduler = "local"
         log.info("jobs run %d at a time on %d torch thread(s) each (profile %s)", workers, threads,
                  plan.profile.name)
     return run_grid(jobs, plan.profile.method_params, plan.profile.budget_for, model, data, truth, cache,
                     context, scheduler=scheduler, progress=progress, force=force, threads=threads,
-                    workers=workers if ours else None)
+                    workers=workers if workers > 1 else None)
 
 
 def side_by_side(profile: Profile, model=None) -> tuple[int | None, int]:
@@ -119,6 +119,14 @@ def side_by_side(profile: Profile, model=None) -> tuple[int | None, int]:
         return None, 1
     cores = min(profile.surrogate.threads, os.cpu_count() or 1)
     return profile.job_threads, max(1, cores // profile.job_threads)
+
+
+def local_workers(profile: Profile, model=None, scheduler: str | None = None) -> int:
+    """Jobs at a time on the LocalCluster a run starts by itself for a side-by-side profile; 1 when it starts none
+    (no `job_threads`, one core's worth, a model on a GPU, or an explicit `scheduler`, which keeps its own worker
+    count)."""
+    _, workers = side_by_side(profile, model)
+    return workers if scheduler is None else 1
 
 
 def model_key(model, data, profile: Profile, style: str) -> dict | None:

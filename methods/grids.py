@@ -237,7 +237,8 @@ class _BagSearch:
         if genes is not None:  # the incumbent on the same gene sample as its candidates
             genes = genes.to(model.device)
             scorer = _GeneSample(genes, lambda a: model.head(a, genes), g.beta)
-            per_cell = scorer.cell_loss(a_r, y0)
+            if not g.sampled_gains:  # with sampled gains, `gains` already scored the incumbent on this sample
+                per_cell = scorer.cell_loss(a_r, y0)
         dev = a_r.device
         cols = torch.as_tensor(np.concatenate([[old], cand.cpu().numpy()]), device=dev)
         x_cols = batch.columns(cols)  # cells × (1 + k), 0/1

@@ -98,6 +98,8 @@ def test_jobs_side_by_side_give_the_table_of_the_same_jobs_one_at_a_time(tmp_pat
     assert pipeline.side_by_side(config.PROFILES["quick"]) == (None, 1)
     on_gpu = type("OnGpu", (), {"device": torch.device("cuda")})()  # jobs on a GPU stay in this process
     assert pipeline.side_by_side(config.PROFILES["tiny"], on_gpu) == (None, 1)
+    assert pipeline.local_workers(config.PROFILES["tiny"]) == 2
+    assert pipeline.local_workers(config.PROFILES["tiny"], scheduler="tcp://elsewhere:8786") == 1
     kw = dict(methods=ARGS[3].split(","), cell_types=ARGS[5].split(","), L=[3, 8], progress=False)
     cache = tmp_path / "cache"
     bench.run("tiny", cache_dir=cache, out=tmp_path / "side", **kw)
