@@ -27,7 +27,8 @@ log = logging.getLogger("bench")
 def run(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
         seed: int = 0, methods=None, cell_types=None, genes=None, L=None, seeds: int = 1,
-        surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, model=None, device: str = "auto",
+        surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, model=None, simulate: dict | None = None,
+        device: str = "auto",
         cache_dir=None, retrain: bool = False, force: bool = False, threads: int | None = None,
         budget_seconds: float | None = None, scheduler: str | None = None, out=None,
         progress: bool = True) -> pd.DataFrame:
@@ -42,6 +43,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     `model`: your own model instead — any object of the protocol in surrogates/protocol.py, or a torch.nn.Module
     mapping a dense float [cells × peaks] batch to log-expression [cells × genes] in the data's gene order; its
     jobs are cached under its `cache_key` (a module: a hash of its class and state_dict).
+    `simulate`: changes to the synthetic data's scale, e.g. {"n_cells": 20000, "umi_per_cell": 2000}
+    (`datasets.synthetic.SIMULATE_KEYS`); the reference style's training steps scale with the cells.
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
     count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. `force`
     recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
@@ -72,8 +75,11 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     if surrogate_seeds < 1:
         raise UserError(f"--surrogate-seeds must be ≥ 1, got {surrogate_seeds}")
     inputs = Inputs(scale=profile.scale, seed=seed, data=data, labels=labels, label_key=label_key,
-                    markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir)
+                    markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir,
+                    simulate=tuple((str(k), str(v)) for k, v in (simulate or {}).items()))
     dataset, truth, marker_table = load_inputs(inputs)
+    if truth is not None:
+        profile = profile.for_cells(dataset.n_cells)
     style = "user" if model is not None else surrogate
     if style == "truth":
         profile = profile.for_truth_tier()

@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,sweep,perf}` — parsing and thin commands only.
+"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing and thin commands only.
 
 Planning lives in bench/plan.py, orchestration in bench/pipeline.py, rendering in bench/report.py and
 surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are
@@ -27,6 +27,13 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as n_cells=20000, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--quick", action="store_true", help="tiny data, short training and searches (minutes)")
@@ -41,6 +48,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rna-mod", default="rna", help="MuData modality holding RNA (default: rna)")
     p.add_argument("--atac-mod", default="atac", help="MuData modality holding ATAC (default: atac)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulator and the train/val/test split")
+    p.add_argument("--simulate", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                   help="change the synthetic data without a new scale, e.g. --simulate n_cells=20000 --simulate "
+                        "umi_per_cell=2000 (keys: n_cells, n_peaks, n_genes, n_chrom, open_fraction, umi_per_cell); "
+                        "the surrogate's checkpoint and every job's cache key follow the data, and the reference "
+                        "style's training steps scale with n_cells")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device; auto uses a GPU when present (default: auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and job results "
@@ -178,6 +190,40 @@ def _add_budget(sub) -> None:
     _add_common_args(budget)
 
 
+def _add_fidelity_curve(sub) -> None:
+    curve = sub.add_parser(
+        "fidelity-curve", help="when to trust the surrogate: its fidelity and the tiers' rank agreement against the "
+        "number of cells and sequencing depth (fidelity_curve.csv/.md/.png)",
+        description="Train the surrogate on synthetic data of several sizes and depths (the scale's genes and "
+        "peaks), measure marker R² and interventional fidelity at each, and the Kendall τ between the ranking of "
+        "a fixed method set on the surrogate and on the simulator's exact model at one L (bootstrap CI over jobs). "
+        "Checkpoints and jobs are cached, so an interrupted curve resumes; the table is rewritten after each point.")
+    scale = curve.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help="quick genes and peaks (the default)")
+    scale.add_argument("--scale", choices=sorted(PROFILES), default="quick",
+                       help="genes, peaks and settings of this profile (default: %(default)s)")
+    curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000"],
+                       help="cell counts for the paired style (default: 2000,5000,10000)")
+    curve.add_argument("--depths", type=_csv, default=["20000"],
+                       help="extra UMI per cell (median library size; the simulator's own is 6000) for the paired "
+                            "style at --depth-cells; 'none' for none (default: 20000)")
+    curve.add_argument("--depth-cells", type=int, default=5000, help="cells of the extra depths (default: 5000)")
+    curve.add_argument("--reference-cells", type=_csv, default=["2000"],
+                       help="cell counts at which the reference style is trained too; 'none' for none (default: "
+                            "2000; its steps scale with the cells)")
+    curve.add_argument("--methods", type=_csv,
+                       help="methods ranked in both tiers for τ; 'none' to measure fidelity only (default: "
+                            "grids,integrated-gradients,input-x-gradient,fimap,sage,cxplain,saliency)")
+    curve.add_argument("--genes", type=_csv, help="genes of the τ jobs (default: the first marker of each type)")
+    curve.add_argument("--L", type=int, default=10, help="subset size of the τ jobs (default: 10)")
+    curve.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for τ's CI (default: 1000)")
+    curve.add_argument("--seed", type=int, default=0, help="simulator seed (tune on 1, report 0; default: 0)")
+    curve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
+    curve.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
+    curve.add_argument("--out", type=Path, default=Path("results") / "fidelity-curve", help="output folder")
+    _add_common_args(curve)
+
+
 def _add_sweep_and_perf(sub) -> None:
     sweep = sub.add_parser("sweep", help="run every method at increasing numbers of peaks under one budget")
     sweep.add_argument("--dims", type=_csv, default=["2000", "10000", "127219"],
@@ -201,22 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{run,compare,report,fit,data,list,budget,sweep,perf}")
+                                metavar="{run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}")
     _add_run(sub)
     _add_compare(sub)
     _add_report(sub)
     _add_fit_and_data(sub)
     sub.add_parser("list", help="list the registered explainers with their metadata")
     _add_budget(sub)
+    _add_fidelity_curve(sub)
     _add_sweep_and_perf(sub)
     return parser
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _profile(args):
+def _profile(args, data=None):
+    """The profile of the flags; on synthetic `data`, fitted to its cell count (`Profile.for_cells`)."""
     from bench.api import profile_for
 
-    return profile_for("quick" if args.quick else args.scale, getattr(args, "threads", None))
+    profile = profile_for("quick" if args.quick else args.scale, getattr(args, "threads", None))
+    if data is not None and data.uns.get("source") == "synthetic":
+        return profile.for_cells(data.n_cells)
+    return profile
 
 
 def _inputs(args):
@@ -224,13 +275,13 @@ def _inputs(args):
 
     return Inputs(scale=_profile(args).scale, seed=args.seed, data=args.data, labels=args.labels,
                   label_key=args.label_key, markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod,
-                  atac_mod=args.atac_mod, cache_dir=args.cache_dir)
+                  atac_mod=args.atac_mod, cache_dir=args.cache_dir, simulate=tuple(args.simulate))
 
 
 def _surrogate(args, data):
     from bench.pipeline import fit_surrogate
 
-    return fit_surrogate(_profile(args), data, args.surrogate, device=args.device, cache_dir=args.cache_dir,
+    return fit_surrogate(_profile(args, data), data, args.surrogate, device=args.device, cache_dir=args.cache_dir,
                          retrain=args.retrain, progress=not args.no_progress)
 
 
@@ -244,7 +295,7 @@ def cmd_run(args) -> int:
                L=None if args.L is None else parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
                surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
                retrain=args.retrain, force=args.force, threads=args.threads, budget_seconds=args.budget_seconds,
-               scheduler=args.scheduler, out=args.out,
+               scheduler=args.scheduler, out=args.out, simulate=dict(args.simulate),
                progress=not args.no_progress)
     records = long.attrs["records"]
     print("\n".join(summary_lines(records, list(dict.fromkeys(r["method"] for r in records)))))
@@ -311,7 +362,7 @@ def cmd_fit(args) -> int:
 def _fit_curve(args, data, truth, markers, t0: float) -> int:
     from bench.fit_curve import fidelity_curve, write_curve
 
-    profile = _profile(args)
+    profile = _profile(args, data)
     epochs = parse_ints(args.curve.split(","), "--curve")
     try:
         table = fidelity_curve(data, truth, markers, profile.surrogate_config(args.surrogate), epochs,
@@ -388,12 +439,51 @@ def cmd_budget(args) -> int:
     return 0
 
 
-def parse_floats(values) -> list[float]:
+def cmd_fidelity_curve(args) -> int:
+    from bench.api import _check_device
+    from bench.data_curve import TAU_METHODS, curve_points, run_data_curve
+    from bench.pipeline import Inputs
+    from datasets.synthetic import SCALES
+
+    scale = "quick" if args.quick else args.scale
+    cells, reference = _counts(args.cells, "--cells"), _counts(args.reference_cells, "--reference-cells")
+    depths = _counts(args.depths, "--depths")
+    if not cells:
+        raise UserError("--cells needs at least one cell count, e.g. 2000,5000,10000")
+    if args.bootstrap < 1:
+        raise UserError(f"--bootstrap must be ≥ 1, got {args.bootstrap}")
+    # every size and depth passes the simulator's own checks before anything trains
+    for key, values in (("n_cells", cells + reference + [args.depth_cells]), ("umi_per_cell", depths)):
+        for v in values:
+            Inputs(scale=scale, simulate=((key, f"{v:g}"),)).simulation_scale()
+    methods = [] if [m.lower() for m in args.methods or ()] == ["none"] else list(args.methods or TAU_METHODS)
+    _check_device(args.device)
+    points = curve_points([int(c) for c in cells], depths, args.depth_cells, [int(c) for c in reference],
+                          umi=SCALES[scale].umi_per_cell)
+    run_data_curve(scale, seed=args.seed, points=points, methods=methods, genes=args.genes, L=args.L,
+                   n_boot=args.bootstrap, cache_dir=args.cache_dir, device=args.device, out=args.out,
+                   progress=not args.no_progress)
+    print((args.out / "fidelity_curve.md").read_text())
+    print(f"wrote fidelity_curve.csv, fidelity_curve.md, fidelity_curve.png and run.json in {args.out}")
+    return 0
+
+
+def _counts(values, flag: str) -> list[float]:
+    """Comma-separated positive numbers ('none' for an empty list); UserError naming the flag otherwise."""
+    if [v.lower() for v in values] == ["none"]:
+        return []
+    numbers = parse_floats(values, flag)
+    if any(v <= 0 for v in numbers):
+        raise UserError(f"{flag} takes positive numbers, got {','.join(values)}")
+    return numbers
+
+
+def parse_floats(values, flag: str = "--budgets") -> list[float]:
     """'1e3' → 1000.0; anything else is a UserError naming the value."""
     try:
         return [float(v) for v in values]
     except ValueError:
-        raise UserError(f"--budgets takes numbers such as 1e3,1e4,1e5; got {','.join(values)}") from None
+        raise UserError(f"{flag} takes numbers such as 1e3,1e4,1e5; got {','.join(values)}") from None
 
 
 def cmd_perf(args) -> int:
@@ -406,7 +496,7 @@ def cmd_perf(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data,
-            "list": cmd_list, "budget": cmd_budget, "sweep": cmd_sweep,
+            "list": cmd_list, "budget": cmd_budget, "fidelity-curve": cmd_fidelity_curve, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

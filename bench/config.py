@@ -45,6 +45,17 @@ class Profile:
         float sums split across another number of threads give other weights)."""
         return replace(self, surrogate=replace(self.surrogate, threads=int(threads)))
 
+    def for_cells(self, n_cells: int) -> "Profile":
+        """The profile on synthetic data of `n_cells` cells (`--simulate n_cells=…`): the reference style's step
+        counts scale with the cells, so more cells never mean fewer passes over them (the paired style counts epochs,
+        which already do). The profile itself at its scale's own cell count."""
+        from datasets.synthetic import SCALES
+
+        ratio = n_cells / SCALES[self.scale].n_cells
+        if ratio == 1:
+            return self
+        return replace(self, reference_steps=tuple(max(1, round(s * ratio)) for s in self.reference_steps))
+
     def for_truth_tier(self) -> "Profile":
         """The profile on the simulator's truth model: the `oracle` control chooses the optimum of the tier's metric
         (Rel Δ on the training cells, methods/oracle.py) instead of the lowest mean expression."""

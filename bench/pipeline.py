@@ -29,9 +29,22 @@ class Inputs:
     rna_mod: str = "rna"
     atac_mod: str = "atac"
     cache_dir: str | None = None
+    # `--simulate key=value` changes to the synthetic scale, as (key, text) pairs in the order given
+    simulate: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
-        return self.data or f"synthetic ({self.scale} scale, seed {self.seed})"
+        changed = "".join(f", {k}={v}" for k, v in self.simulate)
+        return self.data or f"synthetic ({self.scale} scale{changed}, seed {self.seed})"
+
+    def simulation_scale(self):
+        """The simulator's scale: the profile's name, or a `SimulationScale` with the overrides (UserError when one
+        is unknown or out of range)."""
+        from datasets.synthetic import scale_with
+
+        try:
+            return scale_with(self.scale, dict(self.simulate))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
 
 
 def load_inputs(inputs: Inputs):
@@ -42,6 +55,8 @@ def load_inputs(inputs: Inputs):
         markers = read_marker_table(inputs.markers) if inputs.markers else PAPER_MARKERS
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(str(exc)) from exc
+    if inputs.data and inputs.simulate:
+        raise UserError("--simulate changes the synthetic simulator; it does not apply to --data (drop one of them)")
     if inputs.data:
         from datasets.files import cache_root
         from datasets.loaders import InputError, load_multiome
@@ -57,9 +72,13 @@ def load_inputs(inputs: Inputs):
         raise UserError("--labels/--label-key need --data (the synthetic data carries its own labels)")
     from datasets.synthetic import simulate
 
+    scale = inputs.simulation_scale()
     t0 = time.perf_counter()
-    data, truth = simulate(inputs.scale, seed=inputs.seed)
-    log.info("synthetic data (%s scale): %r in %.1fs", inputs.scale, data, time.perf_counter() - t0)
+    try:
+        data, truth = simulate(scale, seed=inputs.seed)
+    except ValueError as exc:  # overrides that fit each key's range but not each other (too few peaks for the genes)
+        raise UserError(f"--simulate {' '.join(f'{k}={v}' for k, v in inputs.simulate)}: {exc}") from None
+    log.info("synthetic data (%s): %r in %.1fs", inputs.describe(), data, time.perf_counter() - t0)
     return data, truth, markers
 
 

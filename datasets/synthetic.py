@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -98,6 +98,42 @@ class SimulationScale:
     n_genes: int
     n_chrom: int
     open_fraction: float = 0.038
+    umi_per_cell: float = 6000.0  # median library size (UMI per cell) of the RNA; per-cell depth is log-normal
+
+
+# What `--simulate key=value` may change, with the smallest value each takes (bench runs need ≥ 10 test cells of
+# the rarest type, 6 % of cells; the paper's markers need 40 genes; below ~0.5 % open the paper's regime is gone).
+SIMULATE_KEYS = {"n_cells": (int, 300), "n_peaks": (int, 1000), "n_genes": (int, 40), "n_chrom": (int, 1),
+                 "open_fraction": (float, 0.005), "umi_per_cell": (float, 100.0)}
+
+
+def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | SimulationScale":
+    """`scale` with `overrides` (key → text, from `--simulate key=value`) applied: the name itself when there are
+    none, so the default data keep their provenance string. Unknown keys and values out of range raise ValueError
+    naming the key, the value and what is allowed."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    if not overrides:
+        return scale
+    changes = {}
+    for key, text in overrides.items():
+        if key not in SIMULATE_KEYS:
+            raise ValueError(f"--simulate: unknown key {key!r}; the simulator takes {', '.join(SIMULATE_KEYS)}")
+        kind, lowest = SIMULATE_KEYS[key]
+        try:
+            value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"--simulate {key}={text}: {key} takes {'an integer' if kind is int else 'a number'}, "
+                             f"e.g. {key}={SIMULATE_EXAMPLES[key]}") from None
+        if not np.isfinite(value) or value < lowest or (key == "open_fraction" and value > 0.5):
+            allowed = "between 0.005 and 0.5" if key == "open_fraction" else f"at least {lowest:g}"
+            raise ValueError(f"--simulate {key}={text}: {key} must be {allowed}")
+        changes[key] = value
+    return replace(SCALES[scale], **changes)
+
+
+SIMULATE_EXAMPLES = {"n_cells": 20000, "n_peaks": 40000, "n_genes": 150, "n_chrom": 10, "open_fraction": 0.04,
+                     "umi_per_cell": 2000}
 
 
 # Scales shrink cells and genes, never open peaks per cell: quick and default keep ~1,800 / ~2,000 open peaks per
@@ -396,7 +432,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     counts[0] += sc.n_cells - counts.sum()
     cell_type = np.repeat(np.arange(T), counts)[rng.permutation(sc.n_cells)]
     depth = rng.lognormal(0.0, 0.35, sc.n_cells)
-    lib = rng.lognormal(np.log(6000), 0.4, sc.n_cells)
+    lib = rng.lognormal(np.log(sc.umi_per_cell), 0.4, sc.n_cells)
 
     rows, cols = [], []
     reg_open = 0

@@ -1,0 +1,259 @@
+"""Fidelity against data (`python -m bench fidelity-curve`): when can the surrogate's verdict be trusted?
+
+The surrogate is trained again on synthetic data of growing size (`n_cells`) and depth (`umi_per_cell`), in one or
+both training styles; at every point of the grid it is measured the way `bench fit` measures it, and the
+explainers' ranking on it is set beside their ranking on the simulator's exact model:
+
+* marker R² (surrogates/fidelity.py) and interventional fidelity (bench/interventional.py): Spearman of surrogate vs
+  truth closure effects, the group / Σ members ratio of both (1 = additive, ≫ 1 = redundant) and what closing all of
+  a marker's planted peaks does on each;
+* the Kendall τ between the surrogate-tier and the truth-tier ranking of a fixed method set by Avg Rel Δ at one L,
+  over the same (cell type, gene) jobs, with a percentile bootstrap CI over jobs (`tier_tau`, `bootstrap_tau`).
+
+Training budgets follow the cells: the paired style counts epochs (passes over the cells) and the reference style's
+step counts scale with n_cells (`Profile.for_cells`), so the curve measures data, not training. The simulator draws
+the genome and the planted regulation before the cells, so every point of a seed shares one truth. Every surrogate
+is a cached checkpoint and every job a cached result, so an interrupted curve resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+log = logging.getLogger("bench")
+
+# The explainers whose ranking the curve compares between tiers (the issue's fixed set: the gradient family, the
+# subset searches and the two methods the truth tier ranks far above the surrogate tier at quick scale).
+TAU_METHODS = ("grids", "integrated-gradients", "input-x-gradient", "fimap", "sage", "cxplain", "saliency")
+COLUMNS = ("style", "n_cells", "umi_per_cell", "train_cells", "training", "train_seconds", "marker_r2",
+           "interventional_spearman", "group_member_ratio_surrogate", "group_member_ratio_truth",
+           "all_planted_surrogate_pct", "all_planted_truth_pct", "tau_tiers", "tau_low", "tau_high", "n_jobs",
+           "winner_surrogate", "winner_truth", "jobs_seconds", "point_seconds")
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    style: str
+    n_cells: int
+    umi_per_cell: float
+
+    def overrides(self, scale) -> tuple[tuple[str, str], ...]:
+        """`--simulate` pairs for this point; none where it is the scale's own data (so its caches are shared)."""
+        pairs = []
+        if self.n_cells != scale.n_cells:
+            pairs.append(("n_cells", str(self.n_cells)))
+        if self.umi_per_cell != scale.umi_per_cell:
+            pairs.append(("umi_per_cell", f"{self.umi_per_cell:g}"))
+        return tuple(pairs)
+
+
+def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: float = 6000.0) -> list[CurvePoint]:
+    """The grid: the paired style at every cell count (default depth), at each extra depth on `depth_cells`, and the
+    reference style at `reference_cells`; cheapest first, so a partial curve has its small points."""
+    points = [CurvePoint("paired", int(n), umi) for n in cells]
+    points += [CurvePoint("paired", int(depth_cells), float(d)) for d in depths if float(d) != umi]
+    points += [CurvePoint("reference", int(n), umi) for n in reference_cells]
+    unique = list(dict.fromkeys(points))
+    return sorted(unique, key=lambda p: (p.n_cells, p.style != "paired", p.umi_per_cell))
+
+
+# ------------------------------------------------------------------------------------------------ pure metrics
+def method_means(records: list[dict], methods, L: int) -> pd.DataFrame:
+    """jobs × methods table of Rel Δ (%) at L (rows: (cell type, gene)); failed jobs are NaN."""
+    rows = [{"job": (r["cell_type"], r["gene"]), "method": r["method"],
+             "rel": r.get("rel_delta_pct") if r.get("status") in ("ok", "time_limit") else np.nan}
+            for r in records if r["L"] == L and r["method"] in methods]
+    table = pd.DataFrame(rows).pivot_table(index="job", columns="method", values="rel", aggfunc="mean",
+                                           dropna=False)
+    return table.reindex(columns=[m for m in methods if m in table.columns])
+
+
+def tier_tau(surrogate: pd.DataFrame, truth: pd.DataFrame) -> float:
+    """Kendall τ-b between the methods' Avg Rel Δ on the surrogate and on the truth model, over the jobs both
+    tables hold (range [−1, 1], ↑; 1 = the tiers rank the methods alike). NaN with fewer than two methods."""
+    jobs = surrogate.index.intersection(truth.index)
+    methods = [m for m in surrogate.columns if m in truth.columns]
+    a, b = surrogate.loc[jobs, methods].mean(), truth.loc[jobs, methods].mean()
+    keep = a.notna() & b.notna()
+    if keep.sum() < 2:
+        return float("nan")
+    return float(stats.kendalltau(a[keep], b[keep]).statistic)
+
+
+def bootstrap_tau(surrogate: pd.DataFrame, truth: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of `tier_tau` with the jobs resampled with replacement (the same draw in both tiers)."""
+    jobs = surrogate.index.intersection(truth.index)
+    if len(jobs) < 2:
+        return float("nan"), float("nan")
+    s, t = surrogate.loc[jobs], truth.loc[jobs]
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(jobs), len(jobs))
+        taus.append(tier_tau(s.iloc[pick].reset_index(drop=True), t.iloc[pick].reset_index(drop=True)))
+    taus = np.asarray(taus)
+    taus = taus[np.isfinite(taus)]
+    if not taus.size:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(taus, alpha)), float(np.quantile(taus, 1 - alpha))
+
+
+def best_method(table: pd.DataFrame) -> str:
+    """The method with the lowest Avg Rel Δ (most suppression)."""
+    means = table.mean()
+    return str(means.idxmin()) if means.notna().any() else ""
+
+
+# ------------------------------------------------------------------------------------------------ the curve
+def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: int, n_boot: int, cache_dir,
+                  device: str, progress: bool) -> dict:
+    """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row."""
+    from bench.api import profile_for
+    from bench.budget import default_pairs
+    from bench.interventional import interventional_fidelity
+    from bench.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
+    from bench.plan import plan_run
+    from datasets.synthetic import SCALES
+    from surrogates.truth import TruthModel
+
+    t0 = time.perf_counter()
+    inputs = Inputs(scale=scale, seed=seed, cache_dir=cache_dir, simulate=point.overrides(SCALES[scale]))
+    data, truth, markers = load_inputs(inputs)
+    profile = profile_for(scale).for_cells(data.n_cells)
+    model = fit_surrogate(profile, data, point.style, device=device, cache_dir=cache_dir, progress=progress)
+    meta = model.meta
+    row = {"style": point.style, "n_cells": point.n_cells, "umi_per_cell": point.umi_per_cell,
+           "train_cells": int((data.obs["split"] == "train").sum()),
+           "training": f"{meta['epochs']} epochs" if "epochs" in meta else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps",
+           "train_seconds": meta.get("seconds")}
+    row["marker_r2"] = marker_fidelity(model, data, markers).marker_r2
+    inter = interventional_fidelity(model, data, truth, marker_genes_in(data, markers, truth.genes), seed=seed)
+    planted = inter.table[inter.table["kind"] == "all planted"]
+    row.update(interventional_spearman=inter.spearman, group_member_ratio_surrogate=inter.group_ratio_surrogate,
+               group_member_ratio_truth=inter.group_ratio_oracle,
+               all_planted_surrogate_pct=float(planted["surrogate_rel_pct"].mean()),
+               all_planted_truth_pct=float(planted["oracle_rel_pct"].mean()))
+    if methods:
+        tiers, spent = {}, 0.0
+        for tier in ("surrogate", "truth"):
+            base = profile.for_truth_tier() if tier == "truth" else profile
+            plan = plan_run(base, data, markers, methods=list(methods), genes=genes or default_pairs(markers, data), Ls=[L],
+                            truth_available=True)
+            explained = TruthModel(truth, data.n_peaks) if tier == "truth" else model
+            records = run_plan(plan, explained, data, truth, "truth" if tier == "truth" else point.style,
+                               cache_dir=cache_dir, progress=progress)
+            spent += sum(r.get("seconds") or 0.0 for r in records)
+            tiers[tier] = method_means(records, methods, L)
+        low, high = bootstrap_tau(tiers["surrogate"], tiers["truth"], n_boot=n_boot, seed=seed)
+        row.update(tau_tiers=tier_tau(tiers["surrogate"], tiers["truth"]), tau_low=low, tau_high=high,
+                   n_jobs=len(tiers["surrogate"]), winner_surrogate=best_method(tiers["surrogate"]),
+                   winner_truth=best_method(tiers["truth"]), jobs_seconds=spent)
+    row["point_seconds"] = time.perf_counter() - t0
+    return row
+
+
+def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoint], methods=TAU_METHODS,
+                   genes=None, L: int = 10, n_boot: int = 1000, cache_dir=None, device: str = "auto", out=None,
+                   progress: bool = True) -> pd.DataFrame:
+    """Every point of the grid (see the module docstring); the table is rewritten to `out` after each point, so
+    an interrupted curve leaves the points it finished (and a rerun reuses their checkpoints and jobs)."""
+    from bench.plan import check_methods
+    from tqdm.auto import tqdm
+
+    if methods:
+        check_methods(methods)
+    t0 = time.perf_counter()
+    rows = []
+    bar = tqdm(points, desc="fidelity curve", unit="point", disable=not progress, position=0)
+    for point in bar:
+        bar.set_postfix_str(f"{point.style}, {point.n_cells} cells, {point.umi_per_cell:g} UMI")
+        rows.append(measure_point(point, scale, seed, methods, genes, L, n_boot, cache_dir, device, progress))
+        table = pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
+        if out is not None:
+            write_data_curve(table, Path(out), {"scale": scale, "seed": seed, "L": L, "methods": list(methods or ()),
+                                                "genes": list(genes or ()), "n_boot": n_boot,
+                                                "wall_seconds": round(time.perf_counter() - t0, 1),
+                                                "points_done": len(rows), "points": len(points)})
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ output
+def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
+    """fidelity_curve.csv / .md / .png and run.json in `out`."""
+    import json
+
+    from datasets.files import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    plot_data_curve(table, out / "fidelity_curve.png")
+    md = [f"# Surrogate fidelity against data ({facts['scale']} genes and peaks, seed {facts['seed']})", "",
+          curve_header(facts), "", "![](fidelity_curve.png)", "", curve_markdown(table), ""]
+    return [atomic_write(out / "fidelity_curve.csv", table.to_csv(index=False)),
+            atomic_write(out / "fidelity_curve.md", "\n".join(md)),
+            atomic_write(out / "run.json", json.dumps(facts, indent=1) + "\n"), out / "fidelity_curve.png"]
+
+
+def curve_header(facts: dict) -> str:
+    done = "" if facts["points_done"] == facts["points"] else \
+        f" **Partial: {facts['points_done']} of {facts['points']} points.**"
+    methods = ", ".join(facts["methods"]) or "none (fidelity only)"
+    return (f"τ: Kendall τ-b between the surrogate-tier and the truth-tier ranking of {methods} by Avg Rel Δ at "
+            f"L = {facts['L']}, over the first marker gene of each cell type (same jobs in both tiers); [low, high] "
+            f"is a 95 % percentile bootstrap over jobs ({facts['n_boot']} draws). Group/member: Rel Δ of closing a "
+            f"whole redundant group over the sum of closing each member alone (1 = additive). "
+            f"Wall time {facts['wall_seconds']:.0f} s on this machine (cached checkpoints and jobs count as "
+            f"their lookup time).{done}")
+
+
+def curve_markdown(table: pd.DataFrame) -> str:
+    from tabulate import tabulate
+
+    shown = table.drop(columns=[c for c in ("winner_surrogate", "winner_truth") if c in table]).copy()
+    shown["umi_per_cell"] = shown["umi_per_cell"].map(lambda u: f"{u:,.0f}")
+    if "tau_tiers" in shown:
+        shown["tau_tiers"] = [f"{t:+.2f} [{lo:+.2f}, {hi:+.2f}]" for t, lo, hi in
+                              zip(table["tau_tiers"], table["tau_low"], table["tau_high"])]
+        shown = shown.drop(columns=["tau_low", "tau_high"])
+        shown["winner (surrogate / truth)"] = table["winner_surrogate"] + " / " + table["winner_truth"]
+    return tabulate(shown.round(3).values.tolist(), headers=list(shown.columns), tablefmt="github",
+                    disable_numparse=False, floatfmt=".3g")
+
+
+def plot_data_curve(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("marker_r2", "marker R²", None), ("interventional_spearman", "interventional Spearman", None),
+              ("group_member_ratio_surrogate", "group / Σ members", "group_member_ratio_truth"),
+              ("tau_tiers", "τ (surrogate vs truth tier)", None)]
+    panels = [p for p in panels if p[0] in table]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    base_umi = table["umi_per_cell"].mode().iloc[0]
+    for ax, (col, label, ref) in zip(axes[0], panels):
+        for (style, umi), part in table.groupby(["style", "umi_per_cell"], sort=False):
+            part = part.sort_values("n_cells")
+            name = style if umi == base_umi else f"{style}, {umi:g} UMI"
+            line = ax.plot(part["n_cells"], part[col], marker="o" if umi == base_umi else "s", label=name)[0]
+            if col == "tau_tiers":
+                ax.vlines(part["n_cells"], part["tau_low"], part["tau_high"], color=line.get_color(), alpha=0.5)
+        if ref:
+            truth = table.groupby("n_cells")[ref].mean()
+            ax.plot(truth.index, truth.values, color="black", ls="--", lw=1, label="truth")
+        ax.set_xscale("log")
+        ax.set_xlabel("cells (all splits)")
+        ax.set_title(label, fontsize=10)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
