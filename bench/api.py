@@ -38,7 +38,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     The arguments are the `python -m bench run` flags (`L` a list of ints, default 10, 128 — and 1, 3, 5, 10, 20 on
     the truth tier; `scale` one of tiny/quick/default/paper; the default here is `quick`, a notebook-sized run,
     where the command line's is `default`).
-    `surrogate`: which model the explainers explain — a trained surrogate ("paired", "reference") or the
+    `surrogate`: which model the explainers explain — a trained surrogate ("paired", "reference", "locus") or the
     simulator's exact model ("truth", synthetic data only: the truth tier, scored against the known optimum).
     `model`: your own model instead — any object of the protocol in surrogates/protocol.py, or a torch.nn.Module
     mapping a dense float [cells × peaks] batch to log-expression [cells × genes] in the data's gene order; its
@@ -59,8 +59,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
     profile = profile_for(scale, threads)
-    if surrogate not in ("paired", "reference", "truth"):
-        raise UserError(f"surrogate must be 'paired', 'reference' or 'truth', got {surrogate!r}")
+    if surrogate not in ("paired", "reference", "locus", "truth"):
+        raise UserError(f"surrogate must be 'paired', 'reference', 'locus' or 'truth', got {surrogate!r}")
     if surrogate == "truth" and data is not None:
         raise UserError("--surrogate truth explains the simulator's exact model, which exists for the synthetic data "
                         "only; with --data use --surrogate paired or reference")

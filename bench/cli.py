@@ -68,7 +68,7 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--surrogate", choices=("paired", "reference", "truth"), default=DEFAULT_SURROGATE,
+    p.add_argument("--surrogate", choices=("paired", "reference", "locus", "truth"), default=DEFAULT_SURROGATE,
                    help="the model the explainers explain: a surrogate trained 'paired' (all losses at once, with "
                         "the paired ATAC→RNA prediction loss) or 'reference' (the released reference code: "
                         "autoencoders first, then unpaired cell-type-level alignment of gated affine cross-maps, no "
@@ -175,7 +175,7 @@ def _add_budget(sub) -> None:
                         help="model evaluations per job (default: 1e3,1e4,1e5,1e6)")
     budget.add_argument("--tiers", type=_csv, default=["surrogate", "truth"],
                         help="surrogate and/or truth (default: both)")
-    budget.add_argument("--surrogate", choices=("paired", "reference"), default=DEFAULT_SURROGATE,
+    budget.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
                         help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
     budget.add_argument("--methods", type=_csv, help="methods (default: every default method)")
     budget.add_argument("--cell-types", type=_csv, help="cell types (default: all with markers)")
@@ -203,10 +203,12 @@ def _add_fidelity_curve(sub) -> None:
     scale.add_argument("--scale", choices=sorted(PROFILES), default="quick",
                        help="genes, peaks and settings of this profile (default: %(default)s)")
     curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000"],
-                       help="cell counts for the paired style (default: 2000,5000,10000)")
+                       help="cell counts (default: 2000,5000,10000)")
+    curve.add_argument("--styles", type=_csv, default=["paired", "locus"],
+                       help="surrogate styles trained at every cell count and extra depth (default: paired,locus)")
     curve.add_argument("--depths", type=_csv, default=["20000"],
-                       help="extra UMI per cell (median library size; the simulator's own is 6000) for the paired "
-                            "style at --depth-cells; 'none' for none (default: 20000)")
+                       help="extra UMI per cell (median library size; the simulator's own is 6000) for --styles "
+                            "at --depth-cells; 'none' for none (default: 20000)")
     curve.add_argument("--depth-cells", type=int, default=5000, help="cells of the extra depths (default: 5000)")
     curve.add_argument("--reference-cells", type=_csv, default=["2000"],
                        help="cell counts at which the reference style is trained too; 'none' for none (default: "
@@ -442,7 +444,7 @@ def cmd_budget(args) -> int:
 def cmd_fidelity_curve(args) -> int:
     from bench.api import _check_device
     from bench.data_curve import TAU_METHODS, curve_points, run_data_curve
-    from bench.pipeline import Inputs
+    from bench.pipeline import SURROGATE_STYLES, Inputs
     from datasets.synthetic import SCALES
 
     scale = "quick" if args.quick else args.scale
@@ -457,9 +459,13 @@ def cmd_fidelity_curve(args) -> int:
         for v in values:
             Inputs(scale=scale, simulate=((key, f"{v:g}"),)).simulation_scale()
     methods = [] if [m.lower() for m in args.methods or ()] == ["none"] else list(args.methods or TAU_METHODS)
+    bad = [s for s in args.styles if s not in SURROGATE_STYLES]
+    if bad or not args.styles:
+        raise UserError(f"--styles takes trained surrogate styles ({', '.join(SURROGATE_STYLES)}); got "
+                        f"{','.join(args.styles) or 'none'}")
     _check_device(args.device)
     points = curve_points([int(c) for c in cells], depths, args.depth_cells, [int(c) for c in reference],
-                          umi=SCALES[scale].umi_per_cell)
+                          umi=SCALES[scale].umi_per_cell, styles=args.styles)
     run_data_curve(scale, seed=args.seed, points=points, methods=methods, genes=args.genes, L=args.L,
                    n_boot=args.bootstrap, cache_dir=args.cache_dir, device=args.device, out=args.out,
                    progress=not args.no_progress)

@@ -34,6 +34,7 @@ log = logging.getLogger("bench")
 TAU_METHODS = ("grids", "integrated-gradients", "input-x-gradient", "fimap", "sage", "cxplain", "saliency")
 COLUMNS = ("style", "n_cells", "umi_per_cell", "train_cells", "training", "train_seconds", "marker_r2",
            "interventional_spearman", "group_member_ratio_surrogate", "group_member_ratio_truth",
+           "pooled_ratio_surrogate", "pooled_ratio_truth", "locus_group_member_ratio", "locus_heldout_gain_pct",
            "all_planted_surrogate_pct", "all_planted_truth_pct", "tau_tiers", "tau_low", "tau_high", "n_jobs",
            "winner_surrogate", "winner_truth", "jobs_seconds", "point_seconds")
 
@@ -54,14 +55,16 @@ class CurvePoint:
         return tuple(pairs)
 
 
-def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: float = 6000.0) -> list[CurvePoint]:
-    """The grid: the paired style at every cell count (default depth), at each extra depth on `depth_cells`, and the
-    reference style at `reference_cells`; cheapest first, so a partial curve has its small points."""
-    points = [CurvePoint("paired", int(n), umi) for n in cells]
-    points += [CurvePoint("paired", int(depth_cells), float(d)) for d in depths if float(d) != umi]
+def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: float = 6000.0,
+                 styles=("paired",)) -> list[CurvePoint]:
+    """The grid: each of `styles` at every cell count (default depth) and at each extra depth on `depth_cells`, and
+    the reference style at `reference_cells`; by cell count, so a partial curve has its small points."""
+    points = [CurvePoint(s, int(n), umi) for n in cells for s in styles]
+    points += [CurvePoint(s, int(depth_cells), float(d)) for d in depths if float(d) != umi for s in styles]
     points += [CurvePoint("reference", int(n), umi) for n in reference_cells]
     unique = list(dict.fromkeys(points))
-    return sorted(unique, key=lambda p: (p.n_cells, p.style != "paired", p.umi_per_cell))
+    order = {"paired": 0, "locus": 1, "reference": 2}
+    return sorted(unique, key=lambda p: (p.n_cells, p.umi_per_cell, order.get(p.style, 3)))
 
 
 # ------------------------------------------------------------------------------------------------ pure metrics
@@ -119,7 +122,8 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
     """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row."""
     from bench.api import profile_for
     from bench.budget import default_pairs
-    from bench.interventional import interventional_fidelity
+    from bench.interventional import interventional_fidelity, pooled_group_member_ratio
+    from bench.locus_diagnostic import locus_redundancy
     from bench.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
     from bench.plan import plan_run
     from datasets.synthetic import SCALES
@@ -136,10 +140,14 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
            "training": f"{meta['epochs']} epochs" if "epochs" in meta else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps",
            "train_seconds": meta.get("seconds")}
     row["marker_r2"] = marker_fidelity(model, data, markers).marker_r2
-    inter = interventional_fidelity(model, data, truth, marker_genes_in(data, markers, truth.genes), seed=seed)
+    pairs = marker_genes_in(data, markers, truth.genes)
+    inter = interventional_fidelity(model, data, truth, pairs, seed=seed)
     planted = inter.table[inter.table["kind"] == "all planted"]
     row.update(interventional_spearman=inter.spearman, group_member_ratio_surrogate=inter.group_ratio_surrogate,
                group_member_ratio_truth=inter.group_ratio_oracle,
+               pooled_ratio_surrogate=pooled_group_member_ratio(inter.table, "surrogate_rel_pct"),
+               pooled_ratio_truth=pooled_group_member_ratio(inter.table, "oracle_rel_pct"),
+               **locus_redundancy(data, truth, pairs),
                all_planted_surrogate_pct=float(planted["surrogate_rel_pct"].mean()),
                all_planted_truth_pct=float(planted["oracle_rel_pct"].mean()))
     if methods:
@@ -209,7 +217,10 @@ def curve_header(facts: dict) -> str:
     return (f"τ: Kendall τ-b between the surrogate-tier and the truth-tier ranking of {methods} by Avg Rel Δ at "
             f"L = {facts['L']}, over the first marker gene of each cell type (same jobs in both tiers); [low, high] "
             f"is a 95 % percentile bootstrap over jobs ({facts['n_boot']} draws). Group/member: Rel Δ of closing a "
-            f"whole redundant group over the sum of closing each member alone (1 = additive). "
+            f"whole redundant group over the sum of closing each member alone (1 = additive), averaged over groups; "
+            f"pooled: Σ groups / Σ members. locus_*: a per-locus diagnostic model told where the planted peaks are "
+            f"(bench/locus_diagnostic.py), fitted on the same training cells: its pooled ratio (what the data "
+            f"identify) and how much lower its test MSE is with OR terms than without (%). "
             f"Wall time {facts['wall_seconds']:.0f} s on this machine (cached checkpoints and jobs count as "
             f"their lookup time).{done}")
 

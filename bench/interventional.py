@@ -96,6 +96,15 @@ def group_member_ratio(table: pd.DataFrame, column: str) -> float:
     return float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan")
 
 
+def pooled_group_member_ratio(table: pd.DataFrame, column: str) -> float:
+    """Σ over redundant groups of Rel Δ(group) / Σ over groups of Σ Rel Δ(its members alone): the group / member
+    ratio pooled before dividing, which stays finite where single members' effects are near 0 or of either sign
+    (a fitted model's; `group_member_ratio` averages per-group ratios). NaN without groups."""
+    groups = table.loc[table["kind"] == "group", column].sum()
+    members = table.loc[table["kind"] == "member", column].sum()
+    return float(groups / members) if members != 0 else float("nan")
+
+
 def interventional_fidelity(surrogate, data, truth, pairs, seed: int = 0) -> InterventionalReport:
     """The closure panel for every (cell type, gene) in `pairs`, on the test cells of that type."""
     rng = np.random.default_rng(seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from bench.config import Profile
 from bench.errors import UserError
 from bench.plan import RunPlan
+from surrogates.model import STYLES as SURROGATE_STYLES  # trained; "truth" and "user" name the other models
 
 log = logging.getLogger("bench")
 
@@ -95,7 +96,6 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
         raise UserError(str(exc)) from exc
 
 
-SURROGATE_STYLES = ("paired", "reference")  # trained surrogates; "truth" and "user" name the other model kinds
 
 
 def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, scheduler: str | None = None,

@@ -29,6 +29,7 @@ from scipy import stats
 
 from bench.machine import machine_phrase
 from bench.metrics import INTERVAL, METRICS
+from surrogates.model import STYLES as SURROGATE_STYLES
 from bench.replicates import selection_stability, surrogate_rank_movement
 from bench.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
 from bench.truth_tier import NOTE as BREAKDOWN_NOTE, breakdown_jobs, breakdown_table
@@ -63,7 +64,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "n_genes": int(data.n_genes), "style": style,
             "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],
             "surrogates_reused": sum(bool(m.get("reused")) for m in metas),  # from the cache, so not in the time
-            "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped") if k in metas[0]}
+            "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped", "cis_epochs") if k in metas[0]}
             if metas else {},
             "profile": profile.name, "budget_samples": int(profile.budget.samples),
             "method_budgets": {m: int(b.samples) for m, b in profile.method_budgets.items()},
@@ -73,7 +74,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             **({"side_by_side": dict(side_by_side)} if side_by_side else {}),
             **({"model_key": getattr(surrogates[0], "cache_key", None) or "",
                 "model_class": metas[0].get("model", type(surrogates[0]).__name__)}
-               if style not in ("paired", "reference") and surrogates else {})}
+               if style not in SURROGATE_STYLES and surrogates else {})}
 
 
 def leaderboard_header(facts: dict) -> str:
@@ -94,7 +95,7 @@ def leaderboard_header(facts: dict) -> str:
     return (f"# GRIDS-Bench leaderboard\n\nData: {facts['source']} — {facts['n_cells']} cells × {facts['n_peaks']} "
             f"peaks × {facts['n_genes']} genes. " + _explained_model(facts, surrogate, training)
             + f" Profile `{facts['profile']}`, per-job budget "
-            f"{facts['budget_samples']:,} {'surrogate' if facts['style'] in ('paired', 'reference') else 'model'} "
+            f"{facts['budget_samples']:,} {'surrogate' if facts['style'] in SURROGATE_STYLES else 'model'} "
             f"evaluations{budgets} "
             f"(wall-time safety stop {facts['safety_stop_s']:g} s). Metrics on held-out test cells "
             f"of each gene's cell type; ↓ = lower is better; the best non-control method of each column of the detail "
@@ -137,6 +138,8 @@ def _training(meta: dict) -> str:
     if "seconds" not in meta or "stopped" not in meta:
         return ""
     n = f"{meta['epochs']} epochs" if "epochs" in meta else f"{sum(meta.get('steps', []))} steps"
+    if "cis_epochs" in meta:  # the locus style: the paired base, then its cis layer
+        n += f" + cis layer {meta['cis_epochs']} epochs"
     return f", trained {n} in {meta['seconds']:.0f} s ({meta['stopped']})"
 
 

@@ -63,7 +63,10 @@ def _read_checkpoint(path, data: MultiomeData) -> Surrogate:
 def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(), device: str = "auto",
                 cache_dir=None, retrain: bool = False, progress: bool = True) -> Surrogate:
     """The cached surrogate for (data, config) if one exists, else train one and cache it. A checkpoint that cannot
-    be read (truncated, or not ours) is reported in one line, moved to `surrogates/corrupt/`, and retrained."""
+    be read (truncated, or not ours) is reported in one line, moved to `surrogates/corrupt/`, and retrained.
+    The locus style is the paired checkpoint of the same settings plus its own cis-layer checkpoint."""
+    if config.style == "locus":
+        return _fit_or_load_locus(data, config, device, cache_dir, retrain, progress)
     path = checkpoint_path(data, config, cache_dir)
     if path.exists() and not retrain:
         dev = resolve_device(device)  # a device error is the user's, not a sign of a corrupt file
@@ -83,4 +86,39 @@ def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(),
     model = train_surrogate(data, config, device=device, progress=progress)
     save_surrogate(model, path)
     model.meta.update({"checkpoint": str(path), "reused": False})
+    return model
+
+
+def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str, cache_dir, retrain: bool,
+                       progress: bool):
+    """The paired base (shared with `--surrogate paired`) and the cis layer fitted on it, each cached."""
+    from dataclasses import replace
+
+    from surrogates.locus import fit_cis_layer, load_cis_layer
+    from surrogates.model import torch_threads
+
+    base = fit_or_load(data, replace(config, style="paired"), device, cache_dir, retrain, progress)
+    path = checkpoint_path(data, config, cache_dir)
+    if path.exists() and not retrain:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+            model = load_cis_layer(base, data, config, payload["state_dict"])
+        except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
+                zipfile.BadZipFile) as exc:
+            dest = move_aside(path, path.parent / "corrupt")
+            log.warning("corrupt cis-layer checkpoint %s (%s); %s, refitting", path, type(exc).__name__,
+                        f"moved to {dest}" if dest else "could not move it aside")
+        else:
+            log.info("reusing cis-layer checkpoint %s", path)
+            model.meta = {**payload.get("meta", {}), "checkpoint": str(path), "reused": True}
+            return model.eval()
+    with torch_threads(config.threads):
+        torch.manual_seed(config.seed)
+        model = fit_cis_layer(base, data, units=config.cis_units, window=config.cis_window, lr=config.cis_lr,
+                              seed=config.seed, progress=progress)
+    meta = {k: v for k, v in model.meta.items() if k not in ("checkpoint", "reused")}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": {k: v.cpu() for k, v in model.cis.state_dict().items()},
+                    "config": config.to_dict(), "meta": meta, "model_version": MODEL_VERSION}, tmp)
+    model.meta = {**meta, "checkpoint": str(path), "reused": False}
     return model
