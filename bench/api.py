@@ -63,7 +63,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         raise UserError(f"surrogate must be 'paired', 'reference', 'locus' or 'truth', got {surrogate!r}")
     if surrogate == "truth" and data is not None:
         raise UserError("--surrogate truth explains the simulator's exact model, which exists for the synthetic data "
-                        "only; with --data use --surrogate paired or reference")
+                        "only; with --data use --surrogate paired, reference or locus")
     if (surrogate == "truth" or model is not None) and surrogate_seeds != 1:
         raise UserError("--surrogate-seeds retrains the surrogate; the truth model and your own model are fixed, so "
                         "leave it at 1")
@@ -109,9 +109,23 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
                                                      "truth" if style == "truth" else
                                                      "user" if style == "user" else "surrogate"),
                               peak_rss_mb=process_peak_rss_mb(), machine=describe_machine(device),
-                              side_by_side=_side_by_side(plan.profile, scheduler, records, models[0]))
+                              side_by_side=_side_by_side(plan.profile, scheduler, records, models[0]),
+                              interventional=_interventional(models[0], dataset, truth, marker_table, style, seed))
             long.attrs["written"] = write_report(records, Path(out), facts, list(plan.methods), context=context)
     return long
+
+
+def _interventional(model, data, truth, markers, style: str, seed: int) -> dict | None:
+    """The surrogate's interventional fidelity summary for the header's trust line (synthetic data and a trained
+    surrogate only; the first surrogate of a multi-seed run)."""
+    from bench.pipeline import SURROGATE_STYLES, marker_genes_in
+
+    if truth is None or style not in SURROGATE_STYLES:
+        return None
+    from bench.interventional import interventional_fidelity
+
+    pairs = marker_genes_in(data, markers, truth.genes)
+    return interventional_fidelity(model, data, truth, pairs, seed=seed).summary() if pairs else None
 
 
 def _side_by_side(profile, scheduler, records, model) -> dict | None:

@@ -345,12 +345,12 @@ def cmd_fit(args) -> int:
     out = args.out
     written = [atomic_write(out / "fidelity.csv", report.table.to_csv(index=False))]
     if truth is not None:
-        from bench.interventional import interventional_fidelity, interventional_markdown
+        from bench.interventional import interventional_fidelity, interventional_markdown, trust_line
 
         pairs = marker_genes_in(data, markers, truth.genes)
         inter = interventional_fidelity(model, data, truth, pairs, seed=args.seed)
         summary.update(inter.summary())
-        md += "\n\n" + interventional_markdown(inter)
+        md += "\n\n" + interventional_markdown(inter) + "\n" + trust_line(inter.summary()) + "\n"
         table = inter.table.drop(columns="members")
         written.append(atomic_write(out / "interventional.csv", table.to_csv(index=False)))
     written += [atomic_write(out / "fidelity.md", md + "\n"),

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.machine import machine_phrase
+from bench.interventional import trust_line
 from bench.metrics import INTERVAL, METRICS
 from surrogates.model import STYLES as SURROGATE_STYLES
 from bench.replicates import selection_stability, surrogate_rank_movement
@@ -54,7 +55,8 @@ DISCRIMINATION_COLS = ["method", "L", "best_method", "mean_diff", "ci_low", "ci_
 
 def run_facts(source: str, data, surrogates, style: str, profile, seconds: float, reused: int = 0,
               n_jobs: int = 0, versions: dict | None = None, peak_rss_mb: float | None = None,
-              machine: dict | None = None, side_by_side: dict | None = None) -> dict:
+              machine: dict | None = None, side_by_side: dict | None = None,
+              interventional: dict | None = None) -> dict:
     """What a run's header states, as JSON-able facts (written to run.json, so `bench report` can render the
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
@@ -72,6 +74,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "n_jobs": int(n_jobs), "peak_rss_mb": None if peak_rss_mb is None else float(peak_rss_mb),
             "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {}),
             **({"side_by_side": dict(side_by_side)} if side_by_side else {}),
+            **({"interventional": dict(interventional)} if interventional else {}),
             **({"model_key": getattr(surrogates[0], "cache_key", None) or "",
                 "model_class": metas[0].get("model", type(surrogates[0]).__name__)}
                if style not in SURROGATE_STYLES and surrogates else {})}
@@ -106,7 +109,8 @@ def leaderboard_header(facts: dict) -> str:
             + _side_by_side_phrase(facts.get("side_by_side")) + "."
             + (f" Code versions: {describe(facts['versions'])}." if facts.get("versions") else "")
             + (f" Tables rendered again from the run's records ({facts['rendered_from']})."
-               if facts.get("rendered_from") else ""))
+               if facts.get("rendered_from") else "")
+            + (f"\n\n{trust_line(facts['interventional'])}" if facts.get("interventional") else ""))
 
 
 def _side_by_side_phrase(side: dict | None) -> str:

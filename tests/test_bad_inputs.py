@@ -61,6 +61,12 @@ CASES = {
     "truth tier on your own data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--surrogate", "truth"],
     "GPU requested, none present": lambda d: [*TINY, "--device", "cuda", "--methods", "random"],
     "compare with one run": lambda d: ["compare", str(d)],
+    "unknown --simulate key": lambda d: [*TINY, "--simulate", "cells=5000"],
+    "--simulate value of the wrong type": lambda d: [*TINY, "--simulate", "n_cells=5k"],
+    "--simulate value out of range": lambda d: [*TINY, "--simulate", "open_fraction=0.9"],
+    "--simulate with your own data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--simulate", "n_cells=900"],
+    "fidelity curve: unknown style": lambda d: ["fidelity-curve", "--scale", "tiny", "--styles", "paried",
+                                                "--out", str(d / "out")],
 }
 
 

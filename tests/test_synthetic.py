@@ -134,3 +134,55 @@ def test_planted_enhancers_are_weaker_identity_markers_than_programs(tiny):
             others = ~np.isin(types, [t for t, gs in PAPER_MARKERS.items() if gene in gs])
             ratios.append(x[home][:, enhancers].mean() / x[others][:, enhancers].mean())
     assert 2 < np.mean(ratios) < synthetic.PROGRAM_ENRICHMENT
+
+
+def test_simulate_overrides_change_cells_and_depth_not_the_planted_truth():
+    from datasets.synthetic import scale_with
+
+    assert scale_with("tiny", {}) == "tiny"  # no overrides: the scale's name, so provenance and data are unchanged
+    more = scale_with("tiny", {"n_cells": "1200", "umi_per_cell": "2e3"})
+    assert (more.n_cells, more.umi_per_cell, more.n_peaks) == (1200, 2000.0, SCALES["tiny"].n_peaks)
+    base, truth = simulate("tiny", seed=0)
+    data, truth_more = simulate(more, seed=0)
+    assert data.n_cells == 1200
+    np.testing.assert_array_equal(truth.group, truth_more.group)  # the genome and regulation come before the cells
+    np.testing.assert_array_equal(truth.single_weight, truth_more.single_weight)
+    deep, _ = simulate(scale_with("tiny", {"umi_per_cell": "60000"}), seed=0)
+    # 10× the depth: fewer zero counts in the RNA (log1p(counts per 1e5) is 0 only where no UMI was drawn)
+    assert (deep.rna == 0).mean() < (base.rna == 0).mean() - 0.05
+
+
+@pytest.mark.parametrize("overrides, says", [({"cells": "5"}, "unknown key 'cells'"),
+                                             ({"n_cells": "5k"}, "takes an integer"),
+                                             ({"n_cells": "10"}, "at least 300"),
+                                             ({"umi_per_cell": "nan"}, "at least 100"),
+                                             ({"open_fraction": "0.9"}, "between 0.005 and 0.5")])
+def test_simulate_overrides_that_cannot_work_name_the_key(overrides, says):
+    from datasets.synthetic import scale_with
+
+    with pytest.raises(ValueError, match=says):
+        scale_with("quick", overrides)
+
+
+def test_profile_for_cells_scales_the_reference_steps_only_off_the_scale_size():
+    from bench.config import PROFILES
+
+    quick = PROFILES["quick"]
+    assert quick.for_cells(SCALES["quick"].n_cells) is quick
+    assert quick.for_cells(5000).reference_steps == tuple(round(s * 2.5) for s in quick.reference_steps)
+    assert quick.for_cells(5000).surrogate == quick.surrogate  # the paired style counts epochs already
+
+
+def test_the_quick_data_and_its_checkpoint_key_are_those_of_the_committed_example():
+    """The simulator's new fields (umi_per_cell, …) default to its earlier draws: the quick scale's data, and so the
+    committed quick leaderboard's surrogate checkpoint key, are unchanged."""
+    import json
+    from pathlib import Path
+
+    from bench.config import PROFILES
+    from surrogates.checkpoint import checkpoint_key
+
+    run = json.loads((Path(__file__).resolve().parent.parent / "results/examples/quick/run.json").read_text())
+    data, _ = simulate("quick", seed=0)
+    key = checkpoint_key(data, PROFILES["quick"].surrogate_config("paired"))
+    assert run["facts"]["checkpoints"] == [f"surrogate-{key}"]
