@@ -96,7 +96,9 @@ def fidelity_markdown(model: Surrogate, data: MultiomeData, report: FidelityRepo
     lines = [f"# Surrogate fidelity ({data.n_cells} cells × {data.n_peaks} peaks × {data.n_genes} genes)", "",
              f"Style: {style}. Checkpoint: {checkpoint_name(meta.get('checkpoint'))} (cache key; reused: "
              f"{meta.get('reused')}); "
-             f"training: {meta.get('epochs', meta.get('steps'))} ({meta.get('stopped')}, "
+             f"training: {meta.get('epochs', meta.get('steps'))}"
+             + (f" epochs + cis layer {meta['cis_epochs']} epochs" if "cis_epochs" in meta else "")
+             + f" ({meta.get('stopped')}, "
              f"{meta.get('seconds', float('nan')):.0f} s); val MSE: {meta.get('best_val_mse', float('nan')):.4f}", "",
              report.summary(), "", "Mean log-expression per cell type on test cells, observed → predicted:", "",
              tabulate(rows, headers=["gene", "R²"] + list(table["observed"].columns), tablefmt="github",

@@ -152,10 +152,10 @@ def truth_breakdown(run: str, L: int) -> str:
 
 
 def fit_styles() -> str:
-    """The two surrogate styles side by side from `bench fit --quick` (fidelity.json, interventional.csv)."""
+    """The three surrogate styles side by side from `bench fit --quick` (fidelity.json, interventional.csv)."""
     lines = ["| style | training | marker R² | interventional Spearman | group / Σ members (surrogate; truth) "
              "| closing all planted peaks (surrogate; truth) |", "|---|---|---|---|---|---|"]
-    for style in ("paired", "reference"):
+    for style in ("paired", "reference", "locus"):
         fid = json.loads((EXAMPLES / f"fit-quick-{style}" / "fidelity.json").read_text())
         panel = pd.read_csv(EXAMPLES / f"fit-quick-{style}" / "interventional.csv")
         planted = panel[panel["kind"] == "all planted"][["surrogate_rel_pct", "oracle_rel_pct"]].mean()
@@ -163,6 +163,36 @@ def fit_styles() -> str:
                      f"{fid['interventional_spearman']:.2f} | {fid['group_member_ratio_surrogate']:.2f}; "
                      f"{fid['group_member_ratio_oracle']:.1f} | {fmt_ci(planted['surrogate_rel_pct'], np.nan, 1)} %; "
                      f"{fmt_ci(planted['oracle_rel_pct'], np.nan, 1)} % |")
+    return "\n".join(lines)
+
+
+def curve_run(run: str) -> str:
+    """'`python -m bench fidelity-curve`: 12 points, training 41 min and jobs 1 h 2 min as first measured …' from the
+    curve folder's run.json and table (cached checkpoints and jobs keep the seconds they first took)."""
+    f = json.loads((EXAMPLES / run / "run.json").read_text())
+    t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
+    return (f"`python -m bench fidelity-curve` (quick genes and peaks, seed {f['seed']}, L = {f['L']}): {len(t)} "
+            f"points; surrogate training **{duration(t['train_seconds'].sum())}** and explainer jobs "
+            f"**{duration(t['jobs_seconds'].sum())}** on 2 CPU cores as first measured (truth-tier jobs are counted "
+            f"with every point that shares its data, though they ran once); the final pass, which read every "
+            f"checkpoint and job back from the caches and measured fidelity again, took "
+            f"{duration(f['wall_seconds'])} ([`results/examples/{run}/`](results/examples/{run}/))")
+
+
+def curve_table(run: str) -> str:
+    """The curve's main columns: size, depth, style, fidelity, what the data identify, and τ between the tiers."""
+    t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
+    lines = ["| style | cells | UMI / cell | marker R² | interventional Spearman | group / Σ members: surrogate; "
+             "truth (pooled) | locus model: pooled ratio; held-out gain | all planted closed: surrogate; truth "
+             "| τ(surrogate tier, truth tier) [95 % CI] | best method: surrogate; truth |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        lines.append(f"| {r.style} | {r.n_cells:,} | {r.umi_per_cell:,.0f} | {r.marker_r2:.3f} | "
+                     f"{r.interventional_spearman:.2f} | {r.pooled_ratio_surrogate:.2f}; {r.pooled_ratio_truth:.1f} | "
+                     f"{r.locus_group_member_ratio:.1f}; {r.locus_heldout_gain_pct:+.1f} % | "
+                     f"{r.all_planted_surrogate_pct:.1f} %; {r.all_planted_truth_pct:.1f} % | "
+                     f"{r.tau_tiers:+.2f} [{r.tau_low:+.2f}, {r.tau_high:+.2f}] | {r.winner_surrogate}; "
+                     f"{r.winner_truth} |")
     return "\n".join(lines)
 
 
@@ -227,6 +257,8 @@ BLOCKS = {
                                                                  "smoothgrad", "saliency"], Ls=[3, 5, 10, 20]),
     "truth-breakdown": lambda: truth_breakdown("quick-truth", 10),
     "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
+    "curve-run": lambda: curve_run("fidelity-curve"),
+    "curve-table": lambda: curve_table("fidelity-curve"),
     "budget-run": lambda: budget_run("budget-quick"),
     "budget-tables": lambda: budget_tables("budget-quick"),
     "truth-locality": lambda: locality("quick-truth"),
