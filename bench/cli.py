@@ -1,4 +1,5 @@
-"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing and thin commands only.
+"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing
+and thin commands only.
 
 Planning lives in bench/plan.py, orchestration in bench/pipeline.py, rendering in bench/report.py and
 surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are

@@ -137,7 +137,8 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
     meta = model.meta
     row = {"style": point.style, "n_cells": point.n_cells, "umi_per_cell": point.umi_per_cell,
            "train_cells": int((data.obs["split"] == "train").sum()),
-           "training": f"{meta['epochs']} epochs" if "epochs" in meta else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps",
+           "training": f"{meta['epochs']} epochs" if "epochs" in meta
+           else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps",
            "train_seconds": meta.get("seconds")}
     row["marker_r2"] = marker_fidelity(model, data, markers).marker_r2
     pairs = marker_genes_in(data, markers, truth.genes)
@@ -154,7 +155,8 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
         tiers, spent = {}, 0.0
         for tier in ("surrogate", "truth"):
             base = profile.for_truth_tier() if tier == "truth" else profile
-            plan = plan_run(base, data, markers, methods=list(methods), genes=genes or default_pairs(markers, data), Ls=[L],
+            plan = plan_run(base, data, markers, methods=list(methods), Ls=[L],
+                            genes=genes or default_pairs(markers, data),
                             truth_available=True)
             explained = TruthModel(truth, data.n_peaks) if tier == "truth" else model
             records = run_plan(plan, explained, data, truth, "truth" if tier == "truth" else point.style,

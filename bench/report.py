@@ -66,7 +66,8 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "n_genes": int(data.n_genes), "style": style,
             "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],
             "surrogates_reused": sum(bool(m.get("reused")) for m in metas),  # from the cache, so not in the time
-            "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped", "cis_epochs") if k in metas[0]}
+            "training": {k: metas[0][k] for k in ("epochs", "steps", "seconds", "stopped", "cis_epochs")
+                         if k in metas[0]}
             if metas else {},
             "profile": profile.name, "budget_samples": int(profile.budget.samples),
             "method_budgets": {m: int(b.samples) for m, b in profile.method_budgets.items()},

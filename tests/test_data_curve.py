@@ -65,7 +65,8 @@ def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path):
     first = pd.read_csv(tmp_path / "out" / "fidelity_curve.csv")
     assert list(first["n_cells"]) == [900, 1200] and set(first["style"]) == {"paired"}
     assert first["n_jobs"].eq(7).all()  # the first marker of each of the 7 cell types
-    assert (first["tau_low"] <= first["tau_tiers"] + 1e-9).all() and (first["tau_tiers"] <= first["tau_high"] + 1e-9).all()
+    assert (first["tau_low"] <= first["tau_tiers"] + 1e-9).all()
+    assert (first["tau_tiers"] <= first["tau_high"] + 1e-9).all()
     for name in ("fidelity_curve.md", "fidelity_curve.png", "run.json"):
         assert (tmp_path / "out" / name).exists()
     assert main(argv) == 0  # the rerun trains nothing and computes no job: the same table
