@@ -70,13 +70,20 @@ class CisLayer(nn.Module):
 
     def forward(self, x_cols: torch.Tensor, genes=None) -> torch.Tensor:
         """x_cols: (cells × len(cols)) accessibility of the window peaks → (cells × genes) cis term."""
-        keep = slice(None) if genes is None else torch.isin(self.pair_gene, genes)
+        if genes is None:  # every gene: one sparse (genes·units × window peaks) product, no cells × pairs × units
+            index = torch.stack([(self.pair_gene[:, None] * self.units
+                                  + torch.arange(self.units, device=x_cols.device)).reshape(-1),
+                                 self.pair_col.repeat_interleave(self.units)])
+            w = torch.sparse_coo_tensor(index, F.softplus(self.A).reshape(-1).to(x_cols.dtype),
+                                        (self.n_genes * self.units, x_cols.shape[1]), check_invariants=False)
+            z = torch.sparse.mm(w, x_cols.T).T.reshape(x_cols.shape[0], self.n_genes, self.units)
+            return (-torch.expm1(-z) * self.u).sum(-1) + self.b
+        keep = torch.isin(self.pair_gene, genes)  # a few genes: only their pairs
         gene = self.pair_gene[keep]
-        x = x_cols[:, self.pair_col[keep]]  # cells × pairs
+        contrib = x_cols[:, self.pair_col[keep]].unsqueeze(-1) * F.softplus(self.A[keep])  # cells × pairs × H
         z = torch.zeros(x_cols.shape[0], self.n_genes, self.units, dtype=x_cols.dtype, device=x_cols.device)
-        z = z.index_add(1, gene, x.unsqueeze(-1) * F.softplus(self.A[keep]))
-        out = (-torch.expm1(-z) * self.u).sum(-1) + self.b
-        return out if genes is None else out[:, genes]
+        z = z.index_add(1, gene, contrib)
+        return ((-torch.expm1(-z) * self.u).sum(-1) + self.b)[:, genes]
 
 
 class LocusSurrogate(nn.Module):
