@@ -162,6 +162,18 @@ def _add_report(sub) -> None:
     report.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _add_synthetic_args(p: argparse.ArgumentParser, quick_help: str) -> None:
+    """--quick/--scale (default quick), --seed, --device and --cache-dir of the commands that run on the simulator's
+    data only (`budget`, `fidelity-curve`)."""
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--quick", action="store_true", help=quick_help)
+    scale.add_argument("--scale", choices=sorted(PROFILES), default="quick",
+                       help="data scale and the profile's settings (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="simulator seed (tune on 1, report 0; default: 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
+    p.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
+
+
 def _add_budget(sub) -> None:
     budget = sub.add_parser("budget", help="anytime curves: every method's score at a grid of model-evaluation "
                             "budgets, on the surrogate and the truth tier (budget_curve.csv/.md/.png, report.html)",
@@ -169,9 +181,7 @@ def _add_budget(sub) -> None:
                             "the model protocol) with its own stopping rule lifted, so the budget is what stops it; "
                             "writes the score against the measured evaluations. Synthetic data only (the truth "
                             "tier needs the simulator).")
-    scale = budget.add_mutually_exclusive_group()
-    scale.add_argument("--quick", action="store_true", help="quick scale (minutes per budget)")
-    scale.add_argument("--scale", choices=sorted(PROFILES), default="quick", help="data scale (default: quick)")
+    _add_synthetic_args(budget, "quick scale (minutes per budget)")
     budget.add_argument("--budgets", type=_csv, default=["1e3", "1e4", "1e5", "1e6"],
                         help="model evaluations per job (default: 1e3,1e4,1e5,1e6)")
     budget.add_argument("--tiers", type=_csv, default=["surrogate", "truth"],
@@ -184,9 +194,6 @@ def _add_budget(sub) -> None:
     budget.add_argument("--L", type=int, default=10, help="subset size (default: 10)")
     budget.add_argument("--budget-seconds", type=float, default=60.0,
                         help="wall-time safety stop per job; a job it cuts is marked ᵗ (default: 60)")
-    budget.add_argument("--seed", type=int, default=0, help="simulator seed (tune on 1, report 0; default: 0)")
-    budget.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
-    budget.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
     budget.add_argument("--out", type=Path, default=Path("results") / "budget", help="output folder")
     _add_common_args(budget)
 
@@ -199,10 +206,7 @@ def _add_fidelity_curve(sub) -> None:
         "peaks), measure marker R² and interventional fidelity at each, and the Kendall τ between the ranking of "
         "a fixed method set on the surrogate and on the simulator's exact model at one L (bootstrap CI over jobs). "
         "Checkpoints and jobs are cached, so an interrupted curve resumes; the table is rewritten after each point.")
-    scale = curve.add_mutually_exclusive_group()
-    scale.add_argument("--quick", action="store_true", help="quick genes and peaks (the default)")
-    scale.add_argument("--scale", choices=sorted(PROFILES), default="quick",
-                       help="genes, peaks and settings of this profile (default: %(default)s)")
+    _add_synthetic_args(curve, "quick genes and peaks (the default)")
     curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000"],
                        help="cell counts (default: 2000,5000,10000)")
     curve.add_argument("--styles", type=_csv, default=["paired", "locus"],
@@ -220,9 +224,6 @@ def _add_fidelity_curve(sub) -> None:
     curve.add_argument("--genes", type=_csv, help="genes of the τ jobs (default: the first marker of each type)")
     curve.add_argument("--L", type=int, default=10, help="subset size of the τ jobs (default: 10)")
     curve.add_argument("--bootstrap", type=int, default=1000, help="bootstrap draws for τ's CI (default: 1000)")
-    curve.add_argument("--seed", type=int, default=0, help="simulator seed (tune on 1, report 0; default: 0)")
-    curve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default: auto)")
-    curve.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
     curve.add_argument("--out", type=Path, default=Path("results") / "fidelity-curve", help="output folder")
     _add_common_args(curve)
 
