@@ -163,6 +163,7 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
                                cache_dir=cache_dir, progress=progress)
             spent += sum(r.get("seconds") or 0.0 for r in records)
             tiers[tier] = method_means(records, methods, L)
+            row[f"avg_{tier}"] = tiers[tier].mean().round(3).to_dict()  # each method's Avg Rel Δ (%) on this tier
         low, high = bootstrap_tau(tiers["surrogate"], tiers["truth"], n_boot=n_boot, seed=seed)
         row.update(tau_tiers=tier_tau(tiers["surrogate"], tiers["truth"]), tau_low=low, tau_high=high,
                    n_jobs=len(tiers["surrogate"]), winner_surrogate=best_method(tiers["surrogate"]),
@@ -189,6 +190,7 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
         rows.append(measure_point(point, scale, seed, methods, genes, L, n_boot, cache_dir, device, progress))
         table = pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
         if out is not None:
+            write_method_means(rows, Path(out))
             write_data_curve(table, Path(out), {"scale": scale, "seed": seed, "L": L, "methods": list(methods or ()),
                                                 "genes": list(genes or ()), "n_boot": n_boot,
                                                 "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -198,7 +200,7 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
 
 # ------------------------------------------------------------------------------------------------ output
 def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
-    """fidelity_curve.csv / .md / .png and run.json in `out`."""
+    """fidelity_curve.csv / .md / .png and run.json in `out` (fidelity_curve_methods.csv: `write_method_means`)."""
     import json
 
     from datasets.files import atomic_write
@@ -210,6 +212,18 @@ def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
     return [atomic_write(out / "fidelity_curve.csv", table.to_csv(index=False)),
             atomic_write(out / "fidelity_curve.md", "\n".join(md)),
             atomic_write(out / "run.json", json.dumps(facts, indent=1) + "\n"), out / "fidelity_curve.png"]
+
+
+def write_method_means(rows: list[dict], out: Path) -> Path:
+    """fidelity_curve_methods.csv: every point's Avg Rel Δ (%) per method on the surrogate and the truth tier, the
+    numbers each τ ranks (long: style, n_cells, umi_per_cell, method, surrogate, truth)."""
+    from datasets.files import atomic_write
+
+    long = [{"style": r["style"], "n_cells": r["n_cells"], "umi_per_cell": r["umi_per_cell"], "method": m,
+             "surrogate": r["avg_surrogate"].get(m), "truth": r.get("avg_truth", {}).get(m)}
+            for r in rows if "avg_surrogate" in r for m in r["avg_surrogate"]]
+    out.mkdir(parents=True, exist_ok=True)
+    return atomic_write(out / "fidelity_curve_methods.csv", pd.DataFrame(long).to_csv(index=False))
 
 
 def curve_header(facts: dict) -> str:

@@ -67,6 +67,8 @@ def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path):
     assert first["n_jobs"].eq(7).all()  # the first marker of each of the 7 cell types
     assert (first["tau_low"] <= first["tau_tiers"] + 1e-9).all()
     assert (first["tau_tiers"] <= first["tau_high"] + 1e-9).all()
+    means = pd.read_csv(tmp_path / "out" / "fidelity_curve_methods.csv")
+    assert len(means) == 2 * 3 and set(means["method"]) == {"saliency", "input-x-gradient", "random"}
     for name in ("fidelity_curve.md", "fidelity_curve.png", "run.json"):
         assert (tmp_path / "out" / name).exists()
     assert main(argv) == 0  # the rerun trains nothing and computes no job: the same table
