@@ -115,7 +115,7 @@ def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str,
     with torch_threads(config.threads):
         torch.manual_seed(config.seed)
         model = fit_cis_layer(base, data, units=config.cis_units, window=config.cis_window, lr=config.cis_lr,
-                              seed=config.seed, progress=progress)
+                              seed=config.seed, progress=progress, monotone=config.cis_monotone)
     meta = {k: v for k, v in model.meta.items() if k not in ("checkpoint", "reused")}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.cis.state_dict().items()},

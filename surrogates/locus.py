@@ -8,10 +8,12 @@ told where the planted peaks are finds the saturation in the same cells (bench/l
 `LocusSurrogate` adds, for every gene g, a small saturating network over the peaks in a window of ±`window` bp
 around its TSS (peak coordinates only, as any real data set has; nothing from the simulator):
 
-    ŷ_g(x) = base_g(x) + b_g + Σ_h u_gh · (1 − exp(−Σ_{j ∈ W_g} softplus(A_gjh) · x_j))
+    ŷ_g(x) = base_g(x) + b_g + Σ_h u_gh · (1 − exp(−Σ_{j ∈ W_g} softplus(A_gjh) · x_j)),   u_gh = softplus(ũ_gh) ≥ 0
 
 Each of the H units is a soft OR over the peaks it weighs (one open peak of large weight saturates it) and, at small
-weights, a sum: the data decide between redundancy and additivity. The base is the paired surrogate, trained as
+weights, a sum: the data decide between redundancy and additivity. u ≥ 0 (monotone: opening a peak never lowers
+the cis term; `monotone=False` frees the sign, which on development data fitted co-accessible modules with units
+of both signs and predicted that closing an enhancer *raises* expression). The base is the paired surrogate, trained as
 always (its cached checkpoint); the cis layer is then fitted to the base's residuals on the training cells, early
 stopped on the validation cells (`fit_cis_layer`). The model speaks the plain protocol (predict / dense), not the
 embedding-bag fast paths, so explainers take their generic path on it.
@@ -55,7 +57,8 @@ def window_pairs(peaks, genes, window: int = WINDOW_BP) -> tuple[np.ndarray, np.
 class CisLayer(nn.Module):
     """Σ_h u_gh · (1 − exp(−Σ_{j∈W_g} softplus(A_gjh) x_j)) + b_g for every gene (see the module docstring)."""
 
-    def __init__(self, pair_gene: np.ndarray, pair_peak: np.ndarray, n_genes: int, units: int, seed: int = 0):
+    def __init__(self, pair_gene: np.ndarray, pair_peak: np.ndarray, n_genes: int, units: int, seed: int = 0,
+                 monotone: bool = True):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.n_genes, self.units = n_genes, units
@@ -65,7 +68,9 @@ class CisLayer(nn.Module):
         self.register_buffer("pair_gene", torch.as_tensor(pair_gene, dtype=torch.long))
         # softplus(−3) ≈ 0.05: every unit starts nearly linear and small; u = 0 starts the layer at the base
         self.A = nn.Parameter(torch.randn(len(pair_peak), units, generator=gen) * 0.5 - 3.0)
-        self.u = nn.Parameter(torch.zeros(n_genes, units))
+        self.monotone = monotone
+        # monotone: u = softplus(ũ) ≥ 0, so opening a peak never lowers the cis term; started at softplus(−6) ≈ 0
+        self.u = nn.Parameter(torch.full((n_genes, units), -6.0) if monotone else torch.zeros(n_genes, units))
         self.b = nn.Parameter(torch.zeros(n_genes))
 
     def forward(self, x_cols: torch.Tensor, genes=None) -> torch.Tensor:
@@ -77,13 +82,17 @@ class CisLayer(nn.Module):
             w = torch.sparse_coo_tensor(index, F.softplus(self.A).reshape(-1).to(x_cols.dtype),
                                         (self.n_genes * self.units, x_cols.shape[1]), check_invariants=False)
             z = torch.sparse.mm(w, x_cols.T).T.reshape(x_cols.shape[0], self.n_genes, self.units)
-            return (-torch.expm1(-z) * self.u).sum(-1) + self.b
+            return (-torch.expm1(-z) * self.weights()).sum(-1) + self.b
         keep = torch.isin(self.pair_gene, genes)  # a few genes: only their pairs
         gene = self.pair_gene[keep]
         contrib = x_cols[:, self.pair_col[keep]].unsqueeze(-1) * F.softplus(self.A[keep])  # cells × pairs × H
         z = torch.zeros(x_cols.shape[0], self.n_genes, self.units, dtype=x_cols.dtype, device=x_cols.device)
         z = z.index_add(1, gene, contrib)
-        return ((-torch.expm1(-z) * self.u).sum(-1) + self.b)[:, genes]
+        return ((-torch.expm1(-z) * self.weights()).sum(-1) + self.b)[:, genes]
+
+    def weights(self) -> torch.Tensor:
+        """u_gh: each unit's effect on its gene (≥ 0 when monotone)."""
+        return F.softplus(self.u) if self.monotone else self.u
 
 
 class LocusSurrogate(nn.Module):
@@ -144,13 +153,14 @@ class LocusSurrogate(nn.Module):
 
 
 def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: float = 1e-2, batch_size: int = 128,
-                  max_epochs: int = 200, patience: int = 10, seed: int = 0, progress: bool = True) -> LocusSurrogate:
+                  max_epochs: int = 200, patience: int = 10, seed: int = 0, progress: bool = True,
+                  monotone: bool = True) -> LocusSurrogate:
     """Fit the cis layer on the base's residuals (training cells), early stopped on validation MSE."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     pair_gene, pair_peak = window_pairs(data.peaks, data.genes, window)
-    cis = CisLayer(pair_gene, pair_peak, data.n_genes, units, seed).to(base.device)
+    cis = CisLayer(pair_gene, pair_peak, data.n_genes, units, seed, monotone).to(base.device)
     model = LocusSurrogate(base, cis)
     cols = cis.cols.cpu().numpy()
 
@@ -198,6 +208,6 @@ def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: floa
 def load_cis_layer(base, data, config, state_dict) -> LocusSurrogate:
     """A fitted cis layer (its state_dict) on `base`; the window pairs are recomputed from the data's coordinates."""
     pair_gene, pair_peak = window_pairs(data.peaks, data.genes, config.cis_window)
-    cis = CisLayer(pair_gene, pair_peak, data.n_genes, config.cis_units, config.seed)
+    cis = CisLayer(pair_gene, pair_peak, data.n_genes, config.cis_units, config.seed, config.cis_monotone)
     cis.load_state_dict(state_dict)
     return LocusSurrogate(base, cis.to(base.device))

@@ -24,7 +24,7 @@ def test_window_pairs_by_hand():
 def test_a_cis_unit_with_large_weights_is_an_or_of_its_peaks():
     """One gene, one unit over a 3-peak window: large weights on all three → closing one of two open peaks changes
     almost nothing, closing both removes the unit's whole contribution (the redundancy the paired style lacks)."""
-    cis = CisLayer(np.zeros(3, np.int64), np.arange(3), n_genes=1, units=1)
+    cis = CisLayer(np.zeros(3, np.int64), np.arange(3), n_genes=1, units=1, monotone=False)
     with torch.no_grad():
         cis.A.fill_(8.0)
         cis.u.fill_(2.0)
@@ -106,3 +106,15 @@ def test_trust_line_warns_below_the_levels(monkeypatch):
     assert "⚠ Below the levels (Spearman ≥ 0.6)" in interventional.trust_line(summary)
     assert "⚠" not in interventional.trust_line({**summary, "interventional_spearman": 0.7})
     assert "Spearman 0.40, group / Σ members 1.00 (truth 11.60)" in interventional.trust_line(summary)
+
+
+def test_a_monotone_cis_layer_never_rises_when_peaks_close():
+    rng = np.random.default_rng(1)
+    cis = CisLayer(np.repeat(np.arange(3), 4), rng.integers(0, 6, 12), n_genes=3, units=2)
+    with torch.no_grad():
+        cis.u.normal_(0, 3)
+        cis.A.normal_(0, 2)
+        x = torch.as_tensor((rng.random((50, len(cis.cols))) < 0.5).astype(np.float32))
+        closed = x.clone()
+        closed[:, :2] = 0.0
+        assert (cis(closed) <= cis(x) + 1e-6).all()
