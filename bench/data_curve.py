@@ -69,9 +69,11 @@ def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: fl
 
 # ------------------------------------------------------------------------------------------------ pure metrics
 def method_means(records: list[dict], methods, L: int) -> pd.DataFrame:
-    """jobs × methods table of Rel Δ (%) at L (rows: 'cell type/gene'); failed jobs are NaN."""
+    """jobs × methods table of Rel Δ (%) at L (rows: 'cell type/gene'). A job that measured a Rel Δ counts whatever
+    its status (not_converged, time_limit: the leaderboards flag them, they still closed peaks); a failed job is NaN."""
     rows = [{"job": f"{r['cell_type']}/{r['gene']}", "method": r["method"],
-             "rel": r.get("rel_delta_pct") if r.get("status") in ("ok", "time_limit") else np.nan}
+             "rel": r.get("rel_delta_pct") if r.get("status") != "failed" and r.get("rel_delta_pct") is not None
+             else np.nan}
             for r in records if r["L"] == L and r["method"] in methods]
     table = pd.DataFrame(rows).pivot_table(index="job", columns="method", values="rel", aggfunc="mean",
                                            dropna=False)
