@@ -171,7 +171,8 @@ def curve_run(run: str) -> str:
     curve folder's run.json and table (cached checkpoints and jobs keep the seconds they first took)."""
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
-    return (f"`python -m bench fidelity-curve` (quick genes and peaks, seed {f['seed']}, L = {f['L']}): {len(t)} "
+    return (f"`python -m bench fidelity-curve --reference-cells 2000,5000` (quick genes and peaks, seed {f['seed']}, "
+            f"L = {f['L']}): {len(t)} "
             f"points; surrogate training **{duration(t['train_seconds'].sum())}** and explainer jobs "
             f"**{duration(t['jobs_seconds'].sum())}** on 2 CPU cores as first measured (truth-tier jobs are counted "
             f"with every point that shares its data, though they ran once); the final pass, which read every "
