@@ -137,12 +137,14 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
     profile = profile_for(scale).for_cells(data.n_cells)
     model = fit_surrogate(profile, data, point.style, device=device, cache_dir=cache_dir, progress=progress)
     meta = model.meta
+    cis = f" + cis layer {meta['cis_epochs']} epochs" if "cis_epochs" in meta else ""
     row = {"style": point.style, "n_cells": point.n_cells, "umi_per_cell": point.umi_per_cell,
            "train_cells": int((data.obs["split"] == "train").sum()),
-           "training": f"{meta['epochs']} epochs" if "epochs" in meta
-           else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps",
+           "training": (f"{meta['epochs']} epochs" if "epochs" in meta
+                        else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps") + cis,
            "train_seconds": meta.get("seconds")}
-    row["marker_r2"] = marker_fidelity(model, data, markers).marker_r2
+    fidelity = marker_fidelity(model, data, markers)
+    row["marker_r2"] = fidelity.marker_r2 if fidelity is not None else float("nan")
     pairs = marker_genes_in(data, markers, truth.genes)
     inter = interventional_fidelity(model, data, truth, pairs, seed=seed)
     planted = inter.table[inter.table["kind"] == "all planted"]

@@ -96,11 +96,12 @@ def locus_fit(data, truth, cell_type: str, gene: str) -> dict:
 def locus_redundancy(data, truth, pairs) -> dict:
     """Pooled over the marker (cell type, gene) pairs with test cells: the saturating locus model's group / Σ members
     ratio and its held-out MSE gain over the additive model (%)."""
-    fits = [locus_fit(data, truth, ct, g) for ct, g in pairs if data.cells(ct, "test").n_cells > 0]
+    fits = [locus_fit(data, truth, ct, g) for ct, g in pairs
+            if data.cells(ct, "test").n_cells > 0 and data.cells(ct, "train").n_cells > 0]
     if not fits:
         return {"locus_group_member_ratio": float("nan"), "locus_heldout_gain_pct": float("nan")}
     table = pd.concat([f["table"] for f in fits], ignore_index=True)
     add = sum(f["mse_additive"] for f in fits)
     sat = sum(f["mse_saturating"] for f in fits)
     return {"locus_group_member_ratio": pooled_group_member_ratio(table, "locus_rel_pct"),
-            "locus_heldout_gain_pct": 100.0 * (add - sat) / add}
+            "locus_heldout_gain_pct": 100.0 * (add - sat) / add if add else float("nan")}

@@ -87,12 +87,13 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
                   progress: bool = True):
     """The cached surrogate of the profile's configuration in `style`, trained if there is none."""
     from surrogates.checkpoint import fit_or_load
+    from surrogates.locus import NoCisWindowError
     from surrogates.train import DeviceUnavailableError
 
     try:
         return fit_or_load(data, profile.surrogate_config(style), device=device, cache_dir=cache_dir,
                            retrain=retrain, progress=progress)
-    except DeviceUnavailableError as exc:
+    except (DeviceUnavailableError, NoCisWindowError) as exc:
         raise UserError(str(exc)) from exc
 
 

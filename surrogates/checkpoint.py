@@ -102,11 +102,15 @@ def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str,
     if path.exists() and not retrain:
         try:
             payload = torch.load(path, map_location="cpu", weights_only=False)
+            if payload["meta"].get("base") != checkpoint_name(base.meta.get("checkpoint")):
+                raise ValueError("fitted on another paired base")  # e.g. the base was retrained: refit
             model = load_cis_layer(base, data, config, payload["state_dict"])
+            if payload["meta"].get("cis_pairs_digest") != model.meta.get("cis_pairs_digest"):
+                raise ValueError("fitted on other gene windows")  # same matrices, another gene annotation
         except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
                 zipfile.BadZipFile) as exc:
             dest = move_aside(path, path.parent / "corrupt")
-            log.warning("corrupt cis-layer checkpoint %s (%s); %s, refitting", path, type(exc).__name__,
+            log.warning("unusable cis-layer checkpoint %s (%s: %s); %s, refitting", path, type(exc).__name__, exc,
                         f"moved to {dest}" if dest else "could not move it aside")
         else:
             log.info("reusing cis-layer checkpoint %s", path)
@@ -117,6 +121,7 @@ def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str,
         model = fit_cis_layer(base, data, units=config.cis_units, window=config.cis_window, lr=config.cis_lr,
                               seed=config.seed, progress=progress, monotone=config.cis_monotone)
     meta = {k: v for k, v in model.meta.items() if k not in ("checkpoint", "reused")}
+    meta["base"] = checkpoint_name(base.meta.get("checkpoint"))
     with atomic_path(path) as tmp:
         torch.save({"state_dict": {k: v.cpu() for k, v in model.cis.state_dict().items()},
                     "config": config.to_dict(), "meta": meta, "model_version": MODEL_VERSION}, tmp)

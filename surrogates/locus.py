@@ -25,6 +25,7 @@ import contextlib
 import time
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
@@ -43,8 +44,9 @@ def window_pairs(peaks, genes, window: int = WINDOW_BP) -> tuple[np.ndarray, np.
         cols = np.flatnonzero(chrom == c)
         order = np.argsort(mid[cols])
         cols, pos = cols[order], mid[cols][order]
-        for g in np.flatnonzero(genes["chrom"].astype(str).to_numpy() == c):
-            tss = int(genes["tss"].iloc[g])
+        tss_all = pd.to_numeric(genes["tss"], errors="coerce").to_numpy()
+        for g in np.flatnonzero((genes["chrom"].astype(str).to_numpy() == c) & np.isfinite(tss_all)):
+            tss = int(tss_all[g])
             lo, hi = np.searchsorted(pos, tss - window), np.searchsorted(pos, tss + window, side="right")
             gene_idx.append(np.full(hi - lo, g)), peak_idx.append(cols[lo:hi])
     if not gene_idx:
@@ -52,6 +54,17 @@ def window_pairs(peaks, genes, window: int = WINDOW_BP) -> tuple[np.ndarray, np.
     g, p = np.concatenate(gene_idx).astype(np.int64), np.concatenate(peak_idx).astype(np.int64)
     order = np.lexsort((p, g))
     return g[order], p[order]
+
+
+class NoCisWindowError(ValueError):
+    """No gene has a peak within its window (genes without chromosome and TSS, or peaks on other chromosomes)."""
+
+
+def pairs_digest(pair_gene: np.ndarray, pair_peak: np.ndarray) -> str:
+    """A short hash of the (gene, peak) window pairs: a cis layer is only valid for the pairs it was fitted on."""
+    import hashlib
+
+    return hashlib.sha256(np.stack([pair_gene, pair_peak]).astype(np.int64).tobytes()).hexdigest()[:16]
 
 
 class CisLayer(nn.Module):
@@ -103,6 +116,7 @@ class LocusSurrogate(nn.Module):
         self.base, self.cis = base, cis
         self.gene_names, self.cell_types, self.n_peaks = base.gene_names, base.cell_types, base.n_peaks
         self.n_genes = base.n_genes
+        self.config = base.config  # its jobs run on the base's fixed torch thread count (bench/runner.py)
         self.meta: dict = {}
 
     @property
@@ -160,6 +174,9 @@ def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: floa
 
     t0 = time.perf_counter()
     pair_gene, pair_peak = window_pairs(data.peaks, data.genes, window)
+    if not len(pair_peak):
+        raise NoCisWindowError(f"the locus style needs gene positions (chromosome and TSS) and peaks within "
+                               f"±{window:,} bp of them; this data set has none: use --surrogate paired")
     cis = CisLayer(pair_gene, pair_peak, data.n_genes, units, seed, monotone).to(base.device)
     model = LocusSurrogate(base, cis)
     cols = cis.cols.cpu().numpy()
@@ -201,7 +218,8 @@ def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: floa
     model.meta = {**{k: v for k, v in base.meta.items() if k not in ("checkpoint", "reused")},
                   "style": "locus", "base_seconds": base.meta.get("seconds"), "cis_seconds": seconds,
                   "seconds": (base.meta.get("seconds") or 0.0) + seconds, "cis_epochs": len(history),
-                  "cis_val_mse": best, "cis_pairs": len(pair_peak)}
+                  "cis_val_mse": best, "cis_pairs": len(pair_peak),
+                  "cis_pairs_digest": pairs_digest(pair_gene, pair_peak)}
     return model
 
 
@@ -210,4 +228,6 @@ def load_cis_layer(base, data, config, state_dict) -> LocusSurrogate:
     pair_gene, pair_peak = window_pairs(data.peaks, data.genes, config.cis_window)
     cis = CisLayer(pair_gene, pair_peak, data.n_genes, config.cis_units, config.seed, config.cis_monotone)
     cis.load_state_dict(state_dict)
-    return LocusSurrogate(base, cis.to(base.device))
+    model = LocusSurrogate(base, cis.to(base.device))
+    model.meta = {"cis_pairs_digest": pairs_digest(pair_gene, pair_peak)}
+    return model

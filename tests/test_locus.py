@@ -118,3 +118,42 @@ def test_a_monotone_cis_layer_never_rises_when_peaks_close():
         closed = x.clone()
         closed[:, :2] = 0.0
         assert (cis(closed) <= cis(x) + 1e-6).all()
+
+
+def test_genes_without_a_position_get_no_window_and_a_data_set_without_any_says_so(tmp_path):
+    peaks = pd.DataFrame({"chrom": ["chr1"], "start": [900], "end": [1_100]})
+    genes = pd.DataFrame({"chrom": ["chr1", "chr1"], "tss": [1_000, np.nan]})
+    g, p = window_pairs(peaks, genes, window=10_000)
+    assert list(zip(g, p)) == [(0, 0)]
+    from bench.config import PROFILES
+    from bench.errors import UserError
+    from bench.pipeline import fit_surrogate
+    from datasets.synthetic import simulate
+
+    data, _ = simulate("tiny", seed=0)
+    data.genes["tss"] = np.nan
+    with pytest.raises(UserError, match="needs gene positions"):
+        fit_surrogate(PROFILES["tiny"], data, "locus", device="cpu", cache_dir=tmp_path, progress=False)
+
+
+def test_a_cis_layer_is_refitted_when_its_paired_base_is_not_the_one_it_was_fitted_on(tmp_path):
+    import dataclasses
+
+    from bench.config import PROFILES
+    from datasets.synthetic import simulate
+    from surrogates.checkpoint import checkpoint_name, fit_or_load
+
+    data, _ = simulate("tiny", seed=0)
+    cfg = PROFILES["tiny"].surrogate_config("locus")
+    first = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
+    assert first.meta["base"] == checkpoint_name(first.base.meta["checkpoint"])
+    fit_or_load(data, dataclasses.replace(cfg, style="paired"), device="cpu", cache_dir=tmp_path, retrain=True,
+                progress=False)  # the base is written again
+    paired_path = first.base.meta["checkpoint"]
+    import torch
+
+    payload = torch.load(first.meta["checkpoint"], weights_only=False)
+    payload["meta"]["base"] = "surrogate-0000000000000000"  # as if fitted on another base
+    torch.save(payload, first.meta["checkpoint"])
+    again = fit_or_load(data, cfg, device="cpu", cache_dir=tmp_path, progress=False)
+    assert again.meta["reused"] is False and again.base.meta["checkpoint"] == paired_path
