@@ -59,8 +59,10 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
     profile = profile_for(scale, threads)
-    if surrogate not in ("paired", "reference", "locus", "truth"):
-        raise UserError(f"surrogate must be 'paired', 'reference', 'locus' or 'truth', got {surrogate!r}")
+    from bench.pipeline import SURROGATE_STYLES
+
+    if surrogate not in (*SURROGATE_STYLES, "truth"):
+        raise UserError(f"surrogate must be one of {', '.join(SURROGATE_STYLES)} or 'truth', got {surrogate!r}")
     if surrogate == "truth" and data is not None:
         raise UserError("--surrogate truth explains the simulator's exact model, which exists for the synthetic data "
                         "only; with --data use --surrogate paired, reference or locus")

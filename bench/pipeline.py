@@ -97,8 +97,6 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
         raise UserError(str(exc)) from exc
 
 
-
-
 def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, scheduler: str | None = None,
              progress: bool = True, force: bool = False) -> list[dict]:
     """Every job of the plan on the explained `model`, through the result cache (finished jobs of the same code

@@ -96,12 +96,16 @@ class CisLayer(nn.Module):
                                         (self.n_genes * self.units, x_cols.shape[1]), check_invariants=False)
             z = torch.sparse.mm(w, x_cols.T).T.reshape(x_cols.shape[0], self.n_genes, self.units)
             return (-torch.expm1(-z) * self.weights()).sum(-1) + self.b
-        keep = torch.isin(self.pair_gene, genes)  # a few genes: only their pairs
-        gene = self.pair_gene[keep]
+        # a few genes: only their pairs, summed into a (cells × those genes × units) block, not one per gene
+        wanted, back = torch.unique(genes, return_inverse=True)
+        slot = torch.full((self.n_genes,), -1, dtype=torch.long, device=wanted.device)
+        slot[wanted] = torch.arange(len(wanted), device=wanted.device)
+        keep = slot[self.pair_gene] >= 0
         contrib = x_cols[:, self.pair_col[keep]].unsqueeze(-1) * F.softplus(self.A[keep])  # cells × pairs × H
-        z = torch.zeros(x_cols.shape[0], self.n_genes, self.units, dtype=x_cols.dtype, device=x_cols.device)
-        z = z.index_add(1, gene, contrib)
-        return ((-torch.expm1(-z) * self.weights()).sum(-1) + self.b)[:, genes]
+        z = torch.zeros(x_cols.shape[0], len(wanted), self.units, dtype=x_cols.dtype, device=x_cols.device)
+        z = z.index_add(1, slot[self.pair_gene[keep]], contrib)
+        out = (-torch.expm1(-z) * self.weights()[wanted]).sum(-1) + self.b[wanted]
+        return out[:, back]
 
     def weights(self) -> torch.Tensor:
         """u_gh: each unit's effect on its gene (≥ 0 when monotone)."""
