@@ -50,16 +50,16 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
     torch thread count of training and jobs (`SurrogateConfig.threads`, 2). Input mistakes raise
     `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
-    from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
-    from bench.plan import check_methods, plan_run
-    from bench.machine import describe_machine
-    from bench.memory import process_peak_rss_mb
-    from bench.report import long_table, run_facts, write_report
-    from bench.versions import code_versions
+    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
+    from bench.running.plan import check_methods, plan_run
+    from bench.running.machine import describe_machine
+    from bench.running.memory import process_peak_rss_mb
+    from bench.reporting.report import long_table, run_facts, write_report
+    from bench.running.versions import code_versions
 
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
     profile = profile_for(scale, threads)
-    from bench.pipeline import SURROGATE_STYLES
+    from bench.running.pipeline import SURROGATE_STYLES
 
     if surrogate not in (*SURROGATE_STYLES, "truth"):
         raise UserError(f"surrogate must be one of {', '.join(SURROGATE_STYLES)} or 'truth', got {surrogate!r}")
@@ -120,11 +120,11 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
 def _interventional(model, data, truth, markers, style: str, seed: int) -> dict | None:
     """The surrogate's interventional fidelity summary for the header's trust line (synthetic data and a trained
     surrogate only; the first surrogate of a multi-seed run)."""
-    from bench.pipeline import SURROGATE_STYLES, marker_genes_in
+    from bench.running.pipeline import SURROGATE_STYLES, marker_genes_in
 
     if truth is None or style not in SURROGATE_STYLES:
         return None
-    from bench.interventional import interventional_fidelity
+    from bench.fidelity.interventional import interventional_fidelity
 
     pairs = marker_genes_in(data, markers, truth.genes)
     return interventional_fidelity(model, data, truth, pairs, seed=seed).summary() if pairs else None
@@ -133,7 +133,7 @@ def _interventional(model, data, truth, markers, style: str, seed: int) -> dict 
 def _side_by_side(profile, scheduler, records, model) -> dict | None:
     """How jobs ran when the profile runs them side by side on this machine's worker processes (jobs at a time,
     threads each, the workers' largest RSS during a job): their memory is not in the main process's peak."""
-    from bench.pipeline import local_workers, side_by_side
+    from bench.running.pipeline import local_workers, side_by_side
 
     workers = local_workers(profile, model, scheduler)
     if workers < 2:
@@ -216,7 +216,7 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
     """report.html's extras: the surrogate's fidelity scatter and the run's configuration."""
     import io
 
-    from bench.pipeline import marker_fidelity
+    from bench.running.pipeline import marker_fidelity
     from surrogates.checkpoint import checkpoint_name
     from surrogates.fidelity import plot_fidelity
 
@@ -228,7 +228,7 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
         buf = io.BytesIO()
         plot_fidelity(fidelity, buf)
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
-    from bench.pipeline import SURROGATE_STYLES
+    from bench.running.pipeline import SURROGATE_STYLES
 
     explained = ({"surrogate style": style, "surrogate seeds": surrogate_seeds,
                   "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", ""))}
@@ -243,15 +243,15 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
               **{f"budget {m}": f"{b.samples} evaluations, {b.seconds:g} s" for m, b in
                  plan.profile.method_budgets.items()},
               **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
-    from bench.html import package_versions
+    from bench.reporting.html import package_versions
 
     return {**context, "config": config, "packages": package_versions()}
 
 
 def compare(*runs, names=None, out=None) -> pd.DataFrame:
-    """Compare runs (results folders or leaderboard.csv files); returns `bench.comparison.compare_runs`'s table with
+    """Compare runs (results folders or leaderboard.csv files); returns `bench.reporting.comparison.compare_runs`'s table with
     `.attrs["markdown"]`; `out` also writes compare.md and compare.csv there."""
-    from bench.comparison import compare_markdown, compare_runs, load_run
+    from bench.reporting.comparison import compare_markdown, compare_runs, load_run
     from datasets.files import atomic_write
 
     if len(runs) < 2:
@@ -275,7 +275,7 @@ def report(run_dir, out=None) -> list[Path]:
     """Render a finished run's leaderboard.md/.csv, headline.csv, discrimination.csv, figures and report.html again
     from its jobs.jsonl and run.json with the current report code (into `out`, default the run's folder); returns
     the files written. Nothing is recomputed, so the header keeps the run's measured time and memory."""
-    from bench.report import rerender
+    from bench.reporting.report import rerender
 
     try:
         return rerender(Path(run_dir), None if out is None else Path(out))

@@ -1,7 +1,7 @@
 """Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing
 and thin commands only.
 
-Planning lives in bench/plan.py, orchestration in bench/pipeline.py, rendering in bench/report.py and
+Planning lives in bench/running/plan.py, orchestration in bench/running/pipeline.py, rendering in bench/reporting/report.py and
 surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are
 `UserError`s: one `error: ...` line and exit 2, before anything is written; `--debug` shows the traceback instead.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS
 from bench.errors import UserError
-from bench.plan import check_methods, parse_ints
+from bench.running.plan import check_methods, parse_ints
 from datasets.files import atomic_write
 
 log = logging.getLogger("bench")
@@ -275,7 +275,7 @@ def _profile(args, data=None):
 
 
 def _inputs(args):
-    from bench.pipeline import Inputs
+    from bench.running.pipeline import Inputs
 
     return Inputs(scale=_profile(args).scale, seed=args.seed, data=args.data, labels=args.labels,
                   label_key=args.label_key, markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod,
@@ -283,7 +283,7 @@ def _inputs(args):
 
 
 def _surrogate(args, data):
-    from bench.pipeline import fit_surrogate
+    from bench.running.pipeline import fit_surrogate
 
     return fit_surrogate(_profile(args, data), data, args.surrogate, device=args.device, cache_dir=args.cache_dir,
                          retrain=args.retrain, progress=not args.no_progress)
@@ -291,7 +291,7 @@ def _surrogate(args, data):
 
 def cmd_run(args) -> int:
     from bench.api import run
-    from bench.report import summary_lines
+    from bench.reporting.report import summary_lines
 
     long = run("quick" if args.quick else args.scale, data=args.data, labels=args.labels, label_key=args.label_key,
                markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod, atac_mod=args.atac_mod,
@@ -326,7 +326,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from bench.pipeline import load_inputs, marker_fidelity, marker_genes_in
+    from bench.running.pipeline import load_inputs, marker_fidelity, marker_genes_in
     from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
 
     if args.surrogate == "truth":  # before loading anything: there is no model to fit
@@ -347,7 +347,7 @@ def cmd_fit(args) -> int:
     out = args.out
     written = [atomic_write(out / "fidelity.csv", report.table.to_csv(index=False))]
     if truth is not None:
-        from bench.interventional import interventional_fidelity, interventional_markdown, trust_line
+        from bench.fidelity.interventional import interventional_fidelity, interventional_markdown, trust_line
 
         pairs = marker_genes_in(data, markers, truth.genes)
         inter = interventional_fidelity(model, data, truth, pairs, seed=args.seed)
@@ -364,7 +364,7 @@ def cmd_fit(args) -> int:
 
 
 def _fit_curve(args, data, truth, markers, t0: float) -> int:
-    from bench.fit_curve import fidelity_curve, write_curve
+    from bench.fidelity.fit_curve import fidelity_curve, write_curve
 
     profile = _profile(args, data)
     epochs = parse_ints(args.curve.split(","), "--curve")
@@ -382,7 +382,7 @@ def _fit_curve(args, data, truth, markers, t0: float) -> int:
 
 def cmd_data(args) -> int:
     """Print (and with --out write) `datasets.describe.describe` of the data, plus `data`: where it came from."""
-    from bench.pipeline import load_inputs
+    from bench.running.pipeline import load_inputs
     from datasets.describe import describe, render_markdown
 
     inputs = _inputs(args)
@@ -405,7 +405,7 @@ def cmd_list(args) -> int:
 
     from methods import registry
 
-    from bench.versions import COMPONENTS, describe
+    from bench.running.versions import COMPONENTS, describe
 
     rows = [[s.name, s.version, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
              "yes" if s.ranking else "", "synthetic only" if s.needs_truth else "",
@@ -419,7 +419,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from bench.sweep import run_sweep
+    from bench.studies.sweep import run_sweep
     from methods.base import Budget
 
     if args.methods:
@@ -432,7 +432,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_budget(args) -> int:
-    from bench.budget import run_budget_curve
+    from bench.studies.budget import run_budget_curve
 
     run_budget_curve("quick" if args.quick else args.scale, seed=args.seed, tiers=args.tiers,
                      surrogate=args.surrogate, budgets=parse_floats(args.budgets), methods=args.methods,
@@ -445,8 +445,8 @@ def cmd_budget(args) -> int:
 
 def cmd_fidelity_curve(args) -> int:
     from bench.api import _check_device
-    from bench.data_curve import TAU_METHODS, curve_points, run_data_curve
-    from bench.pipeline import SURROGATE_STYLES, Inputs
+    from bench.fidelity.data_curve import TAU_METHODS, curve_points, run_data_curve
+    from bench.running.pipeline import SURROGATE_STYLES, Inputs
     from datasets.synthetic import SCALES
 
     scale = "quick" if args.quick else args.scale
@@ -495,7 +495,7 @@ def parse_floats(values, flag: str = "--budgets") -> list[float]:
 
 
 def cmd_perf(args) -> int:
-    from bench.perf import run_perf
+    from bench.studies.perf import run_perf
 
     table = run_perf(args.scale, args.out, epochs=args.epochs, progress=not args.no_progress)
     print(table.to_string(index=False))

@@ -36,7 +36,7 @@ class Profile:
     # the reference style's three phases in mini-batch steps (the reference code: 36k / 9k / 36k), scaled to the
     # profile; its cross-map phase runs on cached latents of the frozen autoencoders, a few ms per step
     reference_steps: tuple[int, int, int] = SurrogateConfig.reference_steps
-    # torch threads per job when jobs run side by side (bench/pipeline.py `side_by_side`): as many jobs at once as
+    # torch threads per job when jobs run side by side (bench/running/pipeline.py `side_by_side`): as many jobs at once as
     # fit in the run's training threads; None: one job at a time on the surrogate's thread count
     job_threads: int | None = None
 

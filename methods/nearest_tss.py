@@ -4,7 +4,7 @@ It uses no model at all, only the peak and gene coordinates: among the peaks on 
 in at least one of the explained training cells (a peak never open there changes no prediction when closed), take
 the L with the smallest gap to the TSS,
 
-    d_j = max(start_j − tss, tss − end_j, 0)      (0 when the TSS lies inside the peak; bench/genomic.py),
+    d_j = max(start_j − tss, tss − end_j, 0)      (0 when the TSS lies inside the peak; bench/scoring/genomic.py),
 
 ties by peak index. It is the locality prior on its own: cis-regulatory elements tend to sit near their gene (the
 simulator plants a gene's enhancers within 250 kb of its TSS), so any method's score on the truth tier can be read

@@ -2,7 +2,7 @@
 
 The paired surrogate sums peak embeddings per chromosome before any non-linearity, so a specific enhancer's effect
 on a specific gene is (to first order) additive; it learns cell identity well but closing a redundant group looks
-like the sum of closing its members (group / Σ members ≈ 1, truth ≈ 12; bench/interventional.py). A per-locus model
+like the sum of closing its members (group / Σ members ≈ 1, truth ≈ 12; bench/fidelity/interventional.py). A per-locus model
 told where the planted peaks are finds the saturation in the same cells (bench/locus.py), so the data carry it.
 
 `LocusSurrogate` adds, for every gene g, a small saturating network over the peaks in a window of ±`window` bp
@@ -120,7 +120,7 @@ class LocusSurrogate(nn.Module):
         self.base, self.cis = base, cis
         self.gene_names, self.cell_types, self.n_peaks = base.gene_names, base.cell_types, base.n_peaks
         self.n_genes = base.n_genes
-        self.config = base.config  # its jobs run on the base's fixed torch thread count (bench/runner.py)
+        self.config = base.config  # its jobs run on the base's fixed torch thread count (bench/running/runner.py)
         self.meta: dict = {}
 
     @property

@@ -154,7 +154,7 @@ def keep_freed_memory() -> bool:
     step's fresh 130 MB gradient of the ATAC decoder (127,219 × 256) and every temporary of the Adam update
     page-faults in again. Measured at paper scale on 2 threads: one training epoch 35.0 s → 19.3 s with
     bit-identical weights; a 130 MB `torch.zeros` 58 → 8 ms. Freed memory stays in the process (RSS keeps its high
-    water mark); `bench.memory.release_freed_memory` still hands it back when a measurement needs that."""
+    water mark); `bench.running.memory.release_freed_memory` still hands it back when a measurement needs that."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -161,7 +161,7 @@ def without_fast_paths(model) -> _GenericView:
 class CountingModel:
     """`model` with every call that produces outputs counted: `evaluations` is the number of cells (rows) that went
     through `predict`, `dense`, `head` (the fast path's output layers) or an own `cell_state`, forward. It is the
-    one unit of effort every method shares, whatever path it takes (bench/budget.py's anytime curves read it): a
+    one unit of effort every method shares, whatever path it takes (bench/studies/budget.py's anytime curves read it): a
     GRIDS step scoring 32 candidate closures on 64 cells is 64 · 33 evaluations; a SmoothGrad cell with 10 noisy
     copies is 10. A backward pass is not counted apart (it costs about two forwards, on the cells already counted).
     Everything else — fast paths included — passes through unchanged, so the explainer's answer is the same."""

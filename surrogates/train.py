@@ -347,7 +347,7 @@ def train_surrogate(data: MultiomeData, config: SurrogateConfig = SurrogateConfi
                     progress: bool = True, on_epoch=None) -> Surrogate:
     """Fit on the train split in `config.style`; returns the model in eval mode with `meta`. `on_epoch(model,
     epochs_done, training_seconds, val_mse)` (paired style) is called after every epoch, its time not counted as
-    training (bench/fit_curve.py measures fidelity there); it must leave the weights as it found them."""
+    training (bench/fidelity/fit_curve.py measures fidelity there); it must leave the weights as it found them."""
     dev = resolve_device(device)
     with torch_threads(config.threads):  # reproducible: same seed, same threads → same weights
         torch.manual_seed(config.seed)  # nn.Linear initialisation draws from torch's global RNG: seed it here

@@ -14,7 +14,7 @@ Background peaks regulate nothing, and only a gene's planted peaks enter its out
 
 Why a tier on it: redundancy here is real (closing one member of a group changes nothing while another is open),
 and the best closure of at most L peaks is known exactly (`SyntheticTruth.best_closure`, a knapsack), so every
-explainer gets a "% of optimum" on the model it explains (bench/evaluate.py).
+explainer gets a "% of optimum" on the model it explains (bench/scoring/evaluate.py).
 Cell types are required (`cell_types=`): τ_g(t) is not in the ATAC.
 """
 

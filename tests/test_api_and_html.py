@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import bench
-from bench.replicates import jaccard, selection_stability
+from bench.reporting.replicates import jaccard, selection_stability
 from bench.cli import main
 
 
@@ -85,7 +85,7 @@ def test_jaccard_and_selection_stability_hand_computed():
 
 
 def test_between_surrogates_leaves_out_controls_and_methods_without_numbers():
-    from bench.replicates import surrogate_rank_movement
+    from bench.reporting.replicates import surrogate_rank_movement
 
     rows = [{"method": m, "L": 10, "cell_type": "X", "gene": "g", "seed": 0, "surrogate_seed": s, "rel_delta_pct": v}
             for s, values in ((0, {"a": -3, "b": -2, "c": -1, "random": 0, "dead": np.nan}),
@@ -98,7 +98,7 @@ def test_between_surrogates_leaves_out_controls_and_methods_without_numbers():
 
 
 def test_auc_needs_every_L():
-    from bench.tables import rel_delta_auc
+    from bench.reporting.tables import rel_delta_auc
 
     assert rel_delta_auc([1, 10, 100], [-1.0, -2.0, -3.0]) == pytest.approx(-2.0)  # linear in log L
     assert np.isnan(rel_delta_auc([1, 10, 100], [-1.0, np.nan, -3.0])) and np.isnan(rel_delta_auc([10], [-1.0]))
@@ -107,7 +107,7 @@ def test_auc_needs_every_L():
 def test_background_methods_with_one_cell_type(tmp_path):
     from bench.config import PROFILES
     from bench.errors import UserError
-    from bench.plan import plan_run
+    from bench.running.plan import plan_run
     from tests.hand_models import cells_with_all_open
 
     data = cells_with_all_open()  # one cell type, T

@@ -1,11 +1,11 @@
-"""Anytime curves (bench/budget.py): lifted stopping rules, the per-budget table by hand, a tiny end-to-end run."""
+"""Anytime curves (bench/studies/budget.py): lifted stopping rules, the per-budget table by hand, a tiny end-to-end run."""
 
 import json
 
 import pandas as pd
 import pytest
 
-from bench.budget import STEP_CAP, anytime_params, curve_table
+from bench.studies.budget import STEP_CAP, anytime_params, curve_table
 from bench.cli import main
 
 

@@ -9,8 +9,8 @@ import pytest
 
 import bench
 from bench.cli import main
-from bench.comparison import compare_runs, load_run
-from bench.report import write_report
+from bench.reporting.comparison import compare_runs, load_run
+from bench.reporting.report import write_report
 from tests.toy_models import toy_facts
 
 EXAMPLES = Path(__file__).parent.parent / "results" / "examples"

@@ -1,10 +1,10 @@
-"""bench/data_curve.py: the tier-agreement metrics by hand, the grid, and a tiny curve that resumes from its caches."""
+"""bench/fidelity/data_curve.py: the tier-agreement metrics by hand, the grid, and a tiny curve that resumes from its caches."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench.data_curve import CurvePoint, best_method, bootstrap_tau, curve_points, method_means, tier_tau
+from bench.fidelity.data_curve import CurvePoint, best_method, bootstrap_tau, curve_points, method_means, tier_tau
 from datasets.synthetic import SCALES
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.versions import COMPONENTS
+from bench.running.versions import COMPONENTS
 from methods import registry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "results" / "examples"

@@ -1,11 +1,11 @@
-"""bench/fit_curve.py: the curve measures the weights the profile's own training has at each epoch, and its
+"""bench/fidelity/fit_curve.py: the curve measures the weights the profile's own training has at each epoch, and its
 measurements do not disturb the training they sit in."""
 
 import pytest
 
 from bench.config import PROFILES
-from bench.fit_curve import fidelity_curve
-from bench.pipeline import marker_fidelity
+from bench.fidelity.fit_curve import fidelity_curve
+from bench.running.pipeline import marker_fidelity
 from datasets.markers import PAPER_MARKERS
 from datasets.synthetic import simulate
 from surrogates.train import train_surrogate

@@ -1,11 +1,11 @@
-"""bench/floor.py: FLOPs and compulsory bytes of GEMMs and embedding bags, hand-computed from the shapes, and the
+"""bench/studies/floor.py: FLOPs and compulsory bytes of GEMMs and embedding bags, hand-computed from the shapes, and the
 floor as a sum of per-kernel roofline bounds."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.floor import KernelCount, count_kernels, machine_rates, time_breakdown
+from bench.studies.floor import KernelCount, count_kernels, machine_rates, time_breakdown
 
 
 def test_a_linear_layer_forward_and_backward():

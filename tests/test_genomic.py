@@ -1,4 +1,4 @@
-"""bench.genomic: hand-computed cases for the peak-location sanity metrics."""
+"""bench.scoring.genomic: hand-computed cases for the peak-location sanity metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.genomic import fraction_on_target_chrom, median_tss_distance
+from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
 
 CHROMS = ["chr1", "chr2", "chr1", "chr1"]
 STARTS = [100, 5_000, 1_000, 2_000]

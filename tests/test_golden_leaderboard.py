@@ -13,7 +13,7 @@ What must hold on any CPU, and why (a refactor must leave all of it unchanged):
   differed from the leaderboard files by up to 1.2e-6 points of Rel Δ on an AMD EPYC and 4.1e-6 points on another
   Xeon (the reference case; 1.2e-6 for the paired one). 1e-4 points is 25× the largest of those and the rounding
   floor of one evaluation (float32's 6e-7 on ~5 log-units of ŷ, ×100: 6e-5 points; the same bound makes two
-  evaluations of one peak set a tie in `bench.report.TIE_TOL`), while any change of a selection moves Rel Δ by
+  evaluations of one peak set a tie in `bench.reporting.report.TIE_TOL`), while any change of a selection moves Rel Δ by
   far more. What it can miss: the tiny surrogate barely responds (|Rel Δ| ≤
   0.04 %), so on a job with Rel Δ ≈ −0.001 % a 10 % change of the evaluator's number would go unseen (on the
   typical ≈ −0.01 %, a 1 % change). `test_the_comparison_tolerates_rounding_but_not_a_real_change` shows both

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from methods.base import Budget
-from bench.harness import ResultCache, run_grid, tasks_of
-from bench.runner import Job, JobResult, run_job
+from bench.running.harness import ResultCache, run_grid, tasks_of
+from bench.running.runner import Job, JobResult, run_job
 from datasets.synthetic import simulate
 from methods.input_x_gradient import InputXGradient
 from surrogates.model import SurrogateConfig
@@ -106,7 +106,7 @@ def test_a_version_bump_recomputes_that_method_and_says_why(tmp_path, monkeypatc
     _grid(tmp_path)
     spec = registry.get("saliency")
     monkeypatch.setitem(registry._REGISTRY, "saliency", dataclasses.replace(spec, version=spec.version + 1))
-    with caplog.at_level("INFO", logger="bench.harness"):
+    with caplog.at_level("INFO", logger="bench.running.harness"):
         bumped = _grid(tmp_path)
     assert _reused(bumped) == ["input-x-gradient@3", "input-x-gradient@5"]
     assert {r["versions"]["method"] for r in bumped if r["method"] == "saliency"} == {spec.version + 1}
@@ -121,7 +121,7 @@ def test_a_truncated_cache_entry_is_reported_moved_aside_and_recomputed(tmp_path
     assert len(files) == 4
     victim = files[0]
     victim.write_text(victim.read_text()[:40])  # a write cut short (by hand: the cache writes atomically)
-    with caplog.at_level("INFO", logger="bench.harness"):
+    with caplog.at_level("INFO", logger="bench.running.harness"):
         again = _grid(tmp_path)
     assert len(_reused(again)) == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -136,14 +136,14 @@ def test_a_record_of_another_job_is_corrupt_not_reused(tmp_path, caplog):
     files = sorted((tmp_path / "jobs").glob("*/*.json"))
     record = json.loads(files[0].read_text())
     files[0].write_text(json.dumps({**record, "gene": "GFAP"}))
-    with caplog.at_level("WARNING", logger="bench.harness"):
+    with caplog.at_level("WARNING", logger="bench.running.harness"):
         again = _grid(tmp_path)
     assert len(_reused(again)) == 3 and "fields gene differ" in caplog.text
 
 
 def test_force_recomputes_everything(tmp_path, caplog):
     _grid(tmp_path)
-    with caplog.at_level("INFO", logger="bench.harness"):
+    with caplog.at_level("INFO", logger="bench.running.harness"):
         forced = _grid(tmp_path, force=True)
     assert _reused(forced) == [] and "4 jobs recomputed (--force)" in caplog.text
 
@@ -153,7 +153,7 @@ def test_failed_and_time_limited_jobs_are_retried_not_reused(tmp_path, caplog):
     files = sorted((tmp_path / "jobs").glob("*/*.json"))
     for path, status in zip(files[:2], ("failed", "time_limit")):
         path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
-    with caplog.at_level("INFO", logger="bench.harness"):
+    with caplog.at_level("INFO", logger="bench.running.harness"):
         again = _grid(tmp_path)
     assert len(_reused(again)) == 2 and "2 jobs that failed or hit the wall-time stop last time retried" in caplog.text
     assert {r["status"] for r in again} == {"ok"}
@@ -165,7 +165,7 @@ def test_a_record_without_code_versions_is_corrupt_not_reused(tmp_path, caplog):
     record = json.loads(path.read_text())
     del record["versions"]
     path.write_text(json.dumps(record))
-    with caplog.at_level("WARNING", logger="bench.harness"):
+    with caplog.at_level("WARNING", logger="bench.running.harness"):
         assert len(_reused(_grid(tmp_path))) == 3
     assert "code versions None" in caplog.text
 
@@ -181,7 +181,7 @@ def test_the_wall_time_stop_is_not_part_of_the_key_but_a_job_it_cut_is_retried(t
 
 
 def test_budget_cut_records_from_before_evaluation_counting_are_computed_again():
-    from bench.harness import _retried
+    from bench.running.harness import _retried
 
     assert _retried({"status": "budget_exceeded", "info": {"steps": 3}})  # GRIDS cut before the gradient fill
     assert not _retried({"status": "budget_exceeded", "info": {"steps": 3, "evaluations": 6336}})

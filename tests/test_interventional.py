@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.evaluate import first_order_delta
-from bench.interventional import PANEL_SIZES, group_member_ratio, interventional_fidelity
+from bench.scoring.evaluate import first_order_delta
+from bench.fidelity.interventional import PANEL_SIZES, group_member_ratio, interventional_fidelity
 from datasets.synthetic import simulate
 from surrogates.model import SurrogateConfig
 from surrogates.train import build_surrogate

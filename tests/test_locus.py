@@ -1,4 +1,4 @@
-"""surrogates/locus.py (the locus style) and bench/locus_diagnostic.py (what the data identify at a locus)."""
+"""surrogates/locus.py (the locus style) and bench/fidelity/locus_diagnostic.py (what the data identify at a locus)."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from bench.interventional import pooled_group_member_ratio
-from bench.locus_diagnostic import locus_features, ridge_fit
+from bench.fidelity.interventional import pooled_group_member_ratio
+from bench.fidelity.locus_diagnostic import locus_features, ridge_fit
 from surrogates.locus import CisLayer, window_pairs
 
 
@@ -87,7 +87,7 @@ def test_the_saturating_locus_model_recovers_an_or_from_cells():
 
 
 def test_locus_diagnostic_on_the_simulator_finds_redundancy_the_data_carry():
-    from bench.locus_diagnostic import locus_redundancy
+    from bench.fidelity.locus_diagnostic import locus_redundancy
     from datasets.synthetic import scale_with, simulate
 
     data, truth = simulate(scale_with("tiny", {"n_cells": "3000"}), seed=1)
@@ -96,7 +96,7 @@ def test_locus_diagnostic_on_the_simulator_finds_redundancy_the_data_carry():
 
 
 def test_trust_line_warns_below_the_levels(monkeypatch):
-    from bench import interventional
+    from bench.fidelity import interventional
 
     summary = {"interventional_spearman": 0.4, "group_member_ratio_surrogate": 1.0, "group_member_ratio_oracle": 11.6}
     monkeypatch.setattr(interventional, "TRUST_SPEARMAN", None)
@@ -127,7 +127,7 @@ def test_genes_without_a_position_get_no_window_and_a_data_set_without_any_says_
     assert list(zip(g, p)) == [(0, 0)]
     from bench.config import PROFILES
     from bench.errors import UserError
-    from bench.pipeline import fit_surrogate
+    from bench.running.pipeline import fit_surrogate
     from datasets.synthetic import simulate
 
     data, _ = simulate("tiny", seed=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench import metrics as M
+from bench.scoring import metrics as M
 
 
 def test_avg_and_rel_delta_hand_computed():

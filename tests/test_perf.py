@@ -1,4 +1,4 @@
-"""bench/perf.py: the dense-embedding form computes the same function as the model, and the ratios are read off
+"""bench/studies/perf.py: the dense-embedding form computes the same function as the model, and the ratios are read off
 the right rows (hand-computed)."""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.perf import DENSE_EMB, PAPER_STEP, SPARSE, _kernels, dense_embedding_grad, perf_ratios
+from bench.studies.perf import DENSE_EMB, PAPER_STEP, SPARSE, _kernels, dense_embedding_grad, perf_ratios
 from datasets.synthetic import simulate
 from surrogates.model import SurrogateConfig
 from surrogates.train import build_surrogate

@@ -20,7 +20,7 @@ from torch import nn
 import bench
 from bench.config import PROFILES
 from bench.errors import UserError
-from bench.runner import Job, make_explainer, run_task
+from bench.running.runner import Job, make_explainer, run_task
 from datasets.synthetic import simulate
 from methods import registry
 from surrogates.protocol import (ExplainedModel, ModelOutputError, TorchModel, as_model, state_hash,
@@ -35,7 +35,7 @@ CELL_TYPE, GENE, L = "Oligo", "MOG", 8
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny data, its truth and the tiny profile's paired surrogate (trained once, in a private cache)."""
-    from bench.pipeline import fit_surrogate
+    from bench.running.pipeline import fit_surrogate
 
     cache = tmp_path_factory.mktemp("cache")
     data, truth = simulate("tiny", seed=0)

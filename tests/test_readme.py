@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.machine import machine_phrase
-from bench.metrics import cell_type_average
-from bench.report import _paired, read_records
-from bench.tables import fmt_bp, fmt_ci, headline_markdown
+from bench.running.machine import machine_phrase
+from bench.scoring.metrics import cell_type_average
+from bench.reporting.report import _paired, read_records
+from bench.reporting.tables import fmt_bp, fmt_ci, headline_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "results" / "examples"
@@ -125,7 +125,7 @@ def linearity(run: str, method: str) -> str:
 def kendall(run: str) -> str:
     """'+0.12 at L = 10 and +0.38 at L = 128 (11 explainers)': τ between the surrogate's and the oracle's
     rankings of the explainers, as each discrimination section states it."""
-    from bench.report import control_methods, surrogate_oracle_kendall
+    from bench.reporting.report import control_methods, surrogate_oracle_kendall
 
     long = pd.read_csv(EXAMPLES / run / "leaderboard.csv")
     k = surrogate_oracle_kendall(long, control_methods(long["method"].unique()))
@@ -143,8 +143,8 @@ def compare_block(first: str, second: str, names: list[str]) -> str:
 
 def truth_breakdown(run: str, L: int) -> str:
     """The truth tier's breakdown table at L (what the closures were made of), as leaderboard.md shows it."""
-    from bench.report import read_records
-    from bench.truth_tier import breakdown_jobs, breakdown_table
+    from bench.reporting.report import read_records
+    from bench.reporting.truth_tier import breakdown_jobs, breakdown_table
 
     records = read_records(EXAMPLES / run / "jobs.jsonl.gz")
     order = list(pd.read_csv(EXAMPLES / run / "headline.csv")["method"])

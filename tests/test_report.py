@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import DISCRIMINATION_COLS, discrimination, long_table, surrogate_oracle_kendall, write_report
-from bench.tables import detail
+from bench.reporting.report import DISCRIMINATION_COLS, discrimination, long_table, surrogate_oracle_kendall, write_report
+from bench.reporting.tables import detail
 from tests.toy_models import toy_facts
 
 T975_2 = 4.302652729749462  # t_{0.975, 2}, from tables: 4.303
@@ -162,7 +162,7 @@ def test_best_follows_each_metrics_direction_and_numbers_follow_their_interval()
 
 
 def test_holm_step_down_hand_computed():
-    from bench.report import holm
+    from bench.reporting.report import holm
 
     rows = holm([{"wilcoxon_p": 0.01}, {"wilcoxon_p": 0.04}, {"wilcoxon_p": float("nan")}, {"wilcoxon_p": 0.03}])
     # sorted 0.01, 0.03, 0.04 × (3, 2, 1) = 0.03, 0.06, 0.04 → running max 0.03, 0.06, 0.06; NaN not in the family
@@ -188,7 +188,7 @@ def test_the_header_states_training_wall_time_and_peak_memory():
     from types import SimpleNamespace
 
     from bench.config import PROFILES
-    from bench.report import leaderboard_header, run_facts
+    from bench.reporting.report import leaderboard_header, run_facts
 
     data = SimpleNamespace(n_cells=10, n_peaks=20, n_genes=3)
     meta = {"checkpoint": "/c/s.pt", "epochs": 12, "seconds": 150.4, "stopped": "early_stopping"}
@@ -214,7 +214,7 @@ def test_the_header_states_training_wall_time_and_peak_memory():
 def test_four_genes_get_an_interval_and_distances_are_medians_in_kb_or_mb():
     """From `MIN_FOR_INTERVAL` = 4 genes on, a cell-type mean carries its 95 % t-interval; a distance is the median
     of the genes (Avg: of every gene, with the IQR), in kb or Mb, never signed."""
-    from bench.tables import fmt_bp, fmt_median_iqr
+    from bench.reporting.tables import fmt_bp, fmt_median_iqr
 
     recs = [{"method": "a", "L": 10, "cell_type": ct, "gene": f"{ct}{i}", "seed": 0, "rel_delta_pct": rel,
              "median_tss_distance": dist, "frac_on_target_chrom": 0.5, "status": "ok", "seconds": 1.0}
@@ -232,7 +232,7 @@ def test_four_genes_get_an_interval_and_distances_are_medians_in_kb_or_mb():
     assert (fmt_bp(850), fmt_bp(46_665), fmt_bp(101_065_400)) == ("850 bp", "46.7 kb", "101 Mb")
     assert fmt_median_iqr([np.nan]) == "—" and fmt_median_iqr([1e6, 3e6]) == "2 Mb"  # < 4 values: no IQR
     assert dist_header(long) == "all genes (n=6)"  # a median over every gene, not an average of cell types
-    from bench.tables import fmt_ci
+    from bench.reporting.tables import fmt_ci
 
     assert (fmt_ci(-0.001, np.nan, 2), fmt_ci(0.0, 0.5), fmt_ci(0.25, np.nan, 2)) == ("0.00", "0.00 ± 0.50", "+0.25")
 
@@ -245,8 +245,8 @@ def test_the_header_names_the_machine_and_a_rendering_from_records():
     from types import SimpleNamespace
 
     from bench.config import PROFILES
-    from bench.machine import cpu_model, describe_machine
-    from bench.report import leaderboard_header, run_facts
+    from bench.running.machine import cpu_model, describe_machine
+    from bench.reporting.report import leaderboard_header, run_facts
 
     machine = describe_machine("cpu")
     assert machine["cpu"] == cpu_model() and machine["cores"] >= 1 and machine["device"] == "cpu"
@@ -262,7 +262,7 @@ def test_the_header_names_the_machine_and_a_rendering_from_records():
 def test_a_method_with_half_its_jobs_missing_is_never_best():
     """h finishes 2 of 4 jobs, with the lowest Rel Δ on them; a finishes all 4. Best (headline order, bold cell,
     discrimination baseline) is a; h is listed after it with its coverage."""
-    from bench.tables import headline, headline_markdown
+    from bench.reporting.tables import headline, headline_markdown
 
     status = {("h", 2): "no_estimate", ("h", 3): "failed"}
     long = long_table(records({"a": [-10, -20, -30, -40], "h": [-90, -95, -1, -1]}, status=status))
@@ -280,7 +280,7 @@ def test_a_method_with_half_its_jobs_missing_is_never_best():
 
 
 def test_reduced_effort_is_marked_and_counted():
-    from bench.tables import headline, headline_markdown
+    from bench.reporting.tables import headline, headline_markdown
 
     recs = records({"a": [-10, -20, -30, -40], "b": [-5, -6, -7, -8]})
     for r in recs:

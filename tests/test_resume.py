@@ -90,7 +90,8 @@ def test_jobs_side_by_side_give_the_table_of_the_same_jobs_one_at_a_time(tmp_pat
     cache key (a run on the surrogate's thread count does not reuse them), and the header says how they ran."""
     from dataclasses import replace
 
-    from bench import config, pipeline
+    from bench import config
+    from bench.running import pipeline
 
     monkeypatch.setitem(config.PROFILES, "tiny", replace(config.PROFILES["tiny"], job_threads=1))
     monkeypatch.setattr(os, "cpu_count", lambda: 2)

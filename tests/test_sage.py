@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sage
 
-from bench.runner import Job, run_job
+from bench.running.runner import Job, run_job
 from methods.base import Budget, Explanation
 from methods.sage_method import FastGroupedDefaultImputer, Sage, _merge, peak_groups
 from tests.toy_models import CELL_TYPE, STRONG, TARGET, toy_problem

@@ -1,4 +1,4 @@
-"""bench.sweep on tiny dimensions: the three outputs, and a method that raises is recorded as failed."""
+"""bench.studies.sweep on tiny dimensions: the three outputs, and a method that raises is recorded as failed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from methods.base import Budget
-from bench.sweep import run_sweep
+from bench.studies.sweep import run_sweep
 from methods.fimap import Fimap
 from surrogates.model import SurrogateConfig
 from surrogates.model import torch_threads

@@ -23,7 +23,7 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
 
-from bench.evaluate import evaluate_selection
+from bench.scoring.evaluate import evaluate_selection
 from datasets.synthetic import simulate
 from methods._aggregate import TargetGene
 from methods.input_x_gradient import InputXGradient

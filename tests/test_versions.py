@@ -1,4 +1,4 @@
-"""Every cached artefact is keyed by code versions (bench/versions.py); this test makes forgetting a bump hard.
+"""Every cached artefact is keyed by code versions (bench/running/versions.py); this test makes forgetting a bump hard.
 
 For each component (every method, the evaluator, the surrogate, the simulator, the loader) it compares the hash
 of the component's source with the hash recorded for its current version in tests/data/code_versions.json. When
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import versions
+from bench.running import versions
 
 RECORD = Path(__file__).parent / "data" / "code_versions.json"
 COMPONENTS = versions.all_components()
-WHERE = {"evaluator": "EVALUATOR_VERSION in bench/evaluate.py", "surrogate": "MODEL_VERSION in surrogates/model.py",
+WHERE = {"evaluator": "EVALUATOR_VERSION in bench/scoring/evaluate.py", "surrogate": "MODEL_VERSION in surrogates/model.py",
          "simulator": "SIMULATOR_VERSION in datasets/synthetic.py", "loader": "LOADER_VERSION in datasets/loaders.py"}
 
 

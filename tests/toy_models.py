@@ -117,11 +117,11 @@ def rel_delta_pct(surrogate: Surrogate, cells: MultiomeData, gene: str, peaks) -
 
 
 def toy_facts(source: str = "toy") -> dict:
-    """`bench.report.run_facts` of a made-up run (tiny profile, no checkpoint), for tests that write reports."""
+    """`bench.reporting.report.run_facts` of a made-up run (tiny profile, no checkpoint), for tests that write reports."""
     from types import SimpleNamespace
 
     from bench.config import PROFILES
-    from bench.report import run_facts
+    from bench.reporting.report import run_facts
 
     data = SimpleNamespace(n_cells=10, n_peaks=20, n_genes=3)
     return run_facts(source, data, [SimpleNamespace(meta={})], "paired", PROFILES["tiny"], 1.0)

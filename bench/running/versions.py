@@ -1,7 +1,7 @@
 """Code versions that key every cached artefact, and the source each one vouches for.
 
 A cached job result is reused only when the code that would compute it again is the code that did: each method's
-`version` (its `@register`), the evaluator's (`bench/evaluate.py`: the metrics of one job) and, on synthetic data,
+`version` (its `@register`), the evaluator's (`bench/scoring/evaluate.py`: the metrics of one job) and, on synthetic data,
 the simulator's (its truth feeds the truth metrics and the oracle). The surrogate's version keys its checkpoint
 (`surrogates/checkpoint.py`), the loader's the processed-data cache (`datasets/loaders.py`), and the checkpoint
 key is part of every job's key. The package version is deliberately not used: a release that does not touch a
@@ -21,20 +21,20 @@ import hashlib
 import inspect
 from pathlib import Path
 
-from bench.evaluate import EVALUATOR_VERSION
+from bench.scoring.evaluate import EVALUATOR_VERSION
 from datasets.loaders import LOADER_VERSION
 from datasets.synthetic import SIMULATOR_VERSION
 from methods import registry
 from surrogates.model import MODEL_VERSION
 from surrogates.truth import TRUTH_MODEL_VERSION
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root (this file is bench/running/versions.py)
 
 # component → (version, the files whose behaviour it stands for, relative to the repository root)
 COMPONENTS: dict[str, tuple[int, tuple[str, ...]]] = {
     # the protocol's generic helpers (closure gradients, closed rows) feed the evaluator's numbers
-    "evaluator": (EVALUATOR_VERSION, ("bench/evaluate.py", "bench/metrics.py", "bench/genomic.py",
-                                      "bench/runner.py", "datasets/data.py", "surrogates/protocol.py")),
+    "evaluator": (EVALUATOR_VERSION, ("bench/scoring/evaluate.py", "bench/scoring/metrics.py", "bench/scoring/genomic.py",
+                                      "bench/running/runner.py", "datasets/data.py", "surrogates/protocol.py")),
     "surrogate": (MODEL_VERSION, ("surrogates/model.py", "surrogates/train.py", "surrogates/checkpoint.py")),
     "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py",)),
     "loader": (LOADER_VERSION, ("datasets/loaders.py", "datasets/io.py")),

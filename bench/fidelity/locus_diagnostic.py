@@ -1,6 +1,6 @@
 """What the data identify at one locus: a per-locus diagnostic model that is told where the planted peaks are.
 
-The surrogate's closure effects are additive over redundant groups (bench/interventional.py: group / Σ members ≈ 1
+The surrogate's closure effects are additive over redundant groups (bench/fidelity/interventional.py: group / Σ members ≈ 1
 against the truth's ≈ 12). Is that the surrogate's fault, or do the observed cells simply not show redundancy? To
 tell, fit the smallest model that *can* represent it, on the same training cells, for each marker gene g and its
 cell type t (training cells of t only):
@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.interventional import pooled_group_member_ratio
-from bench.metrics import rel_delta_pct
+from bench.fidelity.interventional import pooled_group_member_ratio
+from bench.scoring.metrics import rel_delta_pct
 
 RIDGE = 1.0  # on 0/1 features with 10²–10³ cells: keeps collinear members finite without shrinking real effects
 

@@ -24,8 +24,8 @@ COLUMNS = ("epoch", "train_seconds", "val_mse", "marker_r2", "pooled_marker_r2",
 def fidelity_curve(data, truth, markers: dict, config, epochs: list[int], device: str = "auto",
                    progress: bool = True, seed: int = 0) -> pd.DataFrame:
     """One row per requested epoch (COLUMNS); interventional columns only with the simulator's `truth`."""
-    from bench.interventional import interventional_fidelity
-    from bench.pipeline import marker_fidelity, marker_genes_in
+    from bench.fidelity.interventional import interventional_fidelity
+    from bench.running.pipeline import marker_fidelity, marker_genes_in
     from surrogates.train import train_surrogate
 
     wanted = sorted(set(int(e) for e in epochs))

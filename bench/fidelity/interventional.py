@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from bench.metrics import oracle_rel_delta_pct, rel_delta_pct
+from bench.scoring.metrics import oracle_rel_delta_pct, rel_delta_pct
 from surrogates.protocol import cell_types_of, entry_gradients
 
 PANEL_SIZES = (10, 128)

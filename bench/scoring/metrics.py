@@ -146,8 +146,8 @@ def closure_kinds(peaks, promoter, groups, singles, prefix: str = "") -> dict[st
     return {prefix + k: v for k, v in out.items()}
 
 
-# Genomic context (bench/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
-from bench.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
+# Genomic context (bench/scoring/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
+from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
 
 metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None, unit="fraction")(fraction_on_target_chrom)
 metric("median_tss_distance", "Median TSS distance", higher_is_better=None, unit="bp")(median_tss_distance)

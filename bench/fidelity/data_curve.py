@@ -4,7 +4,7 @@ The surrogate is trained again on synthetic data of growing size (`n_cells`) and
 both training styles; at every point of the grid it is measured the way `bench fit` measures it, and the
 explainers' ranking on it is set beside their ranking on the simulator's exact model:
 
-* marker R² (surrogates/fidelity.py) and interventional fidelity (bench/interventional.py): Spearman of surrogate vs
+* marker R² (surrogates/fidelity.py) and interventional fidelity (bench/fidelity/interventional.py): Spearman of surrogate vs
   truth closure effects, the group / Σ members ratio of both (1 = additive, ≫ 1 = redundant) and what closing all of
   a marker's planted peaks does on each;
 * the Kendall τ between the surrogate-tier and the truth-tier ranking of a fixed method set by Avg Rel Δ at one L,
@@ -123,11 +123,11 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
                   device: str, progress: bool) -> dict:
     """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row."""
     from bench.api import profile_for
-    from bench.budget import default_pairs
-    from bench.interventional import interventional_fidelity, pooled_group_member_ratio
-    from bench.locus_diagnostic import locus_redundancy
-    from bench.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
-    from bench.plan import plan_run
+    from bench.studies.budget import default_pairs
+    from bench.fidelity.interventional import interventional_fidelity, pooled_group_member_ratio
+    from bench.fidelity.locus_diagnostic import locus_redundancy
+    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
+    from bench.running.plan import plan_run
     from datasets.synthetic import SCALES
     from surrogates.truth import TruthModel
 
@@ -181,7 +181,7 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
                    progress: bool = True) -> pd.DataFrame:
     """Every point of the grid (see the module docstring); the table is rewritten to `out` after each point, so
     an interrupted curve leaves the points it finished (and a rerun reuses their checkpoints and jobs)."""
-    from bench.plan import check_methods
+    from bench.running.plan import check_methods
     from tqdm.auto import tqdm
 
     if methods:
@@ -239,7 +239,7 @@ def curve_header(facts: dict) -> str:
             f"is a 95 % percentile bootstrap over jobs ({facts['n_boot']} draws). Group/member: Rel Δ of closing a "
             f"whole redundant group over the sum of closing each member alone (1 = additive), averaged over groups; "
             f"pooled: Σ groups / Σ members. locus_*: a per-locus diagnostic model told where the planted peaks are "
-            f"(bench/locus_diagnostic.py), fitted on the same training cells: its pooled ratio (what the data "
+            f"(bench/fidelity/locus_diagnostic.py), fitted on the same training cells: its pooled ratio (what the data "
             f"identify) and how much lower its test MSE is with OR terms than without (%). "
             f"Wall time {facts['wall_seconds']:.0f} s on this machine (cached checkpoints and jobs count as "
             f"their lookup time).{done}")

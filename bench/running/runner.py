@@ -1,7 +1,7 @@
 """The one job runner: explain, validate, time, measure and score an explainer on one (cell type, gene, L, seed).
 
-`run_task` is used by the benchmark grid (bench/harness.py, in-process or on dask workers) and by the dimension
-sweep (bench/sweep.py). It never raises for a method's failure: an exception or an invalid explanation becomes
+`run_task` is used by the benchmark grid (bench/running/harness.py, in-process or on dask workers) and by the dimension
+sweep (bench/studies/sweep.py). It never raises for a method's failure: an exception or an invalid explanation becomes
 status `failed` with the error. Every result carries the same measured fields (`JobResult`):
 
 * `explain_seconds` — wall time of the method's `explain` call;
@@ -13,7 +13,7 @@ status `failed` with the error. Every result carries the same measured fields (`
   point is memory vs d) the process first runs `gc.collect()` and glibc's `malloc_trim(0)` so memory freed by
   earlier work goes back to the OS instead of being silently re-used; without it (the grid: the collection costs
   ~0.2 s a task at quick scale, 7 % of a quick run) the increase is a looser lower bound. Either way it includes
-  anything else the process allocates meanwhile (bench/memory.py samples RSS every 20 ms in a thread, which sees
+  anything else the process allocates meanwhile (bench/running/memory.py samples RSS every 20 ms in a thread, which sees
   torch's and numpy's C allocations that tracemalloc does not).
 """
 
@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from bench.evaluate import evaluate_selection
-from bench.memory import PeakRSS, release_freed_memory
+from bench.scoring.evaluate import evaluate_selection
+from bench.running.memory import PeakRSS, release_freed_memory
 from methods import registry
 from methods.base import Budget
 from surrogates.model import torch_threads

@@ -3,7 +3,7 @@ section), `leaderboard.csv` (long format: every job, every cell-type row, every 
 `discrimination.csv`, `jobs.jsonl` (one record per job), `rel_delta_vs_L.png` and the self-contained `report.html`.
 
 Cell-type rows average a type's marker genes (and seeds); the `Avg` row averages the cell-type rows, as in the
-paper's Table 1. Every ± is `bench.metrics.INTERVAL` (a 95 % t-interval; `_ci95` columns; `_stderr` columns keep
+paper's Table 1. Every ± is `bench.scoring.metrics.INTERVAL` (a 95 % t-interval; `_ci95` columns; `_stderr` columns keep
 the standard error). Direction (↓/↑) and "best" come from each metric's spec. `no_estimate` and `failed` jobs have
 no numbers (shown as "—"; any metric value they carry is dropped), so averages run over the finished jobs only.
 
@@ -27,14 +27,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.machine import machine_phrase
-from bench.interventional import trust_line
-from bench.metrics import INTERVAL, METRICS
+from bench.running.machine import machine_phrase
+from bench.fidelity.interventional import trust_line
+from bench.scoring.metrics import INTERVAL, METRICS
 from surrogates.model import STYLES as SURROGATE_STYLES
-from bench.replicates import selection_stability, surrogate_rank_movement
-from bench.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
-from bench.truth_tier import NOTE as BREAKDOWN_NOTE, breakdown_jobs, breakdown_table
-from bench.versions import describe
+from bench.reporting.replicates import selection_stability, surrogate_rank_movement
+from bench.reporting.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
+from bench.reporting.truth_tier import NOTE as BREAKDOWN_NOTE, breakdown_jobs, breakdown_table
+from bench.running.versions import describe
 from datasets.files import atomic_write
 from surrogates.checkpoint import checkpoint_name
 
@@ -60,7 +60,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
     """What a run's header states, as JSON-able facts (written to run.json, so `bench report` can render the
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
-    versions, and the machine (`bench.machine.describe_machine`)."""
+    versions, and the machine (`bench.running.machine.describe_machine`)."""
     metas = [getattr(s, "meta", None) or {} for s in surrogates]  # a user's protocol object may have none
     return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
             "n_genes": int(data.n_genes), "style": style,
@@ -516,8 +516,8 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
                             else jobs),
                atomic_write(out / RUN_FILE, json.dumps(saved, indent=1, default=str) + "\n")]
     if figure:
-        from bench.figures import rel_delta_curves
-        from bench.html import report_html
+        from bench.reporting.figures import rel_delta_curves
+        from bench.reporting.html import report_html
 
         png = rel_delta_curves(data["agg"], data["order"])
         written.append(atomic_write(out / "rel_delta_vs_L.png", png))

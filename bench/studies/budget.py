@@ -66,7 +66,7 @@ def curve_profile(profile, budget: int, seconds: float, methods) -> object:
 def curve_table(records: list[dict]) -> pd.DataFrame:
     """One row per (tier, method, budget): the Avg over cell types of Rel Δ (and % of optimum) with 95 % CIs as the
     leaderboard forms them, the median and max measured evaluations, mean seconds per job, the status summary."""
-    from bench.report import long_table, status_summary
+    from bench.reporting.report import long_table, status_summary
 
     rows = []
     frame = pd.DataFrame(records)
@@ -95,7 +95,7 @@ def curve_table(records: list[dict]) -> pd.DataFrame:
 def curve_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     """Per tier: methods × budgets, each cell the Avg Rel Δ (± 95 % CI) with status marks, then the measured
     evaluations per job (median) and seconds per job (markdown, or `tablefmt="html"` tables)."""
-    from bench.tables import _marks, fmt_ci, render
+    from bench.reporting.tables import _marks, fmt_ci, render
 
     out = []
     for tier, part in table.groupby("tier", sort=False):
@@ -198,8 +198,8 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     `out` when given. Jobs go through the result cache like a run's, so an interrupted curve resumes."""
     from bench.api import profile_for
     from bench.errors import UserError
-    from bench.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
-    from bench.plan import check_methods, plan_run
+    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
+    from bench.running.plan import check_methods, plan_run
     from surrogates.truth import TruthModel
 
     t0 = time.perf_counter()
@@ -237,7 +237,7 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
 
 def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict) -> list[Path]:
     """budget_curve.csv/.md/.png, jobs.jsonl, run.json and report.html in `out`."""
-    from bench.html import STYLE, _png, _text
+    from bench.reporting.html import STYLE, _png, _text
     from datasets.files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)

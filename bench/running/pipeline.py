@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from bench.config import Profile
 from bench.errors import UserError
-from bench.plan import RunPlan
+from bench.running.plan import RunPlan
 from surrogates.model import STYLES as SURROGATE_STYLES  # trained; "truth" and "user" name the other models
 
 log = logging.getLogger("bench")
@@ -103,7 +103,7 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
     versions are reused, none with `force`); records in job order. The cache key names the model: a surrogate by
     its checkpoint key, the truth model and a user's model by their `cache_key`; a model without one is not cached
     (every run computes its jobs again)."""
-    from bench.harness import NoCache, ResultCache, make_jobs, run_grid
+    from bench.running.harness import NoCache, ResultCache, make_jobs, run_grid
     from datasets.files import cache_root
 
     jobs = make_jobs(plan.methods, plan.pairs, plan.Ls, plan.seeds)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench import metrics as M
+from bench.scoring import metrics as M
 from surrogates.protocol import cell_types_of, entry_gradients
 
-# bump when a job's metrics can change (this module, bench/metrics.py, bench/genomic.py, bench/runner.py): cached
-# job results of another version are recomputed (bench/versions.py; tests/test_versions.py checks the sources)
+# bump when a job's metrics can change (this module, bench/scoring/metrics.py, bench/scoring/genomic.py, bench/running/runner.py): cached
+# job results of another version are recomputed (bench/running/versions.py; tests/test_versions.py checks the sources)
 EVALUATOR_VERSION = 1
 
 
@@ -67,8 +67,8 @@ def _units(truth, gene: str):
 
 
 def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:
-    """Chromosome / TSS context of the selection when coordinates exist (bench/genomic.py)."""
-    from bench.genomic import fraction_on_target_chrom, median_tss_distance
+    """Chromosome / TSS context of the selection when coordinates exist (bench/scoring/genomic.py)."""
+    from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
 
     g = data.genes.loc[gene]
     chroms = data.peaks["chrom"].to_numpy()[peaks].astype(str)

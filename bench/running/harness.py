@@ -1,4 +1,4 @@
-"""Runs the grid of jobs (method × cell type × gene × L × seed) through the one job runner (bench/runner.py),
+"""Runs the grid of jobs (method × cell type × gene × L × seed) through the one job runner (bench/running/runner.py),
 in-process or on dask.distributed, and caches each result.
 
 A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the explained
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.runner import Job, job_threads, run_task
-from bench.versions import describe, job_versions
+from bench.running.runner import Job, job_threads, run_task
+from bench.running.versions import describe, job_versions
 from datasets.files import atomic_write, move_aside
 from methods import registry
 from methods.base import STATUSES
@@ -52,7 +52,7 @@ class ResultCache:
     """One JSON file per finished job, `root/<slot>/<versions>.json`, written atomically.
 
     The slot hashes what the job computes (the job, data, explained model, parameters, budget); the file name
-    hashes the code versions that computed it (bench/versions.py). A version bump therefore leaves the old record
+    hashes the code versions that computed it (bench/running/versions.py). A version bump therefore leaves the old record
     beside the new one, which lets a rerun say why a job ran again. An entry that does not parse or does not
     describe its job is corrupt: it is moved to `root/corrupt/` and the job is recomputed."""
 
@@ -132,7 +132,7 @@ def _problem(record, job: Job, versions: dict) -> str | None:
 
 def _retried(record: dict) -> bool:
     """A record that is not the method's deterministic answer: it failed, or the wall-time safety stop cut it
-    (`time_limit`, or `no_estimate` because the clock ran out first; bench/runner.py marks those), or its budget
+    (`time_limit`, or `no_estimate` because the clock ran out first; bench/running/runner.py marks those), or its budget
     cut it before the runner counted evaluations (no `info.evaluations`): a cut run is where the effort flags and
     GRIDS's gradient fill of unvisited slots change what a method returns, so such a record is computed again
     instead of bumping the versions of methods whose uncut answers did not change."""
@@ -219,7 +219,7 @@ def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, sc
     """Same tasks on a dask.distributed cluster (`local` starts a LocalCluster on this machine)."""
     from dask.distributed import Client, LocalCluster, as_completed
 
-    # one worker per `threads` cores: each task runs on a fixed torch thread count (bench/runner.py)
+    # one worker per `threads` cores: each task runs on a fixed torch thread count (bench/running/runner.py)
     workers = workers or max(1, (os.cpu_count() or 2) // (threads or job_threads(model) or 1))
     # silence_logs: the cluster's own start-up and connection chatter stays out of the run's log
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,

@@ -2,13 +2,13 @@
 
 For each d, `run_sweep` simulates a multiome data set with d peaks (`datasets.synthetic.SimulationScale`), trains a
 small surrogate on it, and runs every requested method on one (cell type, gene) under the same per-job `Budget`.
-Each job goes through the benchmark's one job runner (`bench.runner.run_job`) and records its fields:
+Each job goes through the benchmark's one job runner (`bench.running.runner.run_job`) and records its fields:
 
 * `rel_delta_pct`, `avg_delta`, ... — closing the L chosen peaks in the *test* cells of the type, surrogate-based
-  (`bench.metrics`); plus the simulator's oracle Rel Δ and the recall of the gene's planted regulatory peaks;
+  (`bench.scoring.metrics`); plus the simulator's oracle Rel Δ and the recall of the gene's planted regulatory peaks;
 * `explain_seconds` — wall time of `explain`; `samples` — the surrogate evaluations the method counted;
 * `rss_increase_mb` — peak resident memory during `explain` minus the RSS just before it (`peak_rss_mb` is the
-  absolute peak); see bench/runner.py for how it is measured and why it is a lower bound;
+  absolute peak); see bench/running/runner.py for how it is measured and why it is a lower bound;
 * `status` — the method's status, or `failed` with the exception in `error` when `explain` raised or returned an
   invalid explanation (a failure never stops the sweep).
 
@@ -64,7 +64,7 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
     """
     from tqdm.auto import tqdm
 
-    from bench.runner import Job, run_job
+    from bench.running.runner import Job, run_job
     from datasets.synthetic import SimulationScale
     from methods import registry
 

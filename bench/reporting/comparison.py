@@ -1,6 +1,6 @@
 """Compare runs: align each method across runs on the (cell type, gene, L, seed) jobs every run finished, and
 report per run the Avg Rel Δ over those shared jobs, the paired difference to the first run with its 95 % CI
-(`bench.metrics.INTERVAL` over the shared jobs), and the methods whose rank changed.
+(`bench.scoring.metrics.INTERVAL` over the shared jobs), and the methods whose rank changed.
 
 A run is a results folder (its leaderboard.csv) or a leaderboard.csv itself; a run made with `--surrogate-seeds`
 enters with each job's mean over its surrogates. The Avg over shared jobs is computed
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.metrics import INTERVAL, cell_type_average
-from bench.tables import decimals_for, fmt_ci, render
+from bench.scoring.metrics import INTERVAL, cell_type_average
+from bench.reporting.tables import decimals_for, fmt_ci, render
 
 JOB_KEY = ["cell_type", "gene", "L", "seed"]
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.metrics import INTERVAL, METRICS
+from bench.scoring.metrics import INTERVAL, METRICS
 
 # footnote marks for jobs that did not end ok, for reduced effort (methods/base.py EFFORT_FLAGS), and for controls
 STATUS_MARKS = {"budget_exceeded": "ᵇ", "time_limit": "ᵗ", "not_converged": "ⁿ", "no_estimate": "ᵉ", "failed": "ᶠ"}

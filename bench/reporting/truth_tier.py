@@ -1,7 +1,7 @@
 """The truth tier's breakdown: what each method's closures were made of, next to the optimum's, and where a greedy
 ranking falls short (by redundant-group size, and by whether the optimum closes the promoter).
 
-Per job the evaluator records (bench/metrics.py, `closure_kinds`) how many of the L peaks were the gene's promoter,
+Per job the evaluator records (bench/scoring/metrics.py, `closure_kinds`) how many of the L peaks were the gene's promoter,
 members of redundant groups closed whole, members of groups left open (budget spent without effect while another
 member is open), single enhancers and background, and how many groups of 2, 3 and 4 members were closed whole —
 for the method's closure and, prefixed `optimum_`, for the exact optimum's. Means are over jobs (every (cell type,
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.metrics import GROUP_SIZES
-from bench.tables import render
+from bench.scoring.metrics import GROUP_SIZES
+from bench.reporting.tables import render
 
 KINDS = (("n_promoter", "promoter"), ("n_group_whole", "whole groups"), ("n_group_partial", "partial groups"),
          ("n_single", "single enhancers"), ("n_background", "background"))

@@ -9,7 +9,7 @@
     reference code (gather a float32 [cells × peaks × embedding] tensor of open/closed embeddings, then sum per
     chromosome) at the largest batch that fits `dense_memory_gb`, reported per cell;
   * one GRIDS step (eq. 2, and the mean objective) next to the sparse forward+backward + gains row;
-  * the floor of the sparse kernels and of each GRIDS step (bench/floor.py): their GEMM and embedding-bag FLOPs and
+  * the floor of the sparse kernels and of each GRIDS step (bench/studies/floor.py): their GEMM and embedding-bag FLOPs and
     compulsory bytes against this process's measured GEMM throughput and memory bandwidth, the time as a multiple
     of that floor, and where a step's time goes (torch.profiler: GEMMs, bags, other ops, Python between them).
 Times are medians over repeats after a warm-up (`torch.utils.benchmark`, with the interquartile range); memory is
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.floor import bandwidth, count_kernels, machine_rates, time_breakdown
-from bench.memory import PeakRSS, release_freed_memory
+from bench.studies.floor import bandwidth, count_kernels, machine_rates, time_breakdown
+from bench.running.memory import PeakRSS, release_freed_memory
 from datasets.files import atomic_write
 
 SPARSE, DENSE_EMB = "sparse forward+backward + all-peak gains", "dense-embedding forward+backward (reference form)"
@@ -175,7 +175,7 @@ def dense_embedding_grad(model, x: torch.Tensor, gi: int) -> torch.Tensor:
 def _grids_steps(model, data, rates: dict, repeats: int = 3, steps: int = 50) -> list:
     """One GRIDS step (L = 128, 64 cells, k = 32) per objective: (time of 2 + `steps` steps − time of 2 steps) /
     `steps`, so the set-up and the final leave-one-out ordering are not counted; median over `repeats`. The same
-    difference gives each step's arithmetic and floor (bench/floor.py) and where its time goes (profiler)."""
+    difference gives each step's arithmetic and floor (bench/studies/floor.py) and where its time goes (profiler)."""
     from methods.grids import Grids
 
     train = data.cells(data.cell_types[3], "train")
@@ -242,7 +242,7 @@ def _floor_section(table: pd.DataFrame, floor_cols: list, rates: dict, breakdown
           f"product), memory bandwidth {bandwidth(rates) / 1e9:.1f} GB/s (copy {rates['copy_bytes_per_s'] / 1e9:.1f}, "
           f"read {rates['read_bytes_per_s'] / 1e9:.1f}; {rates['stream_mib']} MiB arrays). A kernel's floor is "
           "max(FLOPs / GEMM rate, compulsory bytes / bandwidth), a step's the sum over its GEMMs and embedding bags "
-          "(bench/floor.py); elementwise ops and the Python between kernels are not in the floor.", "",
+          "(bench/studies/floor.py); elementwise ops and the Python between kernels are not in the floor.", "",
           tabulate(counted.values.tolist(), headers=list(counted.columns), tablefmt="github"), ""]
     if breakdown:
         rows = [[label, p["wall"] * 1e3] + [100 * p[k] / p["wall"] for k in BREAKDOWN]

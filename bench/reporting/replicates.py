@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.metrics import cell_type_average
+from bench.scoring.metrics import cell_type_average
 
 REPLICATE = ("seed", "surrogate_seed")
 
