@@ -1,25 +1,55 @@
-"""The Python API for notebooks: `bench.run(...)` and `bench.compare(...)` return DataFrames; the command line
-(`python -m bench run / compare`) is a thin layer over them.
+"""The Python API for notebooks: `bench.run`, `bench.fit`, `bench.compare` and `bench.report`; the command line
+(`python -m bench run / fit / compare / report`) is a thin layer over them.
 
     import bench
     long = bench.run("quick", methods=["grids", "input-x-gradient", "random"], L=[10, 128], out="results/mine")
     long[long.cell_type == "Avg"][["method", "L", "rel_delta_pct", "rel_delta_pct_ci95"]]
+    fitted = bench.fit("quick")            # the surrogate `run` would explain, and how faithful it is
+    fitted.summary["marker_r2"], fitted.summary["interventional_spearman"]
     bench.compare("results/examples/quick", "results/mine")
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
-from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, TRUTH_LS, profile_for
 from bench.errors import UserError
+from bench.fidelity.fit_curve import curve_markdown, fidelity_curve, write_curve
+from bench.fidelity.interventional import interventional_fidelity, interventional_markdown
+from bench.reporting.comparison import compare_markdown, compare_runs, load_run
+from bench.reporting.html import package_versions
+from bench.reporting.report import long_table, rerender, run_facts, write_report
+from bench.reporting.trust import trust_line
+from bench.running.machine import describe_machine
+from bench.running.memory import process_peak_rss_mb
+from bench.running.pipeline import (
+    SURROGATE_STYLES,
+    Inputs,
+    check_device,
+    fit_surrogate,
+    load_inputs,
+    local_workers,
+    marker_fidelity,
+    marker_genes_in,
+    run_plan,
+    side_by_side,
+)
+from bench.running.plan import check_methods, plan_run
+from bench.running.versions import code_versions
+from datasets.files import FolderLocked, atomic_write, folder_lock
+from surrogates.checkpoint import checkpoint_name
+from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
+from surrogates.protocol import ModelOutputError, as_model
+from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
 
@@ -50,17 +80,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
     torch thread count of training and jobs (`SurrogateConfig.threads`, 2). Input mistakes raise
     `bench.errors.UserError` before any training, as does an `out` folder another run is writing."""
-    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
-    from bench.running.plan import check_methods, plan_run
-    from bench.running.machine import describe_machine
-    from bench.running.memory import process_peak_rss_mb
-    from bench.reporting.report import long_table, run_facts, write_report
-    from bench.running.versions import code_versions
-
     t0 = time.perf_counter()  # the wall time in the header counts data loading and training too
-    profile = profile_for(scale, threads)
-    from bench.running.pipeline import SURROGATE_STYLES
-
+    profile_for(scale, threads)  # a bad scale or thread count fails before the other checks
     if surrogate not in (*SURROGATE_STYLES, "truth"):
         raise UserError(f"surrogate must be one of {', '.join(SURROGATE_STYLES)} or 'truth', got {surrogate!r}")
     if surrogate == "truth" and data is not None:
@@ -76,12 +97,9 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         check_methods(methods)  # fail fast on typos, before data and training
     if surrogate_seeds < 1:
         raise UserError(f"--surrogate-seeds must be ≥ 1, got {surrogate_seeds}")
-    inputs = Inputs(scale=profile.scale, seed=seed, data=data, labels=labels, label_key=label_key,
-                    markers=markers, min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir,
-                    simulate=tuple((str(k), str(v)) for k, v in (simulate or {}).items()))
-    dataset, truth, marker_table = load_inputs(inputs)
-    if truth is not None:
-        profile = profile.for_cells(dataset.n_cells)
+    profile, inputs, (dataset, truth, marker_table) = _load(
+        scale, threads, seed=seed, data=data, labels=labels, label_key=label_key, markers=markers,
+        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir, simulate=simulate)
     style = "user" if model is not None else surrogate
     if style == "truth":
         profile = profile.for_truth_tier()
@@ -89,7 +107,7 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
                     Ls=L, n_seeds=seeds, budget_seconds=budget_seconds,
                     truth_available=truth is not None)
     explained = _fixed_model(style, model, dataset, truth)
-    _check_device(device)  # the last input error to catch before the output folder is created and locked
+    check_device(device)  # the last input error to catch before the output folder is created and locked
     with _output_lock(out):
         records, models = [], []
         for s in range(surrogate_seeds):
@@ -117,14 +135,104 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     return long
 
 
+def _load(scale: str, threads: int | None, *, cache_dir, simulate: dict | None, **source):
+    """(profile, inputs, (data, truth or None, marker table)) of a run's or a fit's data flags; on synthetic data the
+    profile is fitted to its cell count (`Profile.for_cells`)."""
+    profile = profile_for(scale, threads)
+    inputs = Inputs(scale=profile.scale, cache_dir=cache_dir,
+                    simulate=tuple((str(k), str(v)) for k, v in (simulate or {}).items()), **source)
+    loaded = load_inputs(inputs)
+    data, truth, _ = loaded
+    return (profile.for_cells(data.n_cells) if truth is not None else profile), inputs, loaded
+
+
+@dataclass
+class Fitted:
+    """What `fit` returns: the trained surrogate and its fidelity (or, with `curve`, the fidelity-vs-epochs table)."""
+
+    summary: dict  # fidelity.json's fields (marker R², training seconds, interventional Spearman on synthetic data)
+    markdown: str  # fidelity.md (or fidelity_vs_epochs.md)
+    model: object | None = None  # the surrogate (None for a curve: its weights are not kept)
+    fidelity: object | None = None  # surrogates.fidelity.FidelityReport
+    interventional: object | None = None  # bench.fidelity.interventional.InterventionalReport (synthetic data)
+    curve: pd.DataFrame | None = None  # with `curve`: one row per requested epoch
+    written: list[Path] = field(default_factory=list)
+
+
+def fit(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
+        markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
+        seed: int = 0, surrogate: str = DEFAULT_SURROGATE, simulate: dict | None = None, device: str = "auto",
+        cache_dir=None, retrain: bool = False, threads: int | None = None, curve=None, out=None,
+        progress: bool = True) -> Fitted:
+    """Train (or reuse from the cache) the surrogate a `run` with the same arguments explains, and measure its
+    fidelity: marker R² of predicted vs observed mean expression per cell type on test cells and, on synthetic
+    data, interventional fidelity against the simulator's exact model (`bench.fidelity.interventional`).
+
+    The arguments are `run`'s data and surrogate arguments (the `python -m bench fit` flags). `curve`: a list of
+    epochs instead — one training to the last of them with early stopping lifted, fidelity measured after each
+    (`bench.fidelity.fit_curve`; nothing is cached). `out`: also write fidelity.md/.csv/.json/.png and, on
+    synthetic data, interventional.csv (a curve: fidelity_vs_epochs.csv/.md/.png). Input mistakes are UserErrors."""
+    if surrogate not in SURROGATE_STYLES:
+        raise UserError(f"there is nothing to train for surrogate {surrogate!r}: fit trains one of "
+                        f"{', '.join(SURROGATE_STYLES)} (the truth tier is the simulator's exact model; run it with "
+                        "`python -m bench run --surrogate truth`)")
+    t0 = time.perf_counter()
+    profile, _, (dataset, truth, marker_table) = _load(
+        scale, threads, seed=seed, data=data, labels=labels, label_key=label_key, markers=markers,
+        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir, simulate=simulate)
+    if curve is not None:
+        return _fit_curve(profile, surrogate, dataset, truth, marker_table, curve, device, progress, seed, out)
+    model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir, retrain=retrain,
+                          progress=progress)
+    report_ = marker_fidelity(model, dataset, marker_table)
+    if report_ is None:
+        raise UserError("none of the marker table's genes is in the data, so there is no fidelity to report; pass "
+                        "--markers FILE with genes the data has")
+    md = fidelity_markdown(model, dataset, report_, surrogate)
+    summary = fidelity_summary(model, report_, surrogate)
+    inter = None
+    if truth is not None:
+        inter = interventional_fidelity(model, dataset, truth, marker_genes_in(dataset, marker_table, truth.genes),
+                                        seed=seed)
+        summary.update(inter.summary())
+        md += "\n\n" + interventional_markdown(inter) + "\n" + trust_line(inter.summary()) + "\n"
+    written = []
+    if out is not None:
+        out = Path(out)
+        written = [atomic_write(out / "fidelity.csv", report_.table.to_csv(index=False))]
+        if inter is not None:
+            written.append(atomic_write(out / "interventional.csv",
+                                        inter.table.drop(columns="members").to_csv(index=False)))
+        written += [atomic_write(out / "fidelity.md", md + "\n"),
+                    atomic_write(out / "fidelity.json", json.dumps(summary, indent=2) + "\n")]
+        plot_fidelity(report_, out / "fidelity.png")
+        written.append(out / "fidelity.png")
+    log.info("fit: %.0f s", time.perf_counter() - t0)
+    return Fitted(summary=summary, markdown=md, model=model, fidelity=report_, interventional=inter,
+                  written=written)
+
+
+def _fit_curve(profile, surrogate: str, data, truth, markers, epochs, device: str, progress: bool, seed: int,
+               out) -> Fitted:
+    """`fit(curve=...)`: fidelity after each of `epochs` of one training run (`bench.fidelity.fit_curve`)."""
+    if isinstance(epochs, (int, str)) or not all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
+        raise UserError(f"curve must be a list of epoch counts, e.g. [5, 10, 20, 40]; got {epochs!r}")
+    try:
+        table = fidelity_curve(data, truth, markers, profile.surrogate_config(surrogate), list(epochs),
+                               device=device, progress=progress, seed=seed)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    title = f"Fidelity against training ({profile.name} profile, {surrogate} surrogate, seed {seed})"
+    md = curve_markdown(table, title)
+    written = write_curve(table, Path(out), title) if out is not None else []
+    return Fitted(summary={"epochs": list(table["epoch"])}, markdown=md, curve=table, written=written)
+
+
 def _interventional(model, data, truth, markers, style: str, seed: int) -> dict | None:
     """The surrogate's interventional fidelity summary for the header's trust line (synthetic data and a trained
     surrogate only; the first surrogate of a multi-seed run)."""
-    from bench.running.pipeline import SURROGATE_STYLES, marker_genes_in
-
     if truth is None or style not in SURROGATE_STYLES:
         return None
-    from bench.fidelity.interventional import interventional_fidelity
 
     pairs = marker_genes_in(data, markers, truth.genes)
     return interventional_fidelity(model, data, truth, pairs, seed=seed).summary() if pairs else None
@@ -133,8 +241,6 @@ def _interventional(model, data, truth, markers, style: str, seed: int) -> dict 
 def _side_by_side(profile, scheduler, records, model) -> dict | None:
     """How jobs ran when the profile runs them side by side on this machine's worker processes (jobs at a time,
     threads each, the workers' largest RSS during a job): their memory is not in the main process's peak."""
-    from bench.running.pipeline import local_workers, side_by_side
-
     workers = local_workers(profile, model, scheduler)
     if workers < 2:
         return None
@@ -148,12 +254,9 @@ def _fixed_model(style: str, model, data, truth):
     """The explained model when it is not trained here: the truth model, or the user's (wrapped when it is a plain
     torch module); None for a surrogate. A model of the wrong kind or output is a UserError."""
     if style == "truth":
-        from surrogates.truth import TruthModel
-
         return TruthModel(truth, data.n_peaks)
     if style != "user":
         return None
-    from surrogates.protocol import ModelOutputError, as_model
 
     try:
         explained = as_model(model, data)
@@ -166,33 +269,12 @@ def _fixed_model(style: str, model, data, truth):
     return explained
 
 
-def profile_for(scale: str, threads: int | None = None):
-    """The named profile, with `threads` torch threads when given; bad values are UserErrors."""
-    if scale not in PROFILES:
-        raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
-    if threads is None:
-        return PROFILES[scale]
-    if threads < 1:
-        raise UserError(f"--threads must be ≥ 1, got {threads}")
-    return PROFILES[scale].with_threads(threads)
-
-
-def _check_device(device: str) -> None:
-    from surrogates.train import DeviceUnavailableError, resolve_device
-
-    try:
-        resolve_device(device)
-    except DeviceUnavailableError as exc:
-        raise UserError(str(exc)) from None
-
-
 @contextlib.contextmanager
 def _output_lock(out):
     """Hold `out`'s lock for the run (no lock without an output folder); a folder in use is a UserError."""
     if out is None:
         yield
         return
-    from datasets.files import FolderLocked, folder_lock
 
     with contextlib.ExitStack() as stack:
         try:
@@ -214,12 +296,6 @@ class _Shared(list):
 
 def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seeds: int) -> dict:
     """report.html's extras: the surrogate's fidelity scatter and the run's configuration."""
-    import io
-
-    from bench.running.pipeline import marker_fidelity
-    from surrogates.checkpoint import checkpoint_name
-    from surrogates.fidelity import plot_fidelity
-
     # the fidelity panel is the explained model against the observed RNA; on the truth tier that is the simulator's
     # own noise, not a model's fidelity, so it is left out
     fidelity = marker_fidelity(model, data, markers) if style != "truth" else None
@@ -228,7 +304,6 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
         buf = io.BytesIO()
         plot_fidelity(fidelity, buf)
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
-    from bench.running.pipeline import SURROGATE_STYLES
 
     explained = ({"surrogate style": style, "surrogate seeds": surrogate_seeds,
                   "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", ""))}
@@ -243,7 +318,6 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
               **{f"budget {m}": f"{b.samples} evaluations, {b.seconds:g} s" for m, b in
                  plan.profile.method_budgets.items()},
               **{f"params {m}": p for m, p in plan.profile.method_params.items() if m in plan.methods}}
-    from bench.reporting.html import package_versions
 
     return {**context, "config": config, "packages": package_versions()}
 
@@ -251,9 +325,6 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
 def compare(*runs, names=None, out=None) -> pd.DataFrame:
     """Compare runs (results folders or leaderboard.csv files); returns `bench.reporting.comparison.compare_runs`'s table with
     `.attrs["markdown"]`; `out` also writes compare.md and compare.csv there."""
-    from bench.reporting.comparison import compare_markdown, compare_runs, load_run
-    from datasets.files import atomic_write
-
     if len(runs) < 2:
         raise UserError("compare needs at least two runs (results folders or leaderboard.csv files)")
     names = list(names) if names else _names(runs)
@@ -275,8 +346,6 @@ def report(run_dir, out=None) -> list[Path]:
     """Render a finished run's leaderboard.md/.csv, headline.csv, discrimination.csv, figures and report.html again
     from its jobs.jsonl and run.json with the current report code (into `out`, default the run's folder); returns
     the files written. Nothing is recomputed, so the header keeps the run's measured time and memory."""
-    from bench.reporting.report import rerender
-
     try:
         return rerender(Path(run_dir), None if out is None else Path(out))
     except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:

@@ -15,10 +15,30 @@ import sys
 import time
 from pathlib import Path
 
-from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS
+from tabulate import tabulate
+
+from bench.api import compare, fit, report, run
+from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS, profile_for
 from bench.errors import UserError
+from bench.fidelity.data_curve import TAU_METHODS, curve_points, run_data_curve
+from bench.reporting.report import summary_lines
+from bench.running.pipeline import (
+    SURROGATE_STYLES,
+    Inputs,
+    check_device,
+    load_inputs,
+)
 from bench.running.plan import check_methods, parse_ints
+from bench.running.versions import COMPONENTS
+from bench.running.versions import describe as describe_versions
+from bench.studies.budget import run_budget_curve
+from bench.studies.perf import run_perf
+from bench.studies.sweep import run_sweep
+from datasets.describe import describe, render_markdown
 from datasets.files import atomic_write
+from datasets.synthetic import SCALES
+from methods import registry
+from methods.base import Budget
 
 log = logging.getLogger("bench")
 
@@ -264,35 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _profile(args, data=None):
-    """The profile of the flags; on synthetic `data`, fitted to its cell count (`Profile.for_cells`)."""
-    from bench.api import profile_for
-
-    profile = profile_for("quick" if args.quick else args.scale, getattr(args, "threads", None))
-    if data is not None and data.uns.get("source") == "synthetic":
-        return profile.for_cells(data.n_cells)
-    return profile
-
-
-def _inputs(args):
-    from bench.running.pipeline import Inputs
-
-    return Inputs(scale=_profile(args).scale, seed=args.seed, data=args.data, labels=args.labels,
-                  label_key=args.label_key, markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod,
-                  atac_mod=args.atac_mod, cache_dir=args.cache_dir, simulate=tuple(args.simulate))
-
-
-def _surrogate(args, data):
-    from bench.running.pipeline import fit_surrogate
-
-    return fit_surrogate(_profile(args, data), data, args.surrogate, device=args.device, cache_dir=args.cache_dir,
-                         retrain=args.retrain, progress=not args.no_progress)
+def _inputs(args) -> Inputs:
+    """Where the data of `data`'s flags comes from (the scale of --quick/--scale, or --data)."""
+    return Inputs(scale=profile_for("quick" if args.quick else args.scale).scale, seed=args.seed, data=args.data,
+                  labels=args.labels, label_key=args.label_key, markers=args.markers, min_cells=args.min_cells,
+                  rna_mod=args.rna_mod, atac_mod=args.atac_mod, cache_dir=args.cache_dir,
+                  simulate=tuple(args.simulate))
 
 
 def cmd_run(args) -> int:
-    from bench.api import run
-    from bench.reporting.report import summary_lines
-
     long = run("quick" if args.quick else args.scale, data=args.data, labels=args.labels, label_key=args.label_key,
                markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod, atac_mod=args.atac_mod,
                seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
@@ -308,8 +308,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.api import compare
-
     table = compare(*args.runs, names=args.names, out=args.out)
     print(table.attrs["markdown"])
     if args.out:
@@ -318,73 +316,30 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from bench.api import report
-
     written = report(args.run_dir, out=args.out)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
 def cmd_fit(args) -> int:
-    from bench.running.pipeline import load_inputs, marker_fidelity, marker_genes_in
-    from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
-
     if args.surrogate == "truth":  # before loading anything: there is no model to fit
         print("nothing to train: --surrogate truth is the simulator's exact model (surrogates/truth.py); run it with "
               "`python -m bench run --surrogate truth`", file=sys.stderr)
         return 0
-    data, truth, markers = load_inputs(_inputs(args))
     t0 = time.perf_counter()
-    if args.curve is not None:
-        return _fit_curve(args, data, truth, markers, t0)
-    model = _surrogate(args, data)
-    report = marker_fidelity(model, data, markers)
-    if report is None:
-        raise UserError("none of the marker table's genes is in the data, so there is no fidelity to report; pass "
-                        "--markers FILE with genes the data has")
-    md = fidelity_markdown(model, data, report, args.surrogate)
-    summary = fidelity_summary(model, report, args.surrogate)
-    out = args.out
-    written = [atomic_write(out / "fidelity.csv", report.table.to_csv(index=False))]
-    if truth is not None:
-        from bench.fidelity.interventional import interventional_fidelity, interventional_markdown, trust_line
-
-        pairs = marker_genes_in(data, markers, truth.genes)
-        inter = interventional_fidelity(model, data, truth, pairs, seed=args.seed)
-        summary.update(inter.summary())
-        md += "\n\n" + interventional_markdown(inter) + "\n" + trust_line(inter.summary()) + "\n"
-        table = inter.table.drop(columns="members")
-        written.append(atomic_write(out / "interventional.csv", table.to_csv(index=False)))
-    written += [atomic_write(out / "fidelity.md", md + "\n"),
-                atomic_write(out / "fidelity.json", json.dumps(summary, indent=2) + "\n")]
-    plot_fidelity(report, out / "fidelity.png")
-    print(md + "\n")
-    print(f"wrote {', '.join(str(p) for p in written + [out / 'fidelity.png'])} ({time.perf_counter() - t0:.0f} s)")
-    return 0
-
-
-def _fit_curve(args, data, truth, markers, t0: float) -> int:
-    from bench.fidelity.fit_curve import fidelity_curve, write_curve
-
-    profile = _profile(args, data)
-    epochs = parse_ints(args.curve.split(","), "--curve")
-    try:
-        table = fidelity_curve(data, truth, markers, profile.surrogate_config(args.surrogate), epochs,
-                               device=args.device, progress=not args.no_progress, seed=args.seed)
-    except ValueError as exc:
-        raise UserError(str(exc)) from exc
-    written = write_curve(table, args.out, f"Fidelity against training ({profile.name} profile, {args.surrogate} "
-                                           f"surrogate, seed {args.seed})")
-    print(written[1].read_text())
-    print(f"wrote {', '.join(str(p) for p in written)} ({time.perf_counter() - t0:.0f} s)")
+    fitted = fit("quick" if args.quick else args.scale, data=args.data, labels=args.labels,
+                 label_key=args.label_key, markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod,
+                 atac_mod=args.atac_mod, seed=args.seed, surrogate=args.surrogate, simulate=dict(args.simulate),
+                 device=args.device, cache_dir=args.cache_dir, retrain=args.retrain, threads=args.threads,
+                 curve=None if args.curve is None else parse_ints(args.curve.split(","), "--curve"), out=args.out,
+                 progress=not args.no_progress)
+    print(fitted.markdown + ("" if fitted.curve is not None else "\n"))
+    print(f"wrote {', '.join(str(p) for p in fitted.written)} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
 def cmd_data(args) -> int:
     """Print (and with --out write) `datasets.describe.describe` of the data, plus `data`: where it came from."""
-    from bench.running.pipeline import load_inputs
-    from datasets.describe import describe, render_markdown
-
     inputs = _inputs(args)
     data, truth, markers = load_inputs(inputs)
     try:
@@ -401,12 +356,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from tabulate import tabulate
-
-    from methods import registry
-
-    from bench.running.versions import COMPONENTS, describe
-
     rows = [[s.name, s.version, s.kind, "yes" if s.is_baseline else "", "yes" if s.needs_gradients else "",
              "yes" if s.ranking else "", "synthetic only" if s.needs_truth else "",
              "yes" if s.in_default else "opt-in", f"{s.paper}" + (f" ({s.year})" if s.year else ""), s.description]
@@ -414,14 +363,11 @@ def cmd_list(args) -> int:
     print(tabulate(rows, headers=["name", "version", "kind", "control", "gradients", "one ranking for all L", "truth",
                                   "default", "paper", "description"], tablefmt="github"))
     print("\ncode versions (cached results are reused only from the same versions): "
-          + describe({k: v for k, (v, _) in COMPONENTS.items()}))
+          + describe_versions({k: v for k, (v, _) in COMPONENTS.items()}))
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from bench.studies.sweep import run_sweep
-    from methods.base import Budget
-
     if args.methods:
         check_methods(args.methods)
     table = run_sweep(dims=parse_ints(args.dims, "--dims"), methods=args.methods,
@@ -432,8 +378,6 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_budget(args) -> int:
-    from bench.studies.budget import run_budget_curve
-
     run_budget_curve("quick" if args.quick else args.scale, seed=args.seed, tiers=args.tiers,
                      surrogate=args.surrogate, budgets=parse_floats(args.budgets), methods=args.methods,
                      cell_types=args.cell_types, genes=args.genes, L=args.L, seconds=args.budget_seconds,
@@ -444,11 +388,6 @@ def cmd_budget(args) -> int:
 
 
 def cmd_fidelity_curve(args) -> int:
-    from bench.api import _check_device
-    from bench.fidelity.data_curve import TAU_METHODS, curve_points, run_data_curve
-    from bench.running.pipeline import SURROGATE_STYLES, Inputs
-    from datasets.synthetic import SCALES
-
     scale = "quick" if args.quick else args.scale
     cells, reference = _counts(args.cells, "--cells"), _counts(args.reference_cells, "--reference-cells")
     depths = _counts(args.depths, "--depths")
@@ -465,7 +404,7 @@ def cmd_fidelity_curve(args) -> int:
     if bad or not args.styles:
         raise UserError(f"--styles takes trained surrogate styles ({', '.join(SURROGATE_STYLES)}); got "
                         f"{','.join(args.styles) or 'none'}")
-    _check_device(args.device)
+    check_device(args.device)
     points = curve_points([int(c) for c in cells], depths, args.depth_cells, [int(c) for c in reference],
                           umi=SCALES[scale].umi_per_cell, styles=args.styles)
     run_data_curve(scale, seed=args.seed, points=points, methods=methods, genes=args.genes, L=args.L,
@@ -495,8 +434,6 @@ def parse_floats(values, flag: str = "--budgets") -> list[float]:
 
 
 def cmd_perf(args) -> int:
-    from bench.studies.perf import run_perf
-
     table = run_perf(args.scale, args.out, epochs=args.epochs, progress=not args.no_progress)
     print(table.to_string(index=False))
     print(f"wrote {args.out / 'perf.md'}, {args.out / 'perf.csv'}, {args.out / 'perf.json'}, {args.out / 'perf.png'}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from bench.errors import UserError
+from datasets.synthetic import SCALES
 from methods.base import Budget
 from surrogates.model import SurrogateConfig
 
@@ -49,8 +51,6 @@ class Profile:
         """The profile on synthetic data of `n_cells` cells (`--simulate n_cells=…`): the reference style's step
         counts scale with the cells, so more cells never mean fewer passes over them (the paired style counts epochs,
         which already do). The profile itself at its scale's own cell count."""
-        from datasets.synthetic import SCALES
-
         ratio = n_cells / SCALES[self.scale].n_cells
         if ratio == 1:
             return self
@@ -161,3 +161,14 @@ PROFILES: dict[str, Profile] = {
                        "expected-gradients": {"n_cells": 32}},
     ),
 }
+
+
+def profile_for(scale: str, threads: int | None = None):
+    """The named profile, with `threads` torch threads when given; bad values are UserErrors."""
+    if scale not in PROFILES:
+        raise UserError(f"scale must be one of {sorted(PROFILES)}, got {scale!r}")
+    if threads is None:
+        return PROFILES[scale]
+    if threads < 1:
+        raise UserError(f"--threads must be ≥ 1, got {threads}")
+    return PROFILES[scale].with_threads(threads)

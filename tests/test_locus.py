@@ -96,16 +96,16 @@ def test_locus_diagnostic_on_the_simulator_finds_redundancy_the_data_carry():
 
 
 def test_trust_line_warns_below_the_levels(monkeypatch):
-    from bench.fidelity import interventional
+    from bench.reporting import trust
 
     summary = {"interventional_spearman": 0.4, "group_member_ratio_surrogate": 1.0, "group_member_ratio_oracle": 11.6}
-    monkeypatch.setattr(interventional, "TRUST_SPEARMAN", None)
-    assert "⚠ No point of the fidelity curve" in interventional.trust_line(summary)
-    monkeypatch.setattr(interventional, "TRUST_SPEARMAN", 0.6)
-    monkeypatch.setattr(interventional, "TRUST_RATIO", None)
-    assert "⚠ Below the levels (Spearman ≥ 0.6)" in interventional.trust_line(summary)
-    assert "⚠" not in interventional.trust_line({**summary, "interventional_spearman": 0.7})
-    assert "Spearman 0.40, group / Σ members 1.00 (truth 11.60)" in interventional.trust_line(summary)
+    monkeypatch.setattr(trust, "TRUST_SPEARMAN", None)
+    assert "⚠ No point of the fidelity curve" in trust.trust_line(summary)
+    monkeypatch.setattr(trust, "TRUST_SPEARMAN", 0.6)
+    monkeypatch.setattr(trust, "TRUST_RATIO", None)
+    assert "⚠ Below the levels (Spearman ≥ 0.6)" in trust.trust_line(summary)
+    assert "⚠" not in trust.trust_line({**summary, "interventional_spearman": 0.7})
+    assert "Spearman 0.40, group / Σ members 1.00 (truth 11.60)" in trust.trust_line(summary)
 
 
 def test_a_monotone_cis_layer_never_rises_when_peaks_close():

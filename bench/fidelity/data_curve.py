@@ -18,6 +18,7 @@ is a cached checkpoint and every job a cached result, so an interrupted curve re
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -26,6 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from tabulate import tabulate
+
+from bench.config import profile_for
+from bench.fidelity.interventional import interventional_fidelity, pooled_group_member_ratio
+from bench.fidelity.locus_diagnostic import locus_redundancy
+from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
+from bench.running.plan import check_methods, default_pairs, plan_run
+from datasets.files import atomic_write
+from datasets.synthetic import SCALES
+from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
 
@@ -122,15 +133,6 @@ def best_method(table: pd.DataFrame) -> str:
 def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: int, n_boot: int, cache_dir,
                   device: str, progress: bool) -> dict:
     """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row."""
-    from bench.api import profile_for
-    from bench.studies.budget import default_pairs
-    from bench.fidelity.interventional import interventional_fidelity, pooled_group_member_ratio
-    from bench.fidelity.locus_diagnostic import locus_redundancy
-    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
-    from bench.running.plan import plan_run
-    from datasets.synthetic import SCALES
-    from surrogates.truth import TruthModel
-
     t0 = time.perf_counter()
     inputs = Inputs(scale=scale, seed=seed, cache_dir=cache_dir, simulate=point.overrides(SCALES[scale]))
     data, truth, markers = load_inputs(inputs)
@@ -181,7 +183,6 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
                    progress: bool = True) -> pd.DataFrame:
     """Every point of the grid (see the module docstring); the table is rewritten to `out` after each point, so
     an interrupted curve leaves the points it finished (and a rerun reuses their checkpoints and jobs)."""
-    from bench.running.plan import check_methods
     from tqdm.auto import tqdm
 
     if methods:
@@ -205,10 +206,6 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
 # ------------------------------------------------------------------------------------------------ output
 def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
     """fidelity_curve.csv / .md / .png and run.json in `out` (fidelity_curve_methods.csv: `write_method_means`)."""
-    import json
-
-    from datasets.files import atomic_write
-
     out.mkdir(parents=True, exist_ok=True)
     plot_data_curve(table, out / "fidelity_curve.png")
     md = [f"# Surrogate fidelity against data ({facts['scale']} genes and peaks, seed {facts['seed']})", "",
@@ -221,8 +218,6 @@ def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
 def write_method_means(rows: list[dict], out: Path) -> Path:
     """fidelity_curve_methods.csv: every point's Avg Rel Δ (%) per method on the surrogate and the truth tier, the
     numbers each τ ranks (long: style, n_cells, umi_per_cell, method, surrogate, truth)."""
-    from datasets.files import atomic_write
-
     long = [{"style": r["style"], "n_cells": r["n_cells"], "umi_per_cell": r["umi_per_cell"], "method": m,
              "surrogate": r["avg_surrogate"].get(m), "truth": r.get("avg_truth", {}).get(m)}
             for r in rows if "avg_surrogate" in r for m in r["avg_surrogate"]]
@@ -246,8 +241,6 @@ def curve_header(facts: dict) -> str:
 
 
 def curve_markdown(table: pd.DataFrame) -> str:
-    from tabulate import tabulate
-
     shown = table.drop(columns=[c for c in ("winner_surrogate", "winner_truth") if c in table]).copy()
     shown["umi_per_cell"] = shown["umi_per_cell"].map(lambda u: f"{u:,.0f}")
     if "tau_tiers" in shown:

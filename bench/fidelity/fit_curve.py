@@ -14,8 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+from tabulate import tabulate
 
+from bench.fidelity.interventional import interventional_fidelity
+from bench.running.pipeline import marker_fidelity, marker_genes_in
 from datasets.files import atomic_write
+from surrogates.train import train_surrogate
 
 COLUMNS = ("epoch", "train_seconds", "val_mse", "marker_r2", "pooled_marker_r2", "all_genes_r2",
            "interventional_spearman", "group_member_ratio_surrogate", "group_member_ratio_oracle")
@@ -24,10 +28,6 @@ COLUMNS = ("epoch", "train_seconds", "val_mse", "marker_r2", "pooled_marker_r2",
 def fidelity_curve(data, truth, markers: dict, config, epochs: list[int], device: str = "auto",
                    progress: bool = True, seed: int = 0) -> pd.DataFrame:
     """One row per requested epoch (COLUMNS); interventional columns only with the simulator's `truth`."""
-    from bench.fidelity.interventional import interventional_fidelity
-    from bench.running.pipeline import marker_fidelity, marker_genes_in
-    from surrogates.train import train_surrogate
-
     wanted = sorted(set(int(e) for e in epochs))
     if not wanted or wanted[0] < 1:
         raise ValueError("--curve needs positive epoch counts, e.g. 5,10,20,40")
@@ -55,14 +55,16 @@ def fidelity_curve(data, truth, markers: dict, config, epochs: list[int], device
 
 def write_curve(table: pd.DataFrame, out: Path, title: str) -> list[Path]:
     """fidelity_vs_epochs.csv / .md / .png in `out`."""
-    from tabulate import tabulate
-
-    md = [f"# {title}", "", tabulate(table.round(4).values.tolist(), headers=list(table.columns), tablefmt="github"),
-          ""]
     written = [atomic_write(out / "fidelity_vs_epochs.csv", table.to_csv(index=False)),
-               atomic_write(out / "fidelity_vs_epochs.md", "\n".join(md))]
+               atomic_write(out / "fidelity_vs_epochs.md", curve_markdown(table, title))]
     plot_curve(table, out / "fidelity_vs_epochs.png", title)
     return written + [out / "fidelity_vs_epochs.png"]
+
+
+def curve_markdown(table: pd.DataFrame, title: str) -> str:
+    """fidelity_vs_epochs.md: the title and the table, four decimals."""
+    return "\n".join([f"# {title}", "", tabulate(table.round(4).values.tolist(), headers=list(table.columns),
+                                                   tablefmt="github"), ""])
 
 
 def plot_curve(table: pd.DataFrame, path: Path, title: str) -> None:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from bench.scoring.metrics import INTERVAL, cell_type_average
 from bench.reporting.tables import decimals_for, fmt_ci, render
+from bench.scoring.metrics import INTERVAL, cell_type_average
+from methods import registry
 
 JOB_KEY = ["cell_type", "gene", "L", "seed"]
 
@@ -82,11 +84,7 @@ def rank_agreement(table: pd.DataFrame, names: list[str], controls=None) -> pd.D
     the non-control methods both have (controls — the oracle, Random — would pull τ towards +1 whatever the
     explainers do); columns L, run, tau, p_value, n_methods. τ = 1: both runs order the explainers alike, e.g. a
     surrogate-tier run and a truth-tier run on the same data (does the surrogate's verdict hold on the truth?)."""
-    from scipy import stats
-
     if controls is None:
-        from methods import registry
-
         controls = {s.name for s in registry.specs() if s.is_baseline}
     rows = []
     for L, part in table[~table["method"].isin(list(controls))].groupby("L"):

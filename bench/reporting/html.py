@@ -34,11 +34,11 @@ table.kv td:first-child { white-space: nowrap; }
 # (a right-aligned, unwrapped list of 13 methods was cut at the right edge at 1280 px).
 
 
-def _png(data: bytes, alt: str) -> str:
+def png_img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _text(text: str) -> str:
+def text_html(text: str) -> str:
     """Markdown-ish prose (with **bold** and `code`) → escaped HTML paragraphs; HTML tables pass through."""
     parts = re.split(r"(<table>.*?</table>)", text, flags=re.S)
     out = []
@@ -75,23 +75,23 @@ def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str
     used; default: this process's)."""
     title, _, lead = header.partition("\n")
     nav = [("headline", "Headline"), ("curves", "Rel Δ vs L")]
-    body = [f'<section id="headline"><h2>Headline</h2>{_text(sec["headline_table"])}</section>',
-            f'<section id="curves"><h2>Rel Δ vs L</h2>{_png(curves_png, "Rel Δ vs L per method")}</section>']
+    body = [f'<section id="headline"><h2>Headline</h2>{text_html(sec["headline_table"])}</section>',
+            f'<section id="curves"><h2>Rel Δ vs L</h2>{png_img(curves_png, "Rel Δ vs L per method")}</section>']
     if sec.get("movement"):
         nav.append(("surrogates", "Between surrogates"))
-        body.append(f'<section id="surrogates"><h2>Between surrogates</h2>{_text(sec["movement"])}</section>')
+        body.append(f'<section id="surrogates"><h2>Between surrogates</h2>{text_html(sec["movement"])}</section>')
     if context.get("fidelity_png"):
         nav.append(("fidelity", "Surrogate fidelity"))
-        body.append(f'<section id="fidelity"><h2>Surrogate fidelity</h2>{_text(context.get("fidelity_summary", ""))}'
-                    f'{_png(context["fidelity_png"], "observed vs predicted marker expression")}</section>')
+        body.append(f'<section id="fidelity"><h2>Surrogate fidelity</h2>{text_html(context.get("fidelity_summary", ""))}'
+                    f'{png_img(context["fidelity_png"], "observed vs predicted marker expression")}</section>')
     for L, sections in sec["per_L"].items():
         nav.append((f"L{L}", f"L = {L}"))
         inner = "".join(f"<h3>{html.escape(t)}</h3>" + (f'<p class="note">{html.escape(n)}</p>' if n else "")
-                        + _text(table) for t, n, table in sections)
+                        + text_html(table) for t, n, table in sections)
         body.append(f'<section id="L{L}"><h2>L = {L}</h2>{inner}</section>')
     nav += [("runtime", "Runtime"), ("config", "Configuration")]
     failed = "".join(f"<li>{html.escape(line)}</li>" for line in sec["failed"])
-    body.append(f'<section id="runtime"><h2>Runtime and status</h2>{_text(sec["runtime"])}'
+    body.append(f'<section id="runtime"><h2>Runtime and status</h2>{text_html(sec["runtime"])}'
                 + (f"<h3>Failed jobs</h3><ul>{failed}</ul>" if failed else "") + "</section>")
     body.append(f'<section id="config"><h2>Run configuration</h2>{_key_values(context.get("config", {}))}'
                 f"<h3>Package versions</h3>{_key_values(context.get('packages') or package_versions())}</section>")
@@ -99,5 +99,5 @@ def report_html(header: str, sec: dict, curves_png: bytes, context: dict) -> str
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>GRIDS-Bench report</title><style>{STYLE}</style></head><body>"
-            f"<h1>{html.escape(title.lstrip('# ').strip())}</h1>{_text(lead)}<nav>{links}</nav>"
+            f"<h1>{html.escape(title.lstrip('# ').strip())}</h1>{text_html(lead)}<nav>{links}</nav>"
             + "\n".join(body) + "</body></html>\n")

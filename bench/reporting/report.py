@@ -27,16 +27,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.running.machine import machine_phrase
-from bench.fidelity.interventional import trust_line
-from bench.scoring.metrics import INTERVAL, METRICS
-from surrogates.model import STYLES as SURROGATE_STYLES
+from bench.reporting.figures import rel_delta_curves
+from bench.reporting.html import report_html
 from bench.reporting.replicates import selection_stability, surrogate_rank_movement
 from bench.reporting.tables import MIN_FOR_INTERVAL, decimals_for, detail, fmt_ci, headline, headline_markdown, render
-from bench.reporting.truth_tier import NOTE as BREAKDOWN_NOTE, breakdown_jobs, breakdown_table
+from bench.reporting.trust import trust_line
+from bench.reporting.truth_tier import NOTE as BREAKDOWN_NOTE
+from bench.reporting.truth_tier import breakdown_jobs, breakdown_table
+from bench.running.machine import machine_phrase
 from bench.running.versions import describe
+from bench.scoring.metrics import INTERVAL, METRICS
 from datasets.files import atomic_write
+from methods import registry
 from surrogates.checkpoint import checkpoint_name
+from surrogates.model import STYLES as SURROGATE_STYLES
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 # the per-job columns the tables aggregate, in leaderboard.csv's column order
@@ -249,8 +253,6 @@ def status_summary(statuses: pd.Series, effort: pd.Series | None = None) -> str:
 
 def control_methods(methods) -> set[str]:
     """The methods flagged as controls (`is_baseline`) in the registry; names it does not know are not controls."""
-    from methods import registry
-
     specs = {s.name: s for s in registry.specs()}
     return {m for m in methods if m in specs and specs[m].is_baseline}
 
@@ -516,9 +518,6 @@ def write_report(records: list[dict], out: Path, facts: dict, methods: list[str]
                             else jobs),
                atomic_write(out / RUN_FILE, json.dumps(saved, indent=1, default=str) + "\n")]
     if figure:
-        from bench.reporting.figures import rel_delta_curves
-        from bench.reporting.html import report_html
-
         png = rel_delta_curves(data["agg"], data["order"])
         written.append(atomic_write(out / "rel_delta_vs_L.png", png))
         if context.get("fidelity_png"):

@@ -101,7 +101,7 @@ def rel_delta_auc(Ls, values) -> float:
     return area / float(x[-1] - x[0])
 
 
-def _marks(statuses: pd.Series, control: bool) -> str:
+def marks(statuses: pd.Series, control: bool) -> str:
     found, missing = set(), False
     for summary in statuses.dropna():
         counts, _, names = summary.partition("missing cell types:")  # cell-type names never count as statuses
@@ -131,7 +131,7 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
     rows = []
     for method, part in avg.groupby("method", sort=False):
         part = part.set_index("L")
-        row = {"method": method, "control": method in controls, "marks": _marks(part["status"], method in controls)}
+        row = {"method": method, "control": method in controls, "marks": marks(part["status"], method in controls)}
         for L in Ls:
             row[f"rel_delta_pct@{L}"] = part["rel_delta_pct"].get(L, np.nan)
             row[f"rel_delta_pct_ci95@{L}"] = part["rel_delta_pct_ci95"].get(L, np.nan)
@@ -292,7 +292,7 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
                 text = fmt_metric(spec, mean, half.at[m, ct] if ct in half else np.nan,
                                   int(counts.at[m, ct]) if ct in counts and np.isfinite(counts.at[m, ct]) else 0)
             text = f"**{text}**" if best.get(ct) == m and np.isfinite(mean) else text
-            cells.append(text + _marks(pd.Series([status.get((m, ct))]), False))
+            cells.append(text + marks(pd.Series([status.get((m, ct))]), False))
         body.append([m] + cells)
     headers = [f"{ct} (n={n_of[ct]})" if ct != "Avg" else
                (f"all genes (n={n_of[ct]})" if spec.skewed else f"Avg (n={n_of[ct]})") for ct in cell_types]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.scoring.metrics import GROUP_SIZES
 from bench.reporting.tables import render
+from bench.scoring.metrics import GROUP_SIZES
 
 KINDS = (("n_promoter", "promoter"), ("n_group_whole", "whole groups"), ("n_group_partial", "partial groups"),
          ("n_single", "single enhancers"), ("n_background", "background"))

@@ -8,6 +8,8 @@ import os
 import platform
 from pathlib import Path
 
+import torch
+
 
 def cpu_model() -> str:
     """The CPU's model name ('Intel(R) Xeon(R) Processor', 'AMD EPYC 7B13'), or the platform's best guess."""
@@ -22,8 +24,6 @@ def cpu_model() -> str:
 def describe_machine(device: str = "auto") -> dict:
     """{'cpu', 'cores' (usable by this process), 'torch', 'device'}; `device` as `--device` takes it (auto: the
     GPU when there is one)."""
-    import torch
-
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

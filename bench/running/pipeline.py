@@ -10,8 +10,17 @@ from dataclasses import dataclass
 
 from bench.config import Profile
 from bench.errors import UserError
+from bench.running.harness import NoCache, ResultCache, make_jobs, run_grid
 from bench.running.plan import RunPlan
+from datasets.files import cache_root
+from datasets.loaders import InputError, load_multiome
+from datasets.markers import PAPER_MARKERS, read_marker_table
+from datasets.synthetic import scale_with, simulate
+from surrogates.checkpoint import checkpoint_key, fit_or_load
+from surrogates.fidelity import fidelity_report
+from surrogates.locus import NoCisWindowError
 from surrogates.model import STYLES as SURROGATE_STYLES  # trained; "truth" and "user" name the other models
+from surrogates.train import DeviceUnavailableError, resolve_device
 
 log = logging.getLogger("bench")
 
@@ -40,8 +49,6 @@ class Inputs:
     def simulation_scale(self):
         """The simulator's scale: the profile's name, or a `SimulationScale` with the overrides (UserError when one
         is unknown or out of range)."""
-        from datasets.synthetic import scale_with
-
         try:
             return scale_with(self.scale, dict(self.simulate))
         except ValueError as exc:
@@ -50,8 +57,6 @@ class Inputs:
 
 def load_inputs(inputs: Inputs):
     """(data, truth or None, marker table); input errors become UserError."""
-    from datasets.markers import PAPER_MARKERS, read_marker_table
-
     try:
         markers = read_marker_table(inputs.markers) if inputs.markers else PAPER_MARKERS
     except (FileNotFoundError, ValueError) as exc:
@@ -59,9 +64,6 @@ def load_inputs(inputs: Inputs):
     if inputs.data and inputs.simulate:
         raise UserError("--simulate changes the synthetic simulator; it does not apply to --data (drop one of them)")
     if inputs.data:
-        from datasets.files import cache_root
-        from datasets.loaders import InputError, load_multiome
-
         try:
             data = load_multiome(inputs.data, label_key=inputs.label_key, labels_csv=inputs.labels, markers=markers,
                                  min_cells_per_type=inputs.min_cells, split_seed=inputs.seed, rna_mod=inputs.rna_mod,
@@ -71,7 +73,6 @@ def load_inputs(inputs: Inputs):
         return data, None, markers
     if inputs.labels or inputs.label_key:
         raise UserError("--labels/--label-key need --data (the synthetic data carries its own labels)")
-    from datasets.synthetic import simulate
 
     scale = inputs.simulation_scale()
     t0 = time.perf_counter()
@@ -86,10 +87,6 @@ def load_inputs(inputs: Inputs):
 def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cache_dir=None, retrain: bool = False,
                   progress: bool = True):
     """The cached surrogate of the profile's configuration in `style`, trained if there is none."""
-    from surrogates.checkpoint import fit_or_load
-    from surrogates.locus import NoCisWindowError
-    from surrogates.train import DeviceUnavailableError
-
     try:
         return fit_or_load(data, profile.surrogate_config(style), device=device, cache_dir=cache_dir,
                            retrain=retrain, progress=progress)
@@ -103,9 +100,6 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
     versions are reused, none with `force`); records in job order. The cache key names the model: a surrogate by
     its checkpoint key, the truth model and a user's model by their `cache_key`; a model without one is not cached
     (every run computes its jobs again)."""
-    from bench.running.harness import NoCache, ResultCache, make_jobs, run_grid
-    from datasets.files import cache_root
-
     jobs = make_jobs(plan.methods, plan.pairs, plan.Ls, plan.seeds)
     log.info("%d jobs: %d methods × %d (cell type, gene) × L %s × %d seed(s)", len(jobs), len(plan.methods),
              len(plan.pairs), list(plan.Ls), len(plan.seeds))
@@ -152,8 +146,6 @@ def model_key(model, data, profile: Profile, style: str) -> dict | None:
     surrogate (as before the protocol existed, so cached surrogate-tier jobs stay valid), {"model": cache_key} for
     the truth model or a user's model, None for a model without a `cache_key` (its jobs are not cached)."""
     if style in SURROGATE_STYLES:
-        from surrogates.checkpoint import checkpoint_key
-
         return {"surrogate": checkpoint_key(data, profile.surrogate_config(style))}
     key = getattr(model, "cache_key", None)
     return None if key is None else {"model": str(key)}
@@ -162,8 +154,6 @@ def model_key(model, data, profile: Profile, style: str) -> dict | None:
 def marker_fidelity(model, data, markers: dict):
     """`surrogates.fidelity.fidelity_report` over the marker genes present in the data, or None when there are none
     (a data set whose cell types or genes are not in the marker table)."""
-    from surrogates.fidelity import fidelity_report
-
     genes = list(dict.fromkeys(g for _, g in marker_genes_in(data, markers)))
     return fidelity_report(model, data, genes) if genes else None
 
@@ -172,3 +162,12 @@ def marker_genes_in(data, markers: dict, among=None) -> list[tuple[str, str]]:
     """(cell type, gene) pairs of the marker table present in the data (and in `among`, when given)."""
     names = set(data.genes.index) if among is None else set(among)
     return [(ct, g) for ct, gs in markers.items() if ct in data.cell_types for g in gs if g in names]
+
+
+def check_device(device: str) -> None:
+    """A UserError when `device` cannot be used here (e.g. cuda without a GPU): the last input error a run checks
+    before it creates and locks its output folder."""
+    try:
+        resolve_device(device)
+    except DeviceUnavailableError as exc:
+        raise UserError(str(exc)) from None

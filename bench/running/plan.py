@@ -103,3 +103,8 @@ def _pairs(data, markers: dict, cell_types, genes) -> list[tuple[str, str]]:
         raise UserError(f"no (cell type, gene) pairs to evaluate for cell types {cell_types}; give --genes or "
                         "--markers")
     return pairs
+
+
+def default_pairs(markers: dict, data, per_type: int = 1) -> list[str]:
+    """The first `per_type` marker genes of every cell type in the data (the curve's default jobs)."""
+    return sorted({g for ct, genes in markers.items() if ct in data.cell_types for g in list(genes)[:per_type]})

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from bench.scoring.evaluate import evaluate_selection
 from bench.running.memory import PeakRSS, release_freed_memory
+from bench.scoring.evaluate import evaluate_selection
 from methods import registry
 from methods.base import Budget
 from surrogates.model import torch_threads

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from bench.scoring import metrics as M
+from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
 from surrogates.protocol import cell_types_of, entry_gradients
 
 # bump when a job's metrics can change (this module, bench/scoring/metrics.py, bench/scoring/genomic.py, bench/running/runner.py): cached
@@ -68,8 +69,6 @@ def _units(truth, gene: str):
 
 def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:
     """Chromosome / TSS context of the selection when coordinates exist (bench/scoring/genomic.py)."""
-    from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
-
     g = data.genes.loc[gene]
     chroms = data.peaks["chrom"].to_numpy()[peaks].astype(str)
     gchrom = None if g["chrom"] is None or (isinstance(g["chrom"], float) and np.isnan(g["chrom"])) else str(g["chrom"])

@@ -12,7 +12,6 @@ from typing import Callable
 
 import numpy as np
 
-
 # How tables print a metric (its unit and sign convention):
 #   "points" — percentage points, signed (+ / −: the direction of the change matters);
 #   "points≥0" — percentage points of a magnitude, never negative, printed without a sign;
@@ -147,6 +146,8 @@ def closure_kinds(peaks, promoter, groups, singles, prefix: str = "") -> dict[st
 
 
 # Genomic context (bench/scoring/genomic.py): reported beside Avg Δ / Rel Δ when peak coordinates exist; no "better".
+from scipy import stats
+
 from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance  # noqa: E402
 
 metric("frac_on_target_chrom", "On gene's chrom", higher_is_better=None, unit="fraction")(fraction_on_target_chrom)
@@ -167,8 +168,6 @@ class IntervalSpec:
 def t_interval(values) -> tuple[float, float]:
     """(mean, half-width of the 95 % t-interval t_{0.975, n−1} · sd(ddof=1) / √n); half-width NaN for n < 2,
     both NaN for no finite value. NaN values are left out."""
-    from scipy import stats
-
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:

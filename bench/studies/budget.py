@@ -21,6 +21,7 @@ report.html and jobs.jsonl (every job, with its budget and tier).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -30,7 +31,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.config import profile_for
+from bench.errors import UserError
+from bench.reporting.html import STYLE, png_img, text_html
+from bench.reporting.report import long_table, status_summary
+from bench.reporting.tables import fmt_ci, marks, render
+from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
+from bench.running.plan import check_methods, default_pairs, plan_run
+from datasets.files import atomic_write
 from methods.base import Budget
+from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
 
@@ -66,8 +76,6 @@ def curve_profile(profile, budget: int, seconds: float, methods) -> object:
 def curve_table(records: list[dict]) -> pd.DataFrame:
     """One row per (tier, method, budget): the Avg over cell types of Rel Δ (and % of optimum) with 95 % CIs as the
     leaderboard forms them, the median and max measured evaluations, mean seconds per job, the status summary."""
-    from bench.reporting.report import long_table, status_summary
-
     rows = []
     frame = pd.DataFrame(records)
     for (tier, budget), part in frame.groupby(["tier", "budget"], sort=True):
@@ -95,8 +103,6 @@ def curve_table(records: list[dict]) -> pd.DataFrame:
 def curve_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     """Per tier: methods × budgets, each cell the Avg Rel Δ (± 95 % CI) with status marks, then the measured
     evaluations per job (median) and seconds per job (markdown, or `tablefmt="html"` tables)."""
-    from bench.reporting.tables import _marks, fmt_ci, render
-
     out = []
     for tier, part in table.groupby("tier", sort=False):
         budgets = sorted(part["budget"].unique())
@@ -113,7 +119,7 @@ def curve_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
                 r = rows.loc[b]
                 value = fmt_ci(r[metric], r[f"{metric}_ci95"], signed=metric == "rel_delta_pct")
                 evals = r["evaluations_median"]
-                line.append(f"{value}{_marks(pd.Series([r['status']]), False)} "
+                line.append(f"{value}{marks(pd.Series([r['status']]), False)} "
                             f"({_evals(evals)}, {r['seconds_per_job']:.1f} s)")
             body.append(line)
         out += [f"### {'Truth tier (the simulator’s exact model)' if tier == 'truth' else 'Surrogate tier'}", "",
@@ -139,8 +145,6 @@ def plot_curves(table: pd.DataFrame) -> bytes:
     """One panel per tier: the tier's score vs measured evaluations per job (log-x), one line per method with its
     95 % CI; hollow markers where a job did not end ok with full effort; controls (no evaluations) as dashed
     horizontal lines."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,23 +189,12 @@ def plot_curves(table: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def default_pairs(markers: dict, data, per_type: int = 1) -> list[str]:
-    """The first `per_type` marker genes of every cell type in the data (the curve's default jobs)."""
-    return sorted({g for ct, genes in markers.items() if ct in data.cell_types for g in list(genes)[:per_type]})
-
-
 def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate", "truth"), surrogate: str = "paired",
                      budgets=DEFAULT_BUDGETS, methods=None, cell_types=None, genes=None, L: int = 10,
                      seconds: float = 60.0, cache_dir=None, device: str = "auto", out=None,
                      progress: bool = True) -> pd.DataFrame:
     """Run the anytime curves (see the module docstring); returns `curve_table`'s frame and writes the outputs to
     `out` when given. Jobs go through the result cache like a run's, so an interrupted curve resumes."""
-    from bench.api import profile_for
-    from bench.errors import UserError
-    from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
-    from bench.running.plan import check_methods, plan_run
-    from surrogates.truth import TruthModel
-
     t0 = time.perf_counter()
     budgets = sorted({int(float(b)) for b in budgets})
     if not budgets or budgets[0] < 1:
@@ -237,9 +230,6 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
 
 def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict) -> list[Path]:
     """budget_curve.csv/.md/.png, jobs.jsonl, run.json and report.html in `out`."""
-    from bench.reporting.html import STYLE, _png, _text
-    from datasets.files import atomic_write
-
     out.mkdir(parents=True, exist_ok=True)
     png = plot_curves(table)
     md = curve_markdown(table)
@@ -255,8 +245,8 @@ def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict
     written.append(out / "budget_curve.png")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anytime curves</title><style>{STYLE}</style>"
             f"</head><body><h1>Anytime curves</h1><p class='lead'>{header}</p>"
-            f"<section id='budget'><h2>Score vs model evaluations</h2>{_png(png, 'anytime curves')}"
-            f"{_text(curve_markdown(table, 'html').replace('### ', ''))}</section></body></html>")
+            f"<section id='budget'><h2>Score vs model evaluations</h2>{png_img(png, 'anytime curves')}"
+            f"{text_html(curve_markdown(table, 'html').replace('### ', ''))}</section></body></html>")
     written.append(atomic_write(out / "report.html", page))
     return written
 

@@ -20,6 +20,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 F32, I64 = 4, 8  # bytes per float32 value and per int64 index
 GEMM_OPS = ("mm", "addmm", "bmm")
@@ -69,9 +73,6 @@ def count_kernels(fn) -> tuple[object, KernelCount]:
     """Run `fn()` once under a dispatch mode that records every GEMM (FLOPs by torch's own FlopCounterMode
     formulas) and embedding bag with its compulsory bytes; returns (fn's result, the count). torch's FlopCounterMode
     itself cannot be used here: its module tracker breaks `torch.autograd.grad` on a leaf (what GRIDS calls)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
-
     aten = torch.ops.aten
     count = KernelCount()
 
@@ -113,8 +114,6 @@ def machine_rates(min_run_time: float = 1.0, gemm_n: int = 2048, stream_mib: int
     """This process's float32 GEMM throughput (FLOP/s, an n × n × n product on torch's current thread count) and
     memory bandwidth (bytes/s, the better of a STREAM-style copy, counted as read + write, and a read-only sum over
     arrays far larger than the caches)."""
-    from torch.utils import benchmark
-
     def rate(stmt, env, work):
         m = benchmark.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads()
                             ).blocked_autorange(min_run_time=min_run_time)
@@ -141,8 +140,6 @@ def time_breakdown(fn) -> dict:
     """Where one call of `fn` spends its wall time, in seconds, from torch.profiler's self CPU time per aten op:
     GEMMs, embedding bags, every other aten op, and the rest (Python, NumPy, SciPy and dispatch between ops).
     Profiling adds overhead to each op, so the shares of `wall`, not the absolute seconds, are what to read."""
-    from torch.profiler import ProfilerActivity, profile
-
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         fn()

@@ -27,10 +27,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tabulate import tabulate
+from torch.utils import benchmark
 
-from bench.studies.floor import bandwidth, count_kernels, machine_rates, time_breakdown
 from bench.running.memory import PeakRSS, release_freed_memory
+from bench.studies.floor import bandwidth, count_kernels, machine_rates, time_breakdown
 from datasets.files import atomic_write
+from datasets.synthetic import simulate
+from methods.grids import CellBatches, Grids, peak_gains, summed_embeddings
+from surrogates.model import SurrogateConfig, torch_threads
+from surrogates.train import build_surrogate, train_surrogate
 
 SPARSE, DENSE_EMB = "sparse forward+backward + all-peak gains", "dense-embedding forward+backward (reference form)"
 COUNTED = ("sparse first layer forward", SPARSE)  # the kernels whose floor perf.md prints
@@ -41,8 +47,6 @@ PAPER_STEP = "GRIDS step, L=128, k=32, ratio objective, 256 off-target genes, sa
 def _measure(fn, min_run_time: float = 1.0) -> dict:
     """Median and IQR of `fn`'s wall time after a warm-up (torch.utils.benchmark), and the peak RSS increase of
     one more call."""
-    from torch.utils import benchmark
-
     fn()  # warm-up: lazy allocations and one-time set-up are not the kernel's cost
     m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()
                         ).blocked_autorange(min_run_time=min_run_time)
@@ -63,10 +67,6 @@ def _once(fn, interval: float = 0.02) -> tuple:
 
 def run_perf(scale: str = "paper", out: Path = Path("results/perf"), epochs: int = 1, progress: bool = True,
              min_run_time: float = 1.0, dense_memory_gb: float = 6.0) -> pd.DataFrame:
-    from datasets.synthetic import simulate
-    from surrogates.model import SurrogateConfig, torch_threads
-    from surrogates.train import build_surrogate, train_surrogate
-
     rows = []
 
     def record(step, measured: dict, cells: int | None = None, note: str = ""):
@@ -121,8 +121,6 @@ def _kernels(model, data, dense_memory_gb: float, gi: int = 0) -> list:
         with torch.no_grad():
             return model.first_hidden(batch)
 
-    from methods.grids import CellBatches, peak_gains, summed_embeddings
-
     by_peak = CellBatches(model, X).batch(np.arange(X.shape[0]))
     with torch.no_grad():
         tables = model.embedding_tables()  # frozen weights, as in every explainer
@@ -176,8 +174,6 @@ def _grids_steps(model, data, rates: dict, repeats: int = 3, steps: int = 50) ->
     """One GRIDS step (L = 128, 64 cells, k = 32) per objective: (time of 2 + `steps` steps − time of 2 steps) /
     `steps`, so the set-up and the final leave-one-out ordering are not counted; median over `repeats`. The same
     difference gives each step's arithmetic and floor (bench/studies/floor.py) and where its time goes (profiler)."""
-    from methods.grids import Grids
-
     train = data.cells(data.cell_types[3], "train")
     gene = data.gene_names[1]
     out = []
@@ -208,8 +204,6 @@ def _grids_steps(model, data, rates: dict, repeats: int = 3, steps: int = 50) ->
 
 def _write(table: pd.DataFrame, out: Path, scale: str, rates: dict | None = None,
            breakdown: dict | None = None) -> None:
-    from tabulate import tabulate
-
     ratios = perf_ratios(table)
     atomic_write(out / "perf.csv", table.to_csv(index=False))
     atomic_write(out / "perf.json", json.dumps({"scale": scale, "torch": torch.__version__,
@@ -232,8 +226,6 @@ def _write(table: pd.DataFrame, out: Path, scale: str, rates: dict | None = None
 
 def _floor_section(table: pd.DataFrame, floor_cols: list, rates: dict, breakdown: dict) -> list:
     """perf.md's floor table (each counted kernel's time as a multiple of its floor) and where a step's time goes."""
-    from tabulate import tabulate
-
     counted = table.dropna(subset=["floor_ms"])[["step", "seconds", *floor_cols]].copy()
     counted["seconds"] = counted["seconds"] * 1e3
     counted = counted.rename(columns={"seconds": "measured_ms"}).round(3)

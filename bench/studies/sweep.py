@@ -27,8 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.running.runner import Job, run_job
+from datasets.synthetic import SimulationScale, simulate
+from methods import registry
 from methods.base import Budget
 from surrogates.model import SurrogateConfig
+from surrogates.train import train_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +67,6 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
         The long table written to `sweep.csv`, one row per (d, method).
     """
     from tqdm.auto import tqdm
-
-    from bench.running.runner import Job, run_job
-    from datasets.synthetic import SimulationScale
-    from methods import registry
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,9 +105,6 @@ def run_sweep(dims=PAPER_DIMS, methods=None, budget: Budget = Budget(seconds=60.
 
 def _prepare(scale, seed: int, config: SurrogateConfig, cell_type: str):
     """Simulate one scale and train the sweep's surrogate on it → (data, truth, surrogate, context columns)."""
-    from datasets.synthetic import simulate
-    from surrogates.train import train_surrogate
-
     t0 = time.perf_counter()
     data, truth = simulate(scale, seed)
     sim_seconds = time.perf_counter() - t0
