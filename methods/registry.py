@@ -74,13 +74,23 @@ def specs() -> list[MethodSpec]:
     return list(_REGISTRY.values())
 
 
-def _load_all() -> None:
-    """Import every module in `methods/` once so their decorators run. Helper modules are named with a leading
-    underscore and skipped; `base` and `registry` hold no method, so importing them registers nothing."""
+def import_modules(package: str) -> list[str]:
+    """Import every module of `package` (a dotted name on sys.path) whose name does not start with an underscore,
+    in name order, so their `@register` decorators run; returns the modules' dotted names. Helper modules are named
+    with a leading underscore and skipped. This is how the registry finds the methods of `methods/` (`_load_all`);
+    another package of explainers (a test's probe package in a temporary folder) is read the same way."""
     import importlib
     import pkgutil
-    from pathlib import Path
 
-    for mod in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda m: m.name):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{mod.name}")
+    root = importlib.import_module(package)
+    names = [f"{package}.{mod.name}" for mod in sorted(pkgutil.iter_modules(root.__path__), key=lambda m: m.name)
+             if not mod.name.startswith("_")]
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
+def _load_all() -> None:
+    """Import every module in `methods/` once so their decorators run (`import_modules`); `base` and `registry` hold
+    no method, so importing them registers nothing."""
+    import_modules(__package__)

@@ -56,13 +56,30 @@ def test_grid_order_and_overrides():
     assert CurvePoint("paired", 5000, 20000.0).overrides(quick) == (("n_cells", "5000"), ("umi_per_cell", "20000"))
 
 
-def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path):
+def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path, monkeypatch):
+    """The rerun trains no surrogate and computes no job: both are counted where the curve calls them (the tiny
+    profile runs its jobs in this process, one at a time, so a patched `run_task` sees every one)."""
     from bench.cli import main
+    from bench.running import harness
+    from surrogates import checkpoint
 
+    calls = {"train": 0, "jobs": 0}
+
+    def counted(key, fn):
+        def wrapper(*args, **kwargs):
+            calls[key] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(checkpoint, "train_surrogate", counted("train", checkpoint.train_surrogate))
+    monkeypatch.setattr(harness, "run_task", counted("jobs", harness.run_task))
     argv = ["fidelity-curve", "--scale", "tiny", "--cells", "900,1200", "--depths", "none", "--reference-cells",
             "none", "--styles", "paired", "--methods", "saliency,input-x-gradient,random", "--bootstrap", "50",
             "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--no-progress"]
     assert main(argv) == 0
+    # one surrogate per point; every (method, cell type, gene) job is a task on each tier: 2 points × 2 tiers ×
+    # 3 methods × 7 jobs (a fresh cache holds nothing, so the counters see the work they are meant to see)
+    assert calls == {"train": 2, "jobs": 2 * 2 * 3 * 7}
     first = pd.read_csv(tmp_path / "out" / "fidelity_curve.csv")
     assert list(first["n_cells"]) == [900, 1200] and set(first["style"]) == {"paired"}
     assert first["n_jobs"].eq(7).all()  # the first marker of each of the 7 cell types
@@ -72,7 +89,12 @@ def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path):
     assert len(means) == 2 * 3 and set(means["method"]) == {"saliency", "input-x-gradient", "random"}
     for name in ("fidelity_curve.md", "fidelity_curve.png", "run.json"):
         assert (tmp_path / "out" / name).exists()
-    assert main(argv) == 0  # the rerun trains nothing and computes no job: the same table
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")}
+    assert len(checkpoints) == 2
+    calls.update(train=0, jobs=0)
+    assert main(argv) == 0
+    assert calls == {"train": 0, "jobs": 0}  # every surrogate and every job came from the caches
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*.pt")} == checkpoints  # none rewritten
     again = pd.read_csv(tmp_path / "out" / "fidelity_curve.csv")
     cols = ["marker_r2", "interventional_spearman", "tau_tiers", "locus_heldout_gain_pct"]
     pd.testing.assert_frame_equal(first[cols], again[cols])

@@ -23,11 +23,41 @@ def test_ranks_the_regulating_peak_first():
     assert e.info["steps"] == 300 and e.info["seconds"] > 0 and e.info["samples"] > 0
 
 
-def test_mean_objective_runs():
-    p = toy_problem()
-    e = Fimap(objective="mean", steps=50).explain(p.surrogate, p.train, TARGET, 5)
-    e.check(p.surrogate.n_peaks, 5)
-    assert e.status == "ok" and e.info["objective"] == "mean"
+def test_mean_objective_closes_the_largest_absolute_effect_and_ratio_the_largest_relative_one():
+    """target = max(0, 20 + 2·x_HI − 20·x_NEG + 0.1·x_LO) + 0.5 (tests/hand_models.py), on 20 "rich" cells (HI open,
+    ŷ = 22.5) and 20 "poor" ones (NEG and LO open, ŷ = 0.6); the unit stays active, so closing an open peak j lowers
+    ŷ by w_j exactly. At the L1 price λ = 0.13 per closed peak (no warm-up, full batch: every step's gradient has
+    the same sign), the mean objective closes j where w_j > λ: HI (2), not LO (0.1). The ratio objective prices the
+    drop relative to the cell's ŷ₀ + c: HI 2 / 22.51 = 0.09 < λ, LO 0.1 / 0.61 = 0.16 > λ (its hinge never binds: the
+    mean ratio stays above 0.9), so it picks LO instead; NEG, whose closing raises ŷ, is closed by neither."""
+    from tests.hand_models import CHROM, cells, hand_model
+
+    neg, hi, lo = 2, 5, 9
+    w = np.zeros(len(CHROM))
+    w[[neg, hi, lo]] = [-20.0, 2.0, 0.1]
+    model = hand_model(w, bias=20.0)
+    x = (np.random.default_rng(0).random((40, len(CHROM))) < 0.4).astype(np.uint8)
+    rich = np.arange(40) < 20
+    x[:, [neg, hi, lo]] = np.where(rich[:, None], [0, 1, 0], [1, 0, 1])
+    data = cells(x)
+    y0 = model.predict(data.atac, genes=["target"])[:, 0].numpy()
+    np.testing.assert_allclose(y0, np.where(rich, 22.5, 0.6), atol=1e-5)  # the hand model is what it says
+
+    def scores(objective):
+        e = Fimap(objective=objective, sparsity=0.13, warmup=0.0, steps=100, batch_size=64).explain(
+            model, data, "target", len(CHROM))
+        e.check(len(CHROM), len(CHROM))
+        assert e.status == "ok" and e.info["objective"] == objective
+        s = np.empty(len(CHROM))
+        s[e.peaks] = e.scores
+        return e.peaks, s
+
+    peaks, s = scores("mean")
+    assert peaks[0] == hi
+    assert s[hi] > 0.45  # closed in (nearly) every rich cell: at most 0.5, the share of cells where HI is open
+    assert s[lo] < 1e-3 and s[neg] < 1e-3  # below the initial 0.5 · sigmoid(−4) ≈ 0.009: pushed shut
+    peaks, s = scores("ratio")
+    assert peaks[0] == lo and s[hi] < 1e-3
 
 
 def test_seeded_and_deterministic():

@@ -1,5 +1,8 @@
-"""bench/studies/floor.py: FLOPs and compulsory bytes of GEMMs and embedding bags, hand-computed from the shapes, and the
-floor as a sum of per-kernel roofline bounds."""
+"""bench/studies/floor.py: FLOPs and compulsory bytes of GEMMs and embedding bags, hand-computed from the shapes; the
+floor as a sum of per-kernel roofline bounds; machine rates as hand-counted work over the measured time; and each kind
+of work in its own bucket of the time breakdown."""
+
+import time
 
 import pytest
 import torch
@@ -42,11 +45,51 @@ def test_the_floor_is_the_sum_of_per_kernel_bounds():
                                          "bag_bytes": 1e9}
 
 
-def test_machine_rates_and_breakdown_are_measured():
-    rates = machine_rates(min_run_time=0.05, gemm_n=128, stream_mib=8)
-    assert rates["gemm_flops_per_s"] > 1e6 and rates["copy_bytes_per_s"] > 1e6 and rates["read_bytes_per_s"] > 1e6
-    a = torch.randn(64, 64)
-    parts = time_breakdown(lambda: [a @ a for _ in range(20)])
-    assert parts["gemm"] > 0 and parts["wall"] >= parts["gemm"]
-    assert sum(parts[k] for k in ("gemm", "embedding_bag", "other_aten", "python_numpy_scipy")) \
-        == pytest.approx(max(parts["wall"], parts["gemm"] + parts["embedding_bag"] + parts["other_aten"]))
+def test_a_plain_matmul_and_a_batched_one_by_hand():
+    """m × k @ k × n with m, k, n all different, so a transposed or swapped shape shows: 2·m·n·k FLOPs, and both
+    operands read once and the output written once in float32."""
+    m, k, n = 3, 5, 7
+    _, c = count_kernels(lambda: torch.randn(m, k) @ torch.randn(k, n))
+    assert c.kernels == [("gemm", 2 * m * n * k, 4 * (m * k + k * n + m * n))]
+    _, batched = count_kernels(lambda: torch.bmm(torch.randn(2, m, k), torch.randn(2, k, n)))
+    assert batched.kernels == [("gemm", 2 * 2 * m * n * k, 4 * 2 * (m * k + k * n + m * n))]
+
+
+def test_machine_rates_divide_the_hand_counted_work_by_the_measured_time(monkeypatch):
+    """A timer that reports 0.5 s for every statement: the rates are then the work by hand over 0.5 s, with the
+    copy counted as read + write and the sum as a read only, on arrays of the requested sizes."""
+    from types import SimpleNamespace
+
+    from bench.studies import floor
+
+    seen = {}
+
+    class HalfSecondTimer:
+        def __init__(self, stmt, globals, num_threads):
+            seen[stmt] = globals
+
+        def blocked_autorange(self, min_run_time):
+            return SimpleNamespace(median=0.5)
+
+    monkeypatch.setattr(floor, "benchmark", SimpleNamespace(Timer=HalfSecondTimer))
+    rates = machine_rates(min_run_time=0.01, gemm_n=16, stream_mib=2)
+    floats = 2 * 2**20 // 4  # 2 MiB of float32
+    assert rates["gemm_flops_per_s"] == 2 * 16**3 / 0.5
+    assert rates["copy_bytes_per_s"] == 2 * 4 * floats / 0.5 and rates["read_bytes_per_s"] == 4 * floats / 0.5
+    assert seen["torch.mm(a, b)"]["a"].shape == (16, 16) and seen["src.sum()"]["src"].numel() == floats
+
+
+def test_time_breakdown_puts_each_kind_of_work_in_its_own_bucket():
+    """GEMMs only: the time is GEMM time, none of it embedding-bag time. Weighted sum bags only (the surrogate's
+    kind): the other way round (the bag kernel, not its small setup ops, takes most of it). A 50 ms sleep: no aten
+    time at all, and at least the 50 ms it slept outside the kernels (the Python share)."""
+    a, table = torch.randn(256, 256), torch.randn(1000, 64)
+    idx, offsets, w = torch.randint(0, 1000, (100_000,)), torch.arange(0, 100_000, 1000), torch.rand(100_000)
+    gemms = time_breakdown(lambda: [torch.mm(a, a) for _ in range(3)])
+    assert gemms["gemm"] > gemms["other_aten"] and gemms["embedding_bag"] == 0
+    bags = time_breakdown(lambda: [F.embedding_bag(idx, table, offsets, mode="sum", per_sample_weights=w)
+                                   for _ in range(3)])
+    assert bags["embedding_bag"] > bags["other_aten"] and bags["gemm"] == 0
+    sleep = time_breakdown(lambda: time.sleep(0.05))
+    assert sleep["gemm"] == sleep["embedding_bag"] == sleep["other_aten"] == 0
+    assert sleep["python_numpy_scipy"] >= 0.05 - 1e-3  # time.sleep sleeps at least as long as asked

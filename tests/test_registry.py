@@ -35,26 +35,38 @@ def test_duplicate_names_are_rejected():
 
 
 def test_modules_with_a_leading_underscore_are_not_imported(tmp_path, monkeypatch):
-    """A probe module in methods/ registers itself when imported: under a plain name it is, under `_name` not."""
-    import importlib
+    """A probe package in a temporary folder, read by `import_modules` (the discovery `methods/` goes through):
+    each probe module registers itself when imported; under a plain name it is, under `_name` it is not. The
+    registry is a copy for the test, so the probe leaves no name behind, and nothing is written to the source tree."""
     import sys
-    from pathlib import Path
 
-    folder = Path(registry.__file__).parent
+    package = "zz_probe_explainers"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
     body = "from methods.random_subset import RandomPeaks\nfrom methods.registry import register\n\n" \
            "@register({name!r}, paper='probe', kind='control', is_baseline=True)\n" \
            "class Probe(RandomPeaks):\n    \"\"\"Probe.\"\"\"\n"
-    try:
-        for stem in ("_zz_probe_helper", "zz_probe_method"):
-            (folder / f"{stem}.py").write_text(body.format(name=stem))
-        importlib.invalidate_caches()
-        names = registry.available()
-        assert "zz_probe_method" in names and "_zz_probe_helper" not in names
-    finally:
-        for stem in ("_zz_probe_helper", "zz_probe_method"):
-            (folder / f"{stem}.py").unlink(missing_ok=True)
-            sys.modules.pop(f"methods.{stem}", None)
-        registry._REGISTRY.pop("zz_probe_method", None)
+    for stem in ("_zz_probe_helper", "zz_probe_method"):
+        (tmp_path / package / f"{stem}.py").write_text(body.format(name=stem))
+    before, asked = registry.available(), []
+    with monkeypatch.context() as patch:  # the registry's own discovery is this seam, on `methods`
+        patch.setattr(registry, "import_modules", lambda package: asked.append(package) or [])
+        registry.available()
+    assert asked == ["methods"]
+    assert set(registry.import_modules("methods")) >= {spec.cls.__module__ for spec in registry.specs()}
+    with monkeypatch.context() as patch:
+        patch.syspath_prepend(str(tmp_path))
+        patch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        try:
+            assert registry.import_modules(package) == [f"{package}.zz_probe_method"]
+            assert f"{package}._zz_probe_helper" not in sys.modules
+            names = registry.available()
+            assert names == before + ["zz_probe_method"]
+            assert registry.get("zz_probe_method").cls.__module__ == f"{package}.zz_probe_method"
+        finally:
+            for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+                del sys.modules[name]
+    assert registry.available() == before  # the probe vanished with the registry's copy
 
 
 @pytest.mark.parametrize("name", METHODS)
