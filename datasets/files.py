@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import filelock
 import pandas as pd
 
 
@@ -77,35 +78,33 @@ class FolderLocked(RuntimeError):
 @contextlib.contextmanager
 def folder_lock(folder) -> Iterator[Path]:
     """Hold an exclusive lock on `folder` (a `.lock` file in it) for the block, so two runs writing the same output
-    folder never interleave their files: the second raises `FolderLocked` at once, naming the holder, before it
-    writes anything. The lock is the kernel's (fcntl.flock): a killed holder releases it, so a stale `.lock` file
-    never blocks a rerun. Where flock is missing (Windows) the block runs unlocked."""
+    folder never interleave their files: the second raises `FolderLocked` at once (it never waits), naming the
+    holder, before it writes anything. The lock is `filelock`'s: the kernel's on POSIX and Windows, so a killed
+    holder releases it and a stale `.lock` file never blocks a rerun. Yields the `.lock` path.
+
+    Who holds the lock is written beside it, in `.lock.holder`, not into `.lock`: that file belongs to filelock
+    (some versions truncate it on open, Windows locks its bytes against reading)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".lock"
+    path, holder = folder / ".lock", folder / ".lock.holder"
+    lock = filelock.FileLock(path, timeout=0)  # timeout 0: one try, then Timeout
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory locks; files are still written atomically one by one
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            who = holder.read_text(encoding="utf-8").strip()
+        except OSError:  # the holder has not written it yet
+            who = ""
+        raise FolderLocked(f"{folder} is being written by {who or 'another process'}; wait for it to finish or "
+                           "choose another output folder") from None
+    try:
+        holder.write_text(f"pid {os.getpid()}", encoding="utf-8")
         yield path
-        return
-    with open(path, "a+") as fh:
+    finally:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise FolderLocked(f"{folder} is being written by {holder}; wait for it to finish or choose another "
-                               "output folder") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        try:
-            yield path
+            holder.unlink(missing_ok=True)  # before the release, so a next holder's file is never the one removed
         finally:
-            fh.seek(0)
-            fh.truncate()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            lock.release()
 
 
 def read_table(path, **kwargs) -> pd.DataFrame:

@@ -274,7 +274,8 @@ def test_a_method_with_half_its_jobs_missing_is_never_best():
     head = headline(long[long["gene"] == "*"], controls=set())
     assert head["method"].tolist() == ["a", "h"] and head["coverage"].tolist() == ["4/4", "2/4"]
     text = headline_markdown(head)
-    assert "jobs with a number L=10" in text and "never the best" in text
+    assert "scored L=10" in text and "never the best" in text
+    assert [cells(text, m)[-1] for m in ("a", "hᵉᶠ")] == ["4/4", "2/4"]  # the coverage column
     table = detail(long, 10, "rel_delta_pct", ["a", "h"])
     assert "**" in cells(table, "a")[-1] and "**" not in cells(table, "h")[-1]
 

@@ -420,7 +420,8 @@ DETAIL_SECTIONS = (
      "(context, not a score)."),
     ("median_tss_distance", "Distance to the TSS", "Per job, the median distance of the selected peaks on the "
      "gene's chromosome to its TSS; per cell type the median over its genes, and in the last column the median "
-     "over every gene with the interquartile range: distances are skewed, so no mean ± (context, not a score)."),
+     "over every gene with the interquartile range: distances are skewed, so no mean ± (context, not a score); the "
+     "`nearest-tss` control shows what closing the nearest open peaks alone achieves."),
 )
 
 

@@ -1,8 +1,10 @@
 """The leaderboard's tables, built from `report.long_table`'s aggregated rows (pure functions, markdown out).
 
-* `headline` — one row per method, ranked by Avg Rel Δ at the largest L: Rel Δ ± 95 % CI at each L (first and
-  last L plus the area under the Rel Δ–log L curve when the grid has more than three), the oracle's Rel Δ at the
-  largest L on synthetic data, and seconds per job; control and status marks as footnotes.
+* `headline` — one row per method, ranked by Avg Rel Δ at the largest L, with every column (headline.csv);
+  `headline_markdown` shows the part that fits `HEADLINE_WIDTH` (100) characters: Rel Δ ± 95 % CI at each L (first
+  and last L plus the area under the Rel Δ–log L curve when the grid has more than two; on the truth tier the % of
+  the optimum there, and Rel Δ at the largest L), the oracle's Rel Δ at the largest L on synthetic data, the
+  selection's stability over replicates and seconds per job; control and status marks as footnotes.
 * `detail` — one metric at one L: methods as rows, cell types (then Avg) as columns, best per column in bold.
 
 Numbers are rounded to what their interval supports: two significant digits of the half-width, the mean to the
@@ -21,6 +23,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from scipy.integrate import trapezoid
 from tabulate import tabulate
 
 from bench.scoring.metrics import INTERVAL, METRICS
@@ -34,7 +37,7 @@ EFFORT_TEXT = {"fewer_cells": "some jobs explained fewer cells than the method's
                                "groups not refined to single peaks)"}
 CONTROL_MARK = "†"
 MISSING_MARK = "ᵐ"  # an Avg over fewer cell types than the table has (its status names them)
-MAX_HEADLINE_LS = 3  # more Ls than this: first, last and the area under the curve
+MAX_HEADLINE_LS = 2  # more Ls than this: first, last and the area under the curve (three do not fit 100 chars)
 MIN_FOR_INTERVAL = 4  # fewer values than this: the mean without ± (see the module docstring)
 
 
@@ -97,8 +100,7 @@ def rel_delta_auc(Ls, values) -> float:
     x, y = np.log(np.asarray(Ls, dtype=float)), np.asarray(values, dtype=float)
     if y.size < 2 or not np.isfinite(y).all():
         return float("nan")
-    area = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))  # the trapezoid rule (np.trapezoid needs numpy 2)
-    return area / float(x[-1] - x[0])
+    return float(trapezoid(y, x)) / float(x[-1] - x[0])
 
 
 def marks(statuses: pd.Series, control: bool) -> str:
@@ -166,69 +168,101 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
             .reset_index(drop=True))
 
 
+# The headline must read in a terminal and a diff without wrapping: its markdown table is at most this many
+# characters wide. It holds what decides the order (Rel Δ at the largest L) and what qualifies it; everything else
+# (every L, the TSS distance, …) is in the per-L sections and in headline.csv, which keeps every column.
+HEADLINE_WIDTH = 100
+# Columns `headline_markdown` leaves out, in this order, in the rare table still wider than HEADLINE_WIDTH (very
+# long method names or marks); the note under it names them. Never the ranking column or the coverage.
+DROP_ORDER = ("Jaccard", "Oracle", "AUC", "s/job", "first L")
+
+
 def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
-    """The headline as a compact table (markdown, or `tablefmt="html"`) followed by its footnotes."""
+    """The headline as a compact table (markdown, or `tablefmt="html"`) followed by its footnotes, at most
+    `HEADLINE_WIDTH` characters wide in markdown.
+
+    Columns: Rel Δ at the first and the largest L (every L when there are two or fewer) and, with more than two, the
+    AUC over all of them; on the truth tier the % of the optimum at those Ls instead, and Rel Δ only at the largest
+    L, the number that orders the rows. Then the oracle's Rel Δ at the largest L (synthetic data), the Jaccard
+    stability (replicated runs), s/job, and the jobs with a number when some method lacks one. Three Rel Δ columns
+    or Rel Δ and % of optimum side by side do not fit 100 characters beside the method names; the TSS distance is
+    context, not a score, and has its own per-L table."""
     Ls = [int(c.split("@")[1]) for c in table.columns if c.startswith("rel_delta_pct@")]
     shown = Ls if len(Ls) <= MAX_HEADLINE_LS else [Ls[0], Ls[-1]]
+    truth = all(f"pct_of_optimum@{L}" in table for L in shown)
     oracle = [c for c in table.columns if c.startswith("oracle_rel_delta_pct@")]
-    optimum = [L for L in shown if f"pct_of_optimum@{L}" in table]
-    headers = ["Method"] + [f"Rel Δ % L={L} ↓" for L in shown]
-    if len(Ls) > MAX_HEADLINE_LS:
-        headers.append("AUC ↓")
-    headers += [f"% of optimum L={L} ↑" for L in optimum]
-    if oracle:
-        headers.append(f"Oracle L={oracle[0].split('@')[1]}")
-    tss = [c for c in table.columns if c.startswith("median_tss_distance@") and table[c].notna().any()]
-    if tss:
-        headers.append(f"TSS distance L={tss[0].split('@')[1]}")
-    if "jaccard" in table:
-        headers.append("Jaccard")
-    headers.append("s/job")
     partial = "complete" in table and not table["complete"].all()
+    rel, opt = METRICS["rel_delta_pct"], METRICS["pct_of_optimum"]
+    rows = table.to_dict("records")
+    n_of = [int(r.get("n_cell_types", MIN_FOR_INTERVAL)) for r in rows]  # the Avg's cell types: too few, no ±
+
+    def column(header, cell, group=None):
+        return header, [cell(r, n) for r, n in zip(rows, n_of)], group
+
+    def rel_at(L):
+        return lambda r, n: fmt_metric(rel, r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"], n)
+
+    def auc(r, n):  # at the precision of the largest L's interval
+        return (fmt_metric(rel, r["auc"], np.nan, 0) if n < MIN_FOR_INTERVAL else
+                fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
+
+    columns = [("Method", [r["method"] + r["marks"] for r in rows], None)]
+    if truth:
+        columns += [column(f"% opt L={L} ↑", lambda r, n, L=L: fmt_metric(
+            opt, r[f"pct_of_optimum@{L}"], r[f"pct_of_optimum_ci95@{L}"], n), "first L" if L != Ls[-1] else None)
+            for L in shown]
+        columns.append(column(f"Rel Δ L={Ls[-1]} ↓", rel_at(Ls[-1])))
+    else:
+        columns += [column(f"Rel Δ L={L} ↓", rel_at(L), "first L" if L != Ls[-1] else None) for L in shown]
+    if len(Ls) > MAX_HEADLINE_LS:
+        columns.append(column("AUC ↓", auc, "AUC"))
+    if oracle:
+        columns.append(column(f"Oracle L={Ls[-1]}", lambda r, n: fmt_metric(
+            rel, r[oracle[0]], r[oracle[0].replace("@", "_ci95@")], n), "Oracle"))
+    if "jaccard" in table:
+        columns.append(column("Jaccard", lambda r, n: f"{r['jaccard']:.2f}" if np.isfinite(r["jaccard"]) else "—",
+                              "Jaccard"))
+    columns.append(column("s/job", lambda r, n: f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"])
+                          else "—", "s/job"))
     if partial:
-        headers.append(f"jobs with a number L={Ls[-1]}")
-    body = []
-    rel = METRICS["rel_delta_pct"]
-    for r in table.to_dict("records"):
-        n = int(r.get("n_cell_types", MIN_FOR_INTERVAL))  # the Avg's cell types: too few, and there is no ±
-        line = [r["method"] + r["marks"]] + [fmt_metric(rel, r[f"rel_delta_pct@{L}"], r[f"rel_delta_pct_ci95@{L}"], n)
-                                             for L in shown]
-        if len(Ls) > MAX_HEADLINE_LS:  # at the precision of the largest L's interval
-            line.append(fmt_metric(rel, r["auc"], np.nan, 0) if n < MIN_FOR_INTERVAL else
-                        fmt_ci(r["auc"], np.nan, decimals_for(r[f"rel_delta_pct_ci95@{Ls[-1]}"])))
-        line += [fmt_metric(METRICS["pct_of_optimum"], r[f"pct_of_optimum@{L}"], r[f"pct_of_optimum_ci95@{L}"], n)
-                 for L in optimum]
-        if oracle:
-            line.append(fmt_metric(rel, r[oracle[0]], r[oracle[0].replace("@", "_ci95@")], n))
-        if tss:
-            line.append(fmt_bp(r[tss[0]]))
-        if "jaccard" in table:
-            line.append(f"{r['jaccard']:.2f}" if np.isfinite(r["jaccard"]) else "—")
-        line.append(f"{r['seconds_per_job']:.2f}" if np.isfinite(r["seconds_per_job"]) else "—")
-        if partial:
-            line.append(r["coverage"])
-        body.append(line)
-    notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better). {INTERVAL.description}"]
+        columns.append(column(f"scored L={Ls[-1]}", lambda r, n: r["coverage"]))
+
+    def rendered(cols, fmt):
+        return render([list(line) for line in zip(*(cells for _, cells, _ in cols))], [h for h, _, _ in cols], fmt)
+
+    left_out = []
+    for group in DROP_ORDER:  # only when a table is still too wide (see DROP_ORDER)
+        if max(map(len, rendered(columns, "github").splitlines())) <= HEADLINE_WIDTH:
+            break
+        if any(g == group for _, _, g in columns):
+            left_out += [h for h, _, g in columns if g == group]
+            columns = [c for c in columns if c[2] != group]
+    headers = [h for h, _, _ in columns]
+
+    in_pct = ["Rel Δ"] + ["AUC"] * ("AUC ↓" in headers) + ["Oracle"] * any(h.startswith("Oracle") for h in headers)
+    in_pct = ", ".join(in_pct[:-1]) + " and " + in_pct[-1] if len(in_pct) > 1 else in_pct[0]
+    notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better); {in_pct} in %. "
+             + INTERVAL.description]
     if partial:
         notes.append(f"Only methods with a number for every job at L = {Ls[-1]} are ranked first; the rows after them "
                      "(fewer jobs with a number: the rest failed or had no estimate) are listed by the same number "
                      "but are never the best here, in bold or in the discrimination tables: an average over the "
-                     "jobs a method managed is not comparable with one over every job.")
-    if len(Ls) > MAX_HEADLINE_LS:
+                     "jobs a method managed is not comparable with one over every job. scored: the jobs with a "
+                     "number, of all.")
+    if "AUC ↓" in headers:
         notes.append("AUC: the mean Rel Δ over the L grid, i.e. the trapezoid area under Rel Δ vs log L divided by "
-                     "log(L_max / L_min), so each doubling of L weighs the same. Every L is in the detail tables and "
-                     "rel_delta_vs_L.png.")
-    if optimum:
-        notes.append("% of optimum (truth tier): the method's Rel Δ as a percentage of the exact best closure of at "
-                     "most L peaks on the same test cells (100 = optimal, 0 = no change); its Avg is formed like "
-                     "Rel Δ's.")
-    if tss:
-        notes.append("TSS distance: the median over every job of the median gap between the gene's TSS and the "
-                     "selected peaks on its chromosome (per cell type in the detail tables); the `nearest-tss` "
-                     "control shows what closing the nearest open peaks alone achieves.")
-    if "jaccard" in table:
+                     "log(L_max / L_min), so each doubling of L weighs the same.")
+    if truth:
+        notes.append("% opt (truth tier): the method's Rel Δ as a percentage of the exact best closure of at most L "
+                     "peaks on the same test cells (100 = optimal, 0 = no change); its Avg is formed like Rel Δ's.")
+    if any(h.startswith("Oracle") for h in headers):
+        notes.append("Oracle: the simulator's exact expression change when the selected peaks are closed.")
+    if "Jaccard" in headers:
         notes.append(f"Jaccard: mean overlap of the peaks a method selects at L = {Ls[-1]} across the replicates of a "
                      "job (seeds and surrogate seeds); 1 = the same peaks every time.")
+    notes.append("The per-L sections have every L and metric (the TSS distance of the selected peaks among them), "
+                 "rel_delta_vs_L.png every L's Rel Δ; headline.csv keeps every column."
+                 + (f" Left out here to fit {HEADLINE_WIDTH} characters: {', '.join(left_out)}." if left_out else ""))
     used = set("".join(table["marks"]))
     legend = {CONTROL_MARK: "control (bounds the scale; ranked here, but never bold or the best in the detail "
                             "tables)", **{m: f"some jobs {s}" for s, m in STATUS_MARKS.items()},
@@ -240,7 +274,7 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         counts = (" (counts under Runtime and status)"
                   if used & (set(STATUS_MARKS.values()) | set(EFFORT_MARKS.values()) | {MISSING_MARK}) else "")
         notes.append("Marks: " + "; ".join(marks) + counts + ".")
-    return render(body, headers, tablefmt) + "\n\n" + "\n\n".join(notes)
+    return rendered(columns, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 
 def _gene_values(jobs: pd.DataFrame, metric: str) -> pd.Series:
