@@ -48,7 +48,7 @@ from bench.running.versions import code_versions
 from datasets.files import FolderLocked, atomic_write, folder_lock
 from surrogates.checkpoint import checkpoint_name
 from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
-from surrogates.protocol import ModelOutputError, as_model
+from surrogates.protocol import ModelOutputError, as_model, cache_key_of, meta_of
 from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
@@ -306,11 +306,11 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
         context = {"fidelity_png": buf.getvalue(), "fidelity_summary": fidelity.summary()}
 
     explained = ({"surrogate style": style, "surrogate seeds": surrogate_seeds,
-                  "checkpoint (cache key)": checkpoint_name(model.meta.get("checkpoint", ""))}
+                  "checkpoint (cache key)": checkpoint_name(meta_of(model).get("checkpoint", ""))}
                  if style in SURROGATE_STYLES else
                  {"explained model": "the simulator's exact model (truth tier)" if style == "truth" else
-                  f"your model {getattr(model, 'meta', {}).get('model', type(model).__name__)}",
-                  "model cache key": getattr(model, "cache_key", None) or "none (jobs not cached)"})
+                  f"your model {meta_of(model).get('model', type(model).__name__)}",
+                  "model cache key": cache_key_of(model) or "none (jobs not cached)"})
     config = {"data": inputs.describe(), "profile": plan.profile.name, **explained,
               "methods": ", ".join(plan.methods), "L": ", ".join(map(str, plan.Ls)), "seeds": len(plan.seeds),
               "(cell type, gene) pairs": len(plan.pairs), "per-job evaluation budget": plan.profile.budget.samples,

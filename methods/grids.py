@@ -45,13 +45,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from methods.base import BudgetClock, Explainer, Explanation
 from methods.registry import register
-from surrogates.model import SparseAtac
-from surrogates.protocol import (AdditiveHidden, EmbeddingBags, cell_types_of, close_rows, fast_path,
+from surrogates.protocol import (AdditiveHidden, BagBatch, EmbeddingBags, cell_types_of, close_rows, fast_path,
                                  restrict_to_support)
 
 # Pseudo-count (log1p units) in both ratios of eq. 2. With a tiny one (0.01), genes predicted at ~0 in the target's
@@ -196,7 +194,7 @@ class _BagSearch:
     def __init__(self, grids: Grids, model, X, cell_types, gi: int):
         self.grids, self.model, self.gi = grids, model, gi
         self.X = X
-        self.cells_atac = CellBatches(model, X)
+        self.cells_atac = model.bag_batches(X)  # the model's own bags: GRIDS never sees how entries map to them
         with torch.no_grad():
             self.y0_all = model.head(model.first_hidden(model.sparse_batch(X)))
             self.tables = model.embedding_tables()  # frozen weights: Δ and the chromosome constant once per job
@@ -204,7 +202,7 @@ class _BagSearch:
     def batch(self, cells):
         return self.cells_atac.batch(cells)
 
-    def gains(self, batch: "_Batch", in_r, y0, genes=None):
+    def gains(self, batch: BagBatch, in_r, y0, genes=None):
         """(first pre-activation a_r with the subset closed, each cell's objective, eq. 4 gain of every peak), on
         every gene or the `genes` sample (target first).
 
@@ -226,7 +224,7 @@ class _BagSearch:
         return a_r.detach(), per_cell.detach(), peak_gains(batch, tables[0], d_s)
 
     @torch.no_grad()
-    def swap_losses(self, batch: "_Batch", a_r, r, old: int, cand, per_cell, y0, genes=None):
+    def swap_losses(self, batch: BagBatch, a_r, r, old: int, cand, per_cell, y0, genes=None):
         """(the incumbent's objective, the true objective of each subset with slot peak `old` swapped for one
         candidate), incrementally: the swap changes cell c's first pre-activation by +x_c,old U_old − x_c,j U_j, so
         only the layers after the first are re-run, and only for the cells it changes (x_c,old = 1 or x_c,j = 1);
@@ -349,19 +347,17 @@ class _GenericSearch:
 
 
 @torch.no_grad()
-def summed_embeddings(surrogate, batch: "_Batch", tables, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """`Surrogate.embed` of a batch with per-entry `weights` (0 = closed) on precomputed `tables`: the
-    per-chromosome embedding sums s (cells × chromosomes·emb), as a leaf that requires grad (∂ℒ/∂s is all
-    `peak_gains` needs)."""
-    return surrogate.embed(batch.atac, weights, tables).requires_grad_(True)
+def summed_embeddings(model, batch: BagBatch, tables, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's `embed` of a step batch with per-entry `weights` (0 = closed) on precomputed `tables`: the bag
+    sums s (cells × bags·emb), as a leaf that requires grad (∂ℒ/∂s is all `peak_gains` needs)."""
+    return model.embed(batch.atac, weights, tables).requires_grad_(True)
 
 
 @torch.no_grad()
-def peak_gains(batch: "_Batch", delta: torch.Tensor, d_s: torch.Tensor) -> torch.Tensor:
-    """Eq. 4 for every peak, g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩, from ∂ℒ/∂s (cells × chromosomes·emb):
-    one embedding bag over the small gradient table, bagged by peak, then a dot product per peak."""
-    by_peak = F.embedding_bag(batch.peak_bags, d_s.reshape(-1, delta.shape[1]), batch.peak_offsets, mode="sum")
-    return (by_peak * delta).sum(1)
+def peak_gains(batch: BagBatch, delta: torch.Tensor, d_s: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 for every peak, g_j = ⟨Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e), Δ_j⟩, from ∂ℒ/∂s (cells × bags·emb): the
+    batch's sums of the gradient over each peak's entries (`peak_sums`), then a dot product per peak."""
+    return (batch.peak_sums(d_s) * delta).sum(1)
 
 
 class _GeneSample:
@@ -376,45 +372,3 @@ class _GeneSample:
         """Each row's sampled objective: a (rows × hidden), y0 (rows × all genes, or × the sample's genes when
         `sampled`) → (rows,)."""
         return cell_objective(self.head(a), y0 if sampled else y0[:, self.genes], 0, self.beta, "ratio")
-
-
-class _Batch:
-    """One step's cells in the two orders the step needs: by cell (the embedding bags of the forward pass) and by
-    peak (the gains' bags, and the candidate columns)."""
-
-    def __init__(self, atac: SparseAtac, by_peak: sp.csc_matrix, dev):
-        self.atac, self.by_peak, self.dev = atac, by_peak, dev
-        self.peak_bags = torch.as_tensor(by_peak.data, device=dev)  # each entry's (cell, chromosome) bag, by peak
-        self.peak_offsets = torch.as_tensor(by_peak.indptr[:-1].astype(np.int64), device=dev)
-
-    def columns(self, peaks: torch.Tensor) -> torch.Tensor:
-        """x[:, peaks] as float 0/1 (cells × len(peaks)), from the peak-ordered entries."""
-        sub = self.by_peak[:, peaks.cpu().numpy()]
-        out = np.zeros((self.atac.n_cells, len(peaks)), dtype=np.float32)
-        out[sub.indices, np.repeat(np.arange(len(peaks)), np.diff(sub.indptr))] = 1.0
-        return torch.as_tensor(out, device=self.dev)
-
-
-class CellBatches:
-    """The explained cells' ATAC prepared once per job, so a step's batch costs O(its open entries): a CSR copy
-    whose values are each open entry's chromosome, from which a row sample gives both the embedding bags
-    (cell × chromosome, what `Surrogate.sparse_batch` builds) and, through one CSR → CSC conversion, the same
-    entries grouped by peak."""
-
-    def __init__(self, surrogate, X: sp.spmatrix):
-        X = sp.csr_matrix(X)
-        if not X.has_sorted_indices:
-            X = X.sorted_indices()
-        chrom = surrogate.peak_chrom.cpu().numpy().astype(np.int64)
-        self.chrom = sp.csr_matrix((chrom[X.indices], X.indices, X.indptr), shape=X.shape)
-        self.n_chrom, self.dev = surrogate.n_chrom, surrogate.device
-
-    def batch(self, cells: np.ndarray) -> _Batch:
-        sub = self.chrom[cells]
-        n = len(cells)
-        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(sub.indptr))
-        bag = row * self.n_chrom + sub.data
-        offsets = np.searchsorted(bag, np.arange(n * self.n_chrom))  # bags are sorted: peaks in genome order
-        by_peak = sp.csr_matrix((bag, sub.indices, sub.indptr), shape=sub.shape).tocsc()
-        idx, offsets, row = (torch.as_tensor(a, device=self.dev) for a in (sub.indices.astype(np.int64), offsets, row))
-        return _Batch(SparseAtac(idx=idx, offsets=offsets, row=row, n_cells=n), by_peak, self.dev)

@@ -15,8 +15,9 @@ weights, a sum: the data decide between redundancy and additivity. u ≥ 0 (mono
 the cis term; `monotone=False` frees the sign, which on development data fitted co-accessible modules with units
 of both signs and predicted that closing an enhancer *raises* expression). The base is the paired surrogate, trained as
 always (its cached checkpoint); the cis layer is then fitted to the base's residuals on the training cells, early
-stopped on the validation cells (`fit_cis_layer`). The model speaks the plain protocol (predict / dense), not the
-embedding-bag fast paths, so explainers take their generic path on it.
+stopped on the validation cells (`fit_cis_layer`). The model speaks the plain protocol (predict / dense) and the
+capabilities that are not about speed (`cell_state`, `meta`, `threads`, `cpu`), none of the fast paths (no additive
+first layer, no embedding bags: the cis layer is neither), so explainers take their generic path on it.
 """
 
 from __future__ import annotations
@@ -120,12 +121,17 @@ class LocusSurrogate(nn.Module):
         self.base, self.cis = base, cis
         self.gene_names, self.cell_types, self.n_peaks = base.gene_names, base.cell_types, base.n_peaks
         self.n_genes = base.n_genes
-        self.config = base.config  # its jobs run on the base's fixed torch thread count (bench/running/runner.py)
+        self.config = base.config
         self.meta: dict = {}
 
     @property
     def device(self) -> torch.device:
         return self.base.device
+
+    @property
+    def threads(self) -> int:
+        """Its jobs run on the base's fixed torch thread count (`FixedThreads`, bench/running/runner.py)."""
+        return self.base.threads
 
     def gene_index(self, gene: str) -> int:
         return self.base.gene_index(gene)

@@ -220,6 +220,55 @@ class SparseAtac:
     n_cells: int
 
 
+class StepBatch:
+    """One step's cells in the two orders a GRIDS step needs (the `BagBatch` of surrogates/protocol.py): by cell
+    (`atac`, the embedding bags of the forward pass, exactly `Surrogate.sparse_batch` of these cells) and by peak
+    (each open entry's bag, grouped by peak: `peak_sums`, and the candidate columns)."""
+
+    def __init__(self, atac: SparseAtac, by_peak: sp.csc_matrix, dev):
+        self.atac, self.by_peak, self.dev = atac, by_peak, dev
+        self.peak_bags = torch.as_tensor(by_peak.data, device=dev)  # each entry's (cell, chromosome) bag, by peak
+        self.peak_offsets = torch.as_tensor(by_peak.indptr[:-1].astype(np.int64), device=dev)
+
+    def peak_sums(self, d_s: torch.Tensor) -> torch.Tensor:
+        """Σ_{e: idx(e)=j} ∂ℒ/∂s_b(e) for every peak j (peaks × emb), from ∂ℒ/∂s (cells × chromosomes·emb): one
+        embedding bag over the small gradient table, bagged by peak."""
+        return F.embedding_bag(self.peak_bags, d_s.reshape(len(self.atac.offsets), -1), self.peak_offsets,
+                               mode="sum")
+
+    def columns(self, peaks: torch.Tensor) -> torch.Tensor:
+        """x[:, peaks] as float 0/1 (cells × len(peaks)), from the peak-ordered entries."""
+        sub = self.by_peak[:, peaks.cpu().numpy()]
+        out = np.zeros((self.atac.n_cells, len(peaks)), dtype=np.float32)
+        out[sub.indices, np.repeat(np.arange(len(peaks)), np.diff(sub.indptr))] = 1.0
+        return torch.as_tensor(out, device=self.dev)
+
+
+class CellBatches:
+    """The explained cells' ATAC prepared once per job (`Surrogate.bag_batches`), so a step's batch costs O(its open
+    entries): a CSR copy whose values are each open entry's chromosome, from which a row sample gives both the
+    embedding bags (cell × chromosome, what `Surrogate.sparse_batch` builds) and, through one CSR → CSC conversion,
+    the same entries grouped by peak."""
+
+    def __init__(self, peak_chrom: torch.Tensor, n_chrom: int, X: sp.spmatrix):
+        X = sp.csr_matrix(X)
+        if not X.has_sorted_indices:
+            X = X.sorted_indices()
+        chrom = peak_chrom.cpu().numpy().astype(np.int64)
+        self.chrom = sp.csr_matrix((chrom[X.indices], X.indices, X.indptr), shape=X.shape)
+        self.n_chrom, self.dev = n_chrom, peak_chrom.device
+
+    def batch(self, cells: np.ndarray) -> StepBatch:
+        sub = self.chrom[cells]
+        n = len(cells)
+        row = np.repeat(np.arange(n, dtype=np.int64), np.diff(sub.indptr))
+        bag = row * self.n_chrom + sub.data
+        offsets = np.searchsorted(bag, np.arange(n * self.n_chrom))  # bags are sorted: peaks in genome order
+        by_peak = sp.csr_matrix((bag, sub.indices, sub.indptr), shape=sub.shape).tocsc()
+        idx, offsets, row = (torch.as_tensor(a, device=self.dev) for a in (sub.indices.astype(np.int64), offsets, row))
+        return StepBatch(SparseAtac(idx=idx, offsets=offsets, row=row, n_cells=n), by_peak, self.dev)
+
+
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -281,6 +330,11 @@ class Surrogate(nn.Module):
         bag = row * self.n_chrom + self.peak_chrom[idx]
         offsets = torch.searchsorted(bag, torch.arange(X.shape[0] * self.n_chrom, device=dev))
         return SparseAtac(idx=idx, offsets=offsets, row=row, n_cells=X.shape[0])
+
+    def bag_batches(self, X: sp.spmatrix) -> CellBatches:
+        """The cells X prepared for many steps' batches (`EmbeddingBags` of surrogates/protocol.py): `.batch(cells)`
+        is those rows' `StepBatch`, its `atac` exactly `sparse_batch(X[cells])`."""
+        return CellBatches(self.peak_chrom, self.n_chrom, X)
 
     def closed_weights(self, batch: SparseAtac, closed) -> torch.Tensor | None:
         """Per-entry weights: 0 for entries whose peak is in `closed`, else 1 (None if nothing is closed)."""
@@ -377,6 +431,11 @@ class Surrogate(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.peak_chrom.device
+
+    @property
+    def threads(self) -> int:
+        """The torch thread count every job on this surrogate runs with (`SurrogateConfig.threads`)."""
+        return self.config.threads
 
     def gene_index(self, gene: str) -> int:
         return gene_position(self._gene_index, gene, "the surrogate's outputs")

@@ -1,8 +1,12 @@
-"""The explained model is a protocol, not a class (DESIGN.md §2b): what an explainer may use of the model it explains.
+"""The explained model is a protocol, not a class: everything an explainer, the evaluator or the harness reads of the
+model it works on.
 
 An explainer explains *a model*: something that maps a batch of cells' accessibility (and their cell types: the
 simulator's trans factor τ_g(t) is not in the ATAC) to log-expression of genes. Everything an explainer, the
-evaluator or the harness does with a model goes through `ExplainedModel`:
+evaluator or the harness does with a model goes through the members below; no caller reads anything else of a
+model, and none looks for an optional member with `getattr`/`hasattr` of its own.
+
+Required (`ExplainedModel`):
 
     gene_names, n_peaks, n_genes, device      what the model predicts, over how many peaks, where it computes
     gene_index(gene) -> int                    the output column of a gene (KeyError naming close names)
@@ -14,29 +18,51 @@ evaluator or the harness does with a model goes through `ExplainedModel`:
         paths and SmoothGrad's noise leave {0, 1}; gradients with respect to accessibility come from autograd on it.
     evaluating() -> context manager               evaluation mode inside (dropout off), the previous mode after.
 
-Three kinds implement it: the trained `Surrogate` (surrogates/model.py), `TruthModel` (surrogates/truth.py, the
-simulator's exact E(x)) and `TorchModel` below (a user's own torch module on dense input). Any other object with
-these members works too (`bench.run(model=...)`).
+Three kinds implement it: the trained `Surrogate` (surrogates/model.py; its locus style, surrogates/locus.py, too),
+`TruthModel` (surrogates/truth.py, the simulator's exact E(x)) and `TorchModel` below (a user's own torch module on
+dense input). Any other object with these members works too (`bench.run(model=...)`).
 
-Optional capabilities — fast paths a model may offer. Each explainer that uses one checks for it with
-`fast_path(model, Capability)` and has a generic fallback written against the protocol alone, which gives the
-same answer (tests/test_protocol.py runs the tiny golden grid both ways):
+Optional capabilities, each a Protocol class below, in two kinds.
+
+Fast paths — checked with `fast_path(model, Capability)`. Each explainer that uses one has a generic fallback
+written against the required members alone, which gives the same answer (tests/test_protocol.py runs the tiny
+golden grid both ways):
 
 * `AdditiveHidden` — the first layer is additive over open peaks, a(x) = c + Σ_{j open} w_j U_j, and the rest of
   the network is a function `head(a)`: a perturbation then costs the layers after the first only (LIME's
   neighbourhoods, CXPlain's Granger targets, FIMAP's relaxed closure, GRIDS's swap scoring and the evaluator's
-  closure gradients use it).
-* `EmbeddingBags` — the surrogate's per-chromosome embedding bags, from which GRIDS takes the eq. 4 gains of every
-  peak in one backward pass through a (cells · chromosomes × embedding) gradient table.
-* `cell_state(atac, cell_types)` — a representation of each cell (the surrogate's ATAC latent), which FIMAP's
-  perturbation network reads; without it, the cell's predicted log-expression of every gene (`cell_state`).
-* `input_support()` — the peaks the model's outputs can depend on at all (the truth model: the planted peaks; a
-  surrogate reads every peak, so it has none). Scoring many closures then drops the other entries of each row first
-  (`restrict_to_support`), which changes no prediction: GRIDS's generic path scores ~100 instead of ~1,800 entries
-  per row on the truth model.
+  closure gradients use it). Its `sparse_batch(X)` has `idx` (the peak of each open entry, CSR order) and `row`
+  (the cell of each), which the per-entry `weights` of `first_hidden` follow.
+* `EmbeddingBags` — per-chromosome embedding bags, from which GRIDS takes the eq. 4 gains of every peak in one
+  backward pass through the gradient of the bag sums. `bag_batches(X)` prepares cells once per job; its
+  `batch(cells)` is one step's `BagBatch`: the model's sparse batch of those cells (`atac`, what `embed` reads),
+  the gradient of the bag sums gathered by peak (`peak_sums`) and the cells' columns (`columns`). How entries map to
+  bags stays inside the model.
+* `InputSupport` — `input_support()`: the peaks the model's outputs can depend on at all (the truth model: the
+  planted peaks; a surrogate reads every peak, so it has none). Scoring many closures then drops the other entries
+  of each row first (`restrict_to_support`), which changes no prediction: GRIDS's generic path scores ~100 instead
+  of ~1,800 entries per row on the truth model.
 
-`without_fast_paths(model)` hides the fast paths (not `cell_state`: it changes what FIMAP learns, not how fast),
-so a test or a user can run every explainer on its generic path.
+Other capabilities — not about speed; checked with `capability(model, Capability)` (or the helpers named):
+
+* `CellState` — `cell_state(atac, cell_types)`: a representation of each cell (the surrogate's ATAC latent), which
+  FIMAP's perturbation network reads; without it, the cell's predicted log-expression of every gene (the
+  `cell_state` helper).
+* `KnownOptimum` — `best_closure(cells, gene, L)`: the closure of at most L peaks with the lowest Rel Δ, known
+  exactly (the truth model: a knapsack); the evaluator then scores every job's "% of optimum"
+  (bench/scoring/evaluate.py).
+* `Cached` — `cache_key`: names the model in every job's cache key (bench/running/pipeline.py `model_key`, the
+  report's header; `cache_key_of`); without it (or None) its jobs are not cached.
+* `Described` — `meta`: a dict describing the model (how it was trained, its checkpoint, a user model's class),
+  read by the run's header and the data curve (`meta_of`; {} without it).
+* `FixedThreads` — `threads`: the torch thread count every job on the model runs with, so its answers repeat bit
+  for bit (bench/running/runner.py `job_threads`); without it jobs keep torch's own count.
+* `Movable` — `cpu()`: the model on the CPU, which the harness sends to dask worker processes
+  (bench/running/harness.py; a torch module moves in place, so the harness calls it on a copy).
+
+`without_fast_paths(model)` hides the fast paths only and keeps the other capabilities (a fast path changes how
+fast an answer comes, the others what is computed or recorded: the truth model seen without its fast paths still
+gets "% of optimum"), so a test or a user can run every explainer on its generic path.
 """
 
 from __future__ import annotations
@@ -91,17 +117,86 @@ class AdditiveHidden(Protocol):
 
 
 @runtime_checkable
-class EmbeddingBags(Protocol):
-    """Fast path (GRIDS's gains): per-chromosome embedding sums s = const + Σ_open Δ_j, then `first` (linear)."""
+class BagBatch(Protocol):
+    """One GRIDS step's cells, from `EmbeddingBags.bag_batches(X).batch(cells)`."""
 
-    peak_chrom: torch.Tensor
-    n_chrom: int
+    atac: object  # the model's sparse batch of these cells (what `embed` and `first_hidden` read; `atac.idx`)
+
+    def peak_sums(self, d_s: torch.Tensor) -> torch.Tensor:
+        """For every peak j, Σ over its open entries e in these cells of ∂ℒ/∂s at e's bag, from the gradient of
+        `embed`'s output (cells × bags·emb) → (peaks × emb)."""
+
+    def columns(self, peaks: torch.Tensor) -> torch.Tensor:
+        """x[:, peaks] of these cells as float 0/1 (cells × len(peaks))."""
+
+
+@runtime_checkable
+class EmbeddingBags(Protocol):
+    """Fast path (GRIDS's gains): embedding sums s = const + Σ_open Δ_j per bag, then `first` (linear). The model
+    prepares its bags (`bag_batches`), so a caller never needs to know how entries map to bags."""
+
+    def bag_batches(self, X): ...
 
     def embedding_tables(self): ...
 
     def embed(self, batch, weights=None, tables=None) -> torch.Tensor: ...
 
     def first(self, s: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class InputSupport(Protocol):
+    """Fast path: the peaks the outputs can depend on at all (`restrict_to_support` drops the others' entries)."""
+
+    def input_support(self) -> np.ndarray: ...
+
+
+@runtime_checkable
+class CellState(Protocol):
+    """A representation of each cell (cells × d), which FIMAP's perturbation network reads (`cell_state`)."""
+
+    def cell_state(self, atac, cell_types=None) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class KnownOptimum(Protocol):
+    """A model whose best closure is known exactly: the peaks (at most L) whose closure lowers `gene`'s Rel Δ most
+    on `cells` (a MultiomeData view). The evaluator adds the optimum and each job's % of it."""
+
+    def best_closure(self, cells, gene: str, L: int) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Cached(Protocol):
+    """`cache_key`: what names the model in its jobs' cache keys (None: jobs not cached)."""
+
+    cache_key: str
+
+
+@runtime_checkable
+class Described(Protocol):
+    """`meta`: a dict describing the model (training, checkpoint, class), for headers and curves."""
+
+    meta: dict
+
+
+@runtime_checkable
+class FixedThreads(Protocol):
+    """`threads`: the torch thread count every job on the model runs with (a fixed count repeats bit for bit)."""
+
+    threads: int
+
+
+@runtime_checkable
+class Movable(Protocol):
+    """`cpu()`: the model on the CPU (what the harness sends to dask worker processes)."""
+
+    def cpu(self): ...
+
+
+# what `without_fast_paths` hides, and what it keeps
+FAST_PATHS = (AdditiveHidden, EmbeddingBags, InputSupport)
+CAPABILITIES = (CellState, KnownOptimum, Cached, Described, FixedThreads, Movable)
 
 
 def members(protocol) -> list[str]:
@@ -113,25 +208,56 @@ def members(protocol) -> list[str]:
 
 def offers(model, protocol) -> bool:
     """Whether `model` has every member of `protocol`, checked with `hasattr` (from Python 3.12 a runtime
-    `isinstance` against a Protocol misses the attributes a torch module keeps in its buffers, e.g. `peak_chrom`)."""
+    `isinstance` against a Protocol misses the attributes a torch module keeps in its buffers)."""
     return all(hasattr(model, name) for name in members(protocol))
 
 
 def fast_path(model, capability):
-    """`model` when it offers the optional `capability` (a Protocol above) and its fast paths are not hidden,
-    else None: the caller then takes its generic path."""
+    """`model` when it offers the optional fast path `capability` (one of `FAST_PATHS`) and its fast paths are not
+    hidden, else None: the caller then takes its generic path."""
+    if capability not in FAST_PATHS:
+        raise TypeError(f"{capability.__name__} is not a fast path; check it with `capability`")
     return model if offers(model, capability) else None
 
 
+def capability(model, cap):
+    """`model` when it offers the optional capability `cap` (one of `CAPABILITIES`: not about speed, so
+    `without_fast_paths` keeps it), else None."""
+    if cap not in CAPABILITIES:
+        raise TypeError(f"{cap.__name__} is not a capability of the protocol; a fast path is checked with `fast_path`")
+    return model if offers(model, cap) else None
+
+
+def meta_of(model) -> dict:
+    """The model's `meta` (`Described`), or {} for a model without one."""
+    described = capability(model, Described)
+    return described.meta if described is not None else {}
+
+
+def cache_key_of(model) -> str | None:
+    """The model's `cache_key` (`Cached`), or None: its jobs are not cached."""
+    cached = capability(model, Cached)
+    return cached.cache_key if cached is not None else None
+
+
+# the members of the capabilities a generic view passes through when its model has them (`cell_state` and `cpu`
+# are the view's own methods: the first falls back to predictions, the second moves the model under the view)
+_PASSED_THROUGH = frozenset(name for cap in CAPABILITIES for name in members(cap)) - {"cell_state", "cpu"}
+
+
 class _GenericView:
-    """A model seen through the protocol only (plus `cell_state`): every fast path hidden."""
+    """A model seen through the protocol with every fast path hidden; the other capabilities stay (`cell_state`
+    falls back to predictions; `cpu` moves the model under the view)."""
 
     def __init__(self, model):
         self._model = model
         self.gene_names, self.n_peaks, self.n_genes = model.gene_names, model.n_peaks, model.n_genes
-        for name in ("meta", "config", "threads", "cache_key"):
-            if hasattr(model, name):
-                setattr(self, name, getattr(model, name))
+
+    def __getattr__(self, name):
+        model = self.__dict__.get("_model")  # absent while a copy or an unpickled view is being built
+        if model is not None and name in _PASSED_THROUGH:
+            return getattr(model, name)
+        raise AttributeError(f"{type(self).__name__} has no {name!r} (fast paths are hidden)")
 
     @property
     def device(self):
@@ -152,9 +278,15 @@ class _GenericView:
     def cell_state(self, atac, cell_types=None):
         return cell_state(self._model, atac, cell_types)
 
+    def cpu(self):
+        """This view of the model on the CPU (the view itself when the model cannot move)."""
+        movable = capability(self._model, Movable)
+        return self if movable is None else _GenericView(movable.cpu())
+
 
 def without_fast_paths(model) -> _GenericView:
-    """`model` with its optional fast paths hidden: explainers take their generic, protocol-only paths."""
+    """`model` with its optional fast paths hidden: explainers take their generic, protocol-only paths; the other
+    capabilities (`best_closure`, `cache_key`, `meta`, `threads`, `cell_state`) stay."""
     return _GenericView(model)
 
 
@@ -201,9 +333,9 @@ def row_types(cell_types, rows) -> np.ndarray | str | None:
 def cell_state(model, atac, cell_types=None) -> torch.Tensor:
     """A representation of each cell: the model's own `cell_state` when it has one (the surrogate's ATAC latent),
     else its predicted log-expression of every gene (cells × genes)."""
-    own = getattr(model, "cell_state", None)
+    own = capability(model, CellState)
     if own is not None:
-        return own(atac, cell_types)
+        return own.cell_state(atac, cell_types)
     return model.predict(atac, cell_types=cell_types).float()
 
 
@@ -288,10 +420,10 @@ def close_rows(atac: sp.csr_matrix, closures, which) -> sp.csr_matrix:
 def restrict_to_support(model, atac: sp.csr_matrix) -> sp.csr_matrix:
     """`atac` without the entries of peaks outside the model's `input_support()` (the same predictions; less to
     read), or `atac` itself when the model declares no support."""
-    support = getattr(model, "input_support", None)
+    support = fast_path(model, InputSupport)
     if support is None:
         return atac
-    return _drop_columns(atac, ~peak_mask(atac.shape[1], support()))
+    return _drop_columns(atac, ~peak_mask(atac.shape[1], support.input_support()))
 
 
 # ---------------------------------------------------------------------------------------------- a user's model
@@ -354,6 +486,11 @@ class TorchModel:
                                           device=self.device), genes)
                for s in range(0, atac.shape[0], self.batch_size)]
         return torch.cat(out) if out else torch.zeros(0, self.n_genes if genes is None else len(genes))
+
+    def cpu(self) -> TorchModel:
+        """The model on the CPU (`Movable`): its module moves in place, as torch's `Module.cpu()`."""
+        self.module.cpu()
+        return self
 
     @contextlib.contextmanager
     def evaluating(self):

@@ -121,11 +121,9 @@ def _random_surrogate_case():
 
 
 def test_a_step_batch_is_the_surrogate_s_own_sparse_batch():
-    from methods.grids import CellBatches
-
     m, d = _random_surrogate_case()
     cells = np.array([0, 3, 4, 9, 17])
-    batch = CellBatches(m, d.atac).batch(cells)
+    batch = m.bag_batches(d.atac).batch(cells)
     ref = m.sparse_batch(d.atac[cells])
     for field in ("idx", "offsets", "row"):
         assert torch.equal(getattr(batch.atac, field), getattr(ref, field))

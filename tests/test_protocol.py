@@ -221,14 +221,28 @@ def test_the_surrogate_offers_its_fast_paths():
     assert not offers(without_fast_paths(s), AdditiveHidden) and offers(without_fast_paths(s), ExplainedModel)
 
 
+class _RequiredOnly:
+    """`model` seen through the protocol's required members alone: no capability, no fast path."""
+
+    def __init__(self, model):
+        self.gene_names, self.n_peaks, self.n_genes, self.device = (model.gene_names, model.n_peaks, model.n_genes,
+                                                                    model.device)
+        self.gene_index, self.predict, self.dense, self.evaluating = (model.gene_index, model.predict, model.dense,
+                                                                      model.evaluating)
+
+
 def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
     """Every method but the oracle gives the same peaks on the truth model and on a view of it that has only the
-    protocol's members: none reads the truth it wraps, its optimum or its labels, and its declared input support
-    (which GRIDS's generic path uses to skip background entries) changes no answer."""
+    protocol's required members: none reads the truth it wraps, its optimum or its labels, and its declared input
+    support (which GRIDS's generic path uses to skip background entries) changes no answer."""
+    from surrogates.protocol import CAPABILITIES, FAST_PATHS, offers
+
     data, truth, _, _ = tiny
     model = TruthModel(truth, data.n_peaks)
-    view = without_fast_paths(model)
-    assert not hasattr(view, "truth") and not hasattr(view, "best_closure") and not hasattr(view, "input_support")
+    view = _RequiredOnly(model)
+    assert offers(view, ExplainedModel) and not any(offers(view, c) for c in (*FAST_PATHS, *CAPABILITIES))
+    generic = without_fast_paths(model)  # hides the input support, keeps the optimum (not an explainer's to read)
+    assert not hasattr(generic, "truth") and hasattr(generic, "best_closure") and not hasattr(generic, "input_support")
     train = data.cells(CELL_TYPE, "train")
     params = PROFILES["tiny"].method_params
     for spec in registry.specs():
@@ -237,6 +251,49 @@ def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
         a, b = (make_explainer(spec.name, 0, None, params.get(spec.name, {}), data, CELL_TYPE).explain(m, train, GENE, L)
                 for m in (model, view))
         assert list(a.peaks) == list(b.peaks), spec.name
+
+
+def test_a_generic_view_of_the_truth_model_keeps_its_optimum(tiny):
+    """`without_fast_paths` hides what is about speed only: a GRIDS job on the truth model seen without its fast
+    paths still gets the optimum and its % of it, the same as on the model itself (same peaks, same metrics)."""
+    data, truth, _, _ = tiny
+    model = TruthModel(truth, data.n_peaks)
+    profile = PROFILES["tiny"].for_truth_tier()
+    job = Job("grids", CELL_TYPE, GENE, L, 0)
+    fast, generic = (run_task([job], profile.method_params.get("grids", {}), profile.budget_for("grids"), m, data,
+                              truth)[0] for m in (model, without_fast_paths(model)))
+    assert generic.status == fast.status == "ok" and generic.peaks == fast.peaks
+    for key in ("optimum_rel_delta_pct", "pct_of_optimum", "rel_delta_pct"):
+        assert key in generic.metrics, key
+        assert generic.metrics[key] == pytest.approx(fast.metrics[key], rel=1e-12, abs=1e-12), key
+    assert 0 < generic.metrics["pct_of_optimum"] <= 100 + 1e-6
+
+
+def test_a_generic_view_hides_the_fast_paths_and_keeps_every_other_capability(tiny):
+    """On every model kind: no fast path through the view; each other capability the model has, the view has too
+    (`cell_state` and `cpu` always: a fallback to predictions, and a view that stays put); asking `fast_path` for a
+    capability that is not about speed, or `capability` for a fast path, is a TypeError."""
+    import copy
+
+    from surrogates.protocol import (CAPABILITIES, FAST_PATHS, AdditiveHidden, CellState, KnownOptimum, Movable,
+                                     cache_key_of, capability, fast_path, meta_of)
+
+    data, truth, surrogate, _ = tiny
+    for kind, model in _models(data, truth, surrogate).items():
+        view = without_fast_paths(model)
+        assert all(fast_path(view, c) is None for c in FAST_PATHS), kind
+        for cap in CAPABILITIES:
+            always = cap in (CellState, Movable)
+            assert (capability(view, cap) is not None) == (always or capability(model, cap) is not None), (kind, cap)
+        assert meta_of(view) == meta_of(model) and cache_key_of(view) == cache_key_of(model), kind
+    assert capability(without_fast_paths(TruthModel(truth, data.n_peaks)), KnownOptimum) is not None
+    moved = copy.deepcopy(without_fast_paths(surrogate)).cpu()  # what the harness sends to dask workers
+    assert moved.device.type == "cpu" and fast_path(moved, AdditiveHidden) is None
+    assert fast_path(surrogate, AdditiveHidden) is surrogate  # the original is untouched
+    with pytest.raises(TypeError, match="not a fast path"):
+        fast_path(surrogate, KnownOptimum)
+    with pytest.raises(TypeError, match="not a capability"):
+        capability(surrogate, AdditiveHidden)
 
 
 class _Bare:

@@ -36,6 +36,7 @@ from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fi
 from bench.running.plan import check_methods, default_pairs, plan_run
 from datasets.files import atomic_write
 from datasets.synthetic import SCALES
+from surrogates.protocol import meta_of
 from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
@@ -138,7 +139,7 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
     data, truth, markers = load_inputs(inputs)
     profile = profile_for(scale).for_cells(data.n_cells)
     model = fit_surrogate(profile, data, point.style, device=device, cache_dir=cache_dir, progress=progress)
-    meta = model.meta
+    meta = meta_of(model)
     cis = f" + cis layer {meta['cis_epochs']} epochs" if "cis_epochs" in meta else ""
     row = {"style": point.style, "n_cells": point.n_cells, "umi_per_cell": point.umi_per_cell,
            "train_cells": int((data.obs["split"] == "train").sum()),

@@ -41,6 +41,7 @@ from datasets.files import atomic_write
 from methods import registry
 from surrogates.checkpoint import checkpoint_name
 from surrogates.model import STYLES as SURROGATE_STYLES
+from surrogates.protocol import cache_key_of, meta_of
 
 ID_COLS = ["method", "L", "cell_type", "gene", "seed"]
 # the per-job columns the tables aggregate, in leaderboard.csv's column order
@@ -65,7 +66,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
     header again without rerunning): data shape, the surrogate checkpoints by cache key (never a path: the same
     key names the same model on every machine), training, profile and budgets, wall time, reuse, peak RSS, code
     versions, and the machine (`bench.running.machine.describe_machine`)."""
-    metas = [getattr(s, "meta", None) or {} for s in surrogates]  # a user's protocol object may have none
+    metas = [meta_of(s) or {} for s in surrogates]  # a user's protocol object may have none (`Described`)
     return {"source": source, "n_cells": int(data.n_cells), "n_peaks": int(data.n_peaks),
             "n_genes": int(data.n_genes), "style": style,
             "checkpoints": [checkpoint_name(m.get("checkpoint", "")) for m in metas],
@@ -80,7 +81,7 @@ def run_facts(source: str, data, surrogates, style: str, profile, seconds: float
             "versions": dict(versions or {}), **({"machine": dict(machine)} if machine else {}),
             **({"side_by_side": dict(side_by_side)} if side_by_side else {}),
             **({"interventional": dict(interventional)} if interventional else {}),
-            **({"model_key": getattr(surrogates[0], "cache_key", None) or "",
+            **({"model_key": cache_key_of(surrogates[0]) or "",
                 "model_class": metas[0].get("model", type(surrogates[0]).__name__)}
                if style not in SURROGATE_STYLES and surrogates else {})}
 

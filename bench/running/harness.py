@@ -27,6 +27,7 @@ from bench.running.versions import describe, job_versions
 from datasets.files import atomic_write, move_aside
 from methods import registry
 from methods.base import STATUSES
+from surrogates.protocol import Movable, capability
 
 log = logging.getLogger(__name__)
 RETRIED = ("failed", "time_limit")  # cached statuses that are not a method's answer: a rerun runs those jobs again
@@ -228,7 +229,8 @@ def _run_dask(jobs, tasks, method_params, budgets, model, data, truth, store, sc
     try:
         # a CPU copy for the workers: `.cpu()` on the caller's model would move a CUDA model off its device
         local = copy.deepcopy(model)
-        local = local.cpu() if hasattr(local, "cpu") else local
+        movable = capability(local, Movable)
+        local = movable.cpu() if movable is not None else local
         model, d, t = client.scatter([local, data, truth], broadcast=True)
         futures = {client.submit(run_task, [jobs[i] for i in task], method_params.get(jobs[task[0]].method, {}),
                                  budgets(jobs[task[0]].method), model, d, t, threads=threads, pure=False): k

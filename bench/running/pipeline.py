@@ -20,6 +20,7 @@ from surrogates.checkpoint import checkpoint_key, fit_or_load
 from surrogates.fidelity import fidelity_report
 from surrogates.locus import NoCisWindowError
 from surrogates.model import STYLES as SURROGATE_STYLES  # trained; "truth" and "user" name the other models
+from surrogates.protocol import cache_key_of
 from surrogates.train import DeviceUnavailableError, resolve_device
 
 log = logging.getLogger("bench")
@@ -126,8 +127,7 @@ def side_by_side(profile: Profile, model=None) -> tuple[int | None, int]:
     run trains on (`SurrogateConfig.threads`) and this machine has; (None, 1) for a profile without it (jobs on
     the model's own thread count, one at a time) and for a model on a GPU (its jobs stay on the GPU, in this
     process: worker processes get a CPU copy)."""
-    device = getattr(model, "device", None)
-    if not profile.job_threads or getattr(device, "type", "cpu") != "cpu":
+    if not profile.job_threads or (model is not None and model.device.type != "cpu"):
         return None, 1
     cores = min(profile.surrogate.threads, os.cpu_count() or 1)
     return profile.job_threads, max(1, cores // profile.job_threads)
@@ -147,7 +147,7 @@ def model_key(model, data, profile: Profile, style: str) -> dict | None:
     the truth model or a user's model, None for a model without a `cache_key` (its jobs are not cached)."""
     if style in SURROGATE_STYLES:
         return {"surrogate": checkpoint_key(data, profile.surrogate_config(style))}
-    key = getattr(model, "cache_key", None)
+    key = cache_key_of(model)
     return None if key is None else {"model": str(key)}
 
 

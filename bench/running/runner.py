@@ -34,7 +34,7 @@ from bench.scoring.evaluate import evaluate_selection
 from methods import registry
 from methods.base import Budget
 from surrogates.model import torch_threads
-from surrogates.protocol import CountingModel
+from surrogates.protocol import CountingModel, FixedThreads, capability
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +97,10 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, model, data, truth=N
 
 
 def job_threads(model) -> int | None:
-    """The fixed torch thread count jobs on this model run with (a surrogate's `SurrogateConfig.threads`, or the
-    model's own `threads`), if it has one."""
-    return getattr(getattr(model, "config", None), "threads", None) or getattr(model, "threads", None)
+    """The fixed torch thread count jobs on this model run with (its `threads`, surrogates/protocol.py
+    `FixedThreads`: a surrogate's `SurrogateConfig.threads`), if it has one."""
+    fixed = capability(model, FixedThreads)
+    return fixed.threads if fixed is not None else None
 
 
 def _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory) -> list[JobResult]:

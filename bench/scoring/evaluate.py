@@ -8,7 +8,7 @@ import torch
 
 from bench.scoring import metrics as M
 from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
-from surrogates.protocol import cell_types_of, entry_gradients
+from surrogates.protocol import KnownOptimum, capability, cell_types_of, entry_gradients
 
 # bump when a job's metrics can change (this module, bench/scoring/metrics.py, bench/scoring/genomic.py, bench/running/runner.py): cached
 # job results of another version are recomputed (bench/running/versions.py; tests/test_versions.py checks the sources)
@@ -43,9 +43,9 @@ def evaluate_selection(model, test, gene: str, peaks, truth=None) -> dict[str, f
         planted = truth.planted_peaks(gene)
         out["oracle_rel_delta_pct"] = M.oracle_rel_delta_pct(e0, e1)
         out["truth_recall"] = M.truth_recall(peaks, planted)
-    best_closure = getattr(model, "best_closure", None)
-    if best_closure is not None and truth is not None and gene in truth.genes:
-        out.update(_optimum(model, test, gene, peaks, best_closure(test, gene, len(peaks)), types, y0,
+    known = capability(model, KnownOptimum)
+    if known is not None and truth is not None and gene in truth.genes:
+        out.update(_optimum(model, test, gene, peaks, known.best_closure(test, gene, len(peaks)), types, y0,
                             out["rel_delta_pct"], _units(truth, gene)))
     out.update(_genomic(test, gene, np.asarray(peaks)))
     return out

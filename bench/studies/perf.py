@@ -34,7 +34,7 @@ from bench.running.memory import PeakRSS, release_freed_memory
 from bench.studies.floor import bandwidth, count_kernels, machine_rates, time_breakdown
 from datasets.files import atomic_write
 from datasets.synthetic import simulate
-from methods.grids import CellBatches, Grids, peak_gains, summed_embeddings
+from methods.grids import Grids, peak_gains, summed_embeddings
 from surrogates.model import SurrogateConfig, torch_threads
 from surrogates.train import build_surrogate, train_surrogate
 
@@ -121,7 +121,7 @@ def _kernels(model, data, dense_memory_gb: float, gi: int = 0) -> list:
         with torch.no_grad():
             return model.first_hidden(batch)
 
-    by_peak = CellBatches(model, X).batch(np.arange(X.shape[0]))
+    by_peak = model.bag_batches(X).batch(np.arange(X.shape[0]))
     with torch.no_grad():
         tables = model.embedding_tables()  # frozen weights, as in every explainer
 
