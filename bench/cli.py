@@ -176,7 +176,8 @@ def _add_report(sub) -> None:
                             description="Render leaderboard.md/.csv, headline.csv, discrimination.csv, the figures "
                                         "and report.html of a finished run again from its jobs.jsonl and run.json, "
                                         "with the current report code. The header keeps the run's measured wall "
-                                        "time and memory.")
+                                        "time and memory (a run time only where it says no job and no surrogate "
+                                        "was reused).")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder written by `bench run --out`")
     report.add_argument("--out", type=Path, help="write here instead of into RUN_DIR")
     report.add_argument("--debug", action="store_true", help="show tracebacks for errors")

@@ -15,10 +15,10 @@ PAPER_LS = (10, 128)
 # every method that finds the planted peaks closes all of them and reaches the optimum, so L = 128 cannot tell
 # explainers apart in this tier.
 TRUTH_LS = (1, 3, 5, 10, 20)
-# The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement (docs/data-and-surrogate.md;
-# `bench fit --quick`, seed 0): paired reaches marker R² 0.966 in 70 s, reference 0.902 in
-# 297 s, which the quick profile's 12 min cannot afford; their interventional fidelity is alike (Spearman 0.41 vs
-# 0.39, both additive over redundant groups).
+# The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement
+# (docs/data-and-surrogate.md; `bench fit --quick`, seed 0): paired reaches marker R² 0.966 in 70 s, reference 0.902
+# in 297 s, which the quick profile's 12 min (DESIGN) cannot afford; their interventional fidelity is alike
+# (Spearman 0.41 vs 0.39, both additive over redundant groups).
 DEFAULT_SURROGATE = "paired"
 # FIMAP's L1 price λ chosen on seed 1 at quick scale (the grid is in methods/fimap.py's docstring): 0.03 closes more
 # than the class default 0.01 on the surrogate at both Ls there. Only the quick profile uses it: carried to the
@@ -93,10 +93,10 @@ PROFILES: dict[str, Profile] = {
         # net, ~30× what the slowest job needs on a quiet 2-core machine, so load does not change the table.
         budget=Budget(seconds=300.0, samples=20_000_000),
         # Chosen from the anytime curves on seed 1 (`python -m bench budget --quick --seed 1 --tiers surrogate
-        # --budget-seconds 30`, L = 10, 7 marker genes; docs/budgets.md): on this surrogate every
-        # curve is flat from ~10⁴ model evaluations per job on, so each method runs at or past its knee and the
-        # whole quick run fits ~12 min on 2 cores. SAGE 10,000 evaluations (the knee: −5.1 % at 1.1·10⁴ against
-        # −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations (−1.29 % against −0.48 % at 10³
+        # --budget-seconds 30`, L = 10, 7 marker genes; docs/budgets.md): on this surrogate every curve is flat from
+        # ~10⁴ model evaluations per job on, so each method runs at or past its knee and the whole quick run fits its
+        # 12 min on 2 cores (9 min 40 s from an empty cache, training included: README). SAGE 10,000 evaluations
+        # (the knee: −5.1 % at 1.1·10⁴ against −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations (−1.29 % against −0.48 % at 10³
         # and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps, ~2·10⁵ evaluations at L = 10; its curve
         # is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat −6.2 to −6.8 %); CXPlain 24 cells and 6
         # epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 % against −1.50 % on 24);

@@ -1,6 +1,6 @@
-"""The README's bad-input table is true: every row names an input mistake whose `error: ...` line (exit code 2,
-nothing written) contains the text the README shows. Rows and cases are matched by the table's first column;
-`…` in the README's text stands for parts of the message that depend on the input (paths, lists).
+"""The bad-input table of docs/bad-inputs.md is true: every row names an input mistake whose `error: ...` line
+(exit code 2, nothing written) contains the text the page shows. Rows and cases are matched by the table's first
+column; `…` in the page's text stands for parts of the message that depend on the input (paths, lists).
 
 Print the current messages with `python -m tests.test_bad_inputs` when a message changes."""
 
@@ -17,7 +17,7 @@ from bench.cli import main
 from datasets.files import folder_lock
 from tests.multiome_files import toy_multiome, write_h5ad_pair, write_labels_csv
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
 TINY = ["run", "--scale", "tiny", "--no-progress"]
 LABELS = ["--label-key", "cell_type"]
 
@@ -30,7 +30,7 @@ def _locked(d: Path) -> list[str]:
     return [*TINY, "--methods", "random", "--out", str(d / "busy")]
 
 
-# README row → argv (given a scratch folder; files it needs are written there)
+# table row → argv (given a scratch folder; files it needs are written there)
 CASES = {
     "unknown method": lambda d: [*TINY, "--methods", "gridz"],
     "unknown cell type": lambda d: [*TINY, "--cell-types", "Neuron"],
@@ -85,9 +85,9 @@ def _negative_rna():
     return sp.csr_matrix(toy.counts.astype(np.float32) - 1.0)
 
 
-def readme_rows() -> dict[str, str]:
-    """{input: what you see} from the README table between the bad-inputs markers."""
-    text = README.read_text()
+def table_rows() -> dict[str, str]:
+    """{input: what you see} from the table between the bad-inputs markers."""
+    text = PAGE.read_text()
     block = text.split("<!-- bad-inputs -->")[1].split("<!-- /bad-inputs -->")[0]
     rows = {}
     for line in block.strip().splitlines()[2:]:  # header and rule
@@ -107,13 +107,13 @@ def error_of(argv: list[str], folder: Path) -> tuple[int, str]:
 
 
 def _matches(shown: str, message: str) -> bool:
-    """The README's text, with `…` for input-dependent parts, found in the message in order."""
+    """The page's text, with `…` for input-dependent parts, found in the message in order."""
     pattern = ".*?".join(re.escape(part.strip()) for part in shown.split("…"))
     return re.search(pattern, message, flags=re.S) is not None
 
 
 def test_every_readme_row_has_a_case_and_every_case_a_row():
-    assert sorted(readme_rows()) == sorted(CASES)
+    assert sorted(table_rows()) == sorted(CASES)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -128,11 +128,11 @@ def test_the_readme_shows_what_the_user_sees(name, tmp_path, monkeypatch):
         code, message = error_of(CASES[name](tmp_path), tmp_path)
     assert code == 2, message
     assert "\n" not in message.strip()
-    assert _matches(readme_rows()[name], message), f"README: {readme_rows()[name]!r}\nactual: {message!r}"
+    assert _matches(table_rows()[name], message), f"docs/bad-inputs.md: {table_rows()[name]!r}\nactual: {message!r}"
     assert not (tmp_path / "out" / "leaderboard.md").exists()
 
 
-if __name__ == "__main__":  # the current message of every case, for the README
+if __name__ == "__main__":  # the current message of every case, for the page
     import tempfile
 
     for name, argv in CASES.items():
