@@ -323,8 +323,8 @@ def _html_context(model, data, markers, style: str, plan, inputs, surrogate_seed
 
 
 def compare(*runs, names=None, out=None) -> pd.DataFrame:
-    """Compare runs (results folders or leaderboard.csv files); returns `bench.reporting.comparison.compare_runs`'s table with
-    `.attrs["markdown"]`; `out` also writes compare.md and compare.csv there."""
+    """Compare runs (results folders or leaderboard.csv files); returns `bench.reporting.comparison.compare_runs`'s
+    table with `.attrs["markdown"]`; `out` also writes compare.md and compare.csv there."""
     if len(runs) < 2:
         raise UserError("compare needs at least two runs (results folders or leaderboard.csv files)")
     names = list(names) if names else _names(runs)

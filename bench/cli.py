@@ -1,9 +1,10 @@
 """Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing
 and thin commands only.
 
-Planning lives in bench/running/plan.py, orchestration in bench/running/pipeline.py, rendering in bench/reporting/report.py and
-surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable files, a missing GPU) are
-`UserError`s: one `error: ...` line and exit 2, before anything is written; `--debug` shows the traceback instead.
+Planning lives in bench/running/plan.py, orchestration in bench/running/pipeline.py, rendering in
+bench/reporting/report.py and surrogates/fidelity.py. User mistakes (unknown method/gene/cell type, bad L, unreadable
+files, a missing GPU) are `UserError`s: one `error: ...` line and exit 2, before anything is written; `--debug` shows
+the traceback instead.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ class Profile:
     # the reference style's three phases in mini-batch steps (the reference code: 36k / 9k / 36k), scaled to the
     # profile; its cross-map phase runs on cached latents of the frozen autoencoders, a few ms per step
     reference_steps: tuple[int, int, int] = SurrogateConfig.reference_steps
-    # torch threads per job when jobs run side by side (bench/running/pipeline.py `side_by_side`): as many jobs at once as
-    # fit in the run's training threads; None: one job at a time on the surrogate's thread count
+    # torch threads per job when jobs run side by side (bench/running/pipeline.py `side_by_side`): as many jobs at
+    # once as fit in the run's training threads; None: one job at a time on the surrogate's thread count
     job_threads: int | None = None
 
     def with_threads(self, threads: int) -> "Profile":
@@ -96,12 +96,12 @@ PROFILES: dict[str, Profile] = {
         # --budget-seconds 30`, L = 10, 7 marker genes; docs/budgets.md): on this surrogate every curve is flat from
         # ~10⁴ model evaluations per job on, so each method runs at or past its knee and the whole quick run fits its
         # 12 min on 2 cores (9 min 40 s from an empty cache, training included: README). SAGE 10,000 evaluations
-        # (the knee: −5.1 % at 1.1·10⁴ against −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations (−1.29 % against −0.48 % at 10³
-        # and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps, ~2·10⁵ evaluations at L = 10; its curve
-        # is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat −6.2 to −6.8 %); CXPlain 24 cells and 6
-        # epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 % against −1.50 % on 24);
-        # Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time). Reduced cells are
-        # marked ᶜ in the tables.
+        # (the knee: −5.1 % at 1.1·10⁴ against −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations
+        # (−1.29 % against −0.48 % at 10³ and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps, ~2·10⁵
+        # evaluations at L = 10; its curve is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat −6.2 to
+        # −6.8 %); CXPlain 24 cells and 6 epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 %
+        # against −1.50 % on 24); Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time).
+        # Reduced cells are marked ᶜ in the tables.
         method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100, **FIMAP_TUNED},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
                        "lime": {"n_cells": 10}, "sage": {"batch_size": 8, "max_groups": 128},
@@ -142,15 +142,15 @@ PROFILES: dict[str, Profile] = {
         budget=Budget(seconds=3600.0, samples=256_000 * 512),
         # GRIDS scores its 32 candidates on the target + 256 of the 2,999 off-target genes (an unbiased estimate of
         # eq. 2's off-target term): one step at paper scale, 64 cells, L = 128, 2 threads, alone in a process:
-        # 26 ms against 57–65 ms on all genes (37–40 ms inside the paper run, trained surrogate). Checked on development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ
-        # −8.34 ± 1.84 / −52.26 ± 9.49 vs the full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128
-        # (paired: −0.16 ± 0.10, −0.06 ± 0.17). `sampled_gains` takes the step's gradient from the same gene sample
-        # (perf: 34.0 → 29.8 ms a step); on seed 1, quick, 16 off-target genes, it chose the same peaks in all 32
-        # jobs (the target term dominates which 32 candidates the gains put first).
-        # The many-sample gradient baselines average over a seeded subset of each type's ~720 training cells: a
-        # cell costs `samples` dense forward+backward passes of ~4 ms here (captum differentiates the dense input),
-        # so captum's 50 SmoothGrad samples or 50 IG steps on every cell would take ~2.5 min per gene, ~40 min
-        # each for the grid. Saliency and Input × Gradient (one pass a cell) use every cell.
+        # 26 ms against 57–65 ms on all genes (37–40 ms inside the paper run, trained surrogate). Checked on
+        # development data (seed 1, quick, 16 of 149 off-target genes): Avg Rel Δ −8.34 ± 1.84 / −52.26 ± 9.49 vs the
+        # full objective's −8.18 ± 1.80 / −52.20 ± 9.37 at L = 10 / 128 (paired: −0.16 ± 0.10, −0.06 ± 0.17).
+        # `sampled_gains` takes the step's gradient from the same gene sample (perf: 34.0 → 29.8 ms a step); on seed
+        # 1, quick, 16 off-target genes, it chose the same peaks in all 32 jobs (the target term dominates which 32
+        # candidates the gains put first). The many-sample gradient baselines average over a seeded subset of each
+        # type's ~720 training cells: a cell costs `samples` dense forward+backward passes of ~4 ms here (captum
+        # differentiates the dense input), so captum's 50 SmoothGrad samples or 50 IG steps on every cell would take
+        # ~2.5 min per gene, ~40 min each for the grid. Saliency and Input × Gradient (one pass a cell) use every cell.
         # Jobs run two at a time on one torch thread each (2 cores): a GRIDS step is a third Python and SciPy
         # between kernels, which a second thread does not speed up (measured in the issue-23 note).
         job_threads=1,

@@ -26,7 +26,8 @@ class MethodSpec:
     needs_truth: bool = False  # a control that reads the simulator's truth (synthetic data only); gets `truth=`
     needs_background: bool = False  # gets `background=`: the training cells of the *other* cell types
     # bump when the method's answers can change (code or defaults): cached job results of another version are not
-    # reused; tests/test_versions.py fails when its source changed since the recorded version (bench/running/versions.py)
+    # reused; tests/test_versions.py fails when its source changed since the recorded version
+    # (bench/running/versions.py)
     version: int = 1
 
 

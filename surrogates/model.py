@@ -93,8 +93,8 @@ class SurrogateConfig:
     # torch's fused Adam kernel (one pass over each parameter) instead of its default one (per-parameter tensor ops
     # on CPU, multi-tensor "foreach" on CUDA): the same update rule, rounded differently, so other weights at the
     # last bits. At paper scale (41M parameters, most in the 127,219-peak ATAC decoder and embeddings) it takes a
-    # training epoch from 19.3 s to 12.9 s on 2 threads. Off by default so the smaller profiles keep their committed, bit-reproducible weights; the paper
-    # profile turns it on.
+    # training epoch from 19.3 s to 12.9 s on 2 threads. Off by default so the smaller profiles keep their committed,
+    # bit-reproducible weights; the paper profile turns it on.
     fused_adam: bool = False
     # Peak-embedding training (paired style). `emb_lr`: Adam's learning rate for the two peak-embedding tables
     # (0 = `lr`); `emb_open_init`: the standard deviation the open-state table starts from (the closed one starts at

@@ -19,10 +19,10 @@ its cost no longer grows with the number of peaks — at paper scale the full re
      ATAC and RNA mini-batches drawn *independently* (unpaired): L1 latent cycles, reconstruction cycles
      (focal BCE of Dec_a(f_RA(f_AR(z_a))) against x, MSE of Dec_r(f_AR(f_RA(z_r))) against y, divided by 5) and
      γ · cell-type-conditional adversarial terms (a mapped latent is judged by the discriminator of its own cell
-     type); discriminators (lr `disc_lr`) every `disc_every` steps (see SurrogateConfig for why every step); gradients clipped at 1; Adam β = (0.9, 0.99).
-  There is no paired loss, so F̂ is aligned at cell-type level and within-type effects of single peaks are not
-  learned from the data. No early stopping (the reference keeps the final weights); the validation
-  cross-prediction MSE is recorded for information only.
+     type); discriminators (lr `disc_lr`) every `disc_every` steps (see SurrogateConfig for why every step); gradients
+  clipped at 1; Adam β = (0.9, 0.99). There is no paired loss, so F̂ is aligned at cell-type level and within-type
+  effects of single peaks are not learned from the data. No early stopping (the reference keeps the final weights);
+  the validation cross-prediction MSE is recorded for information only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Anytime curves (bench/studies/budget.py): lifted stopping rules, the per-budget table by hand, a tiny end-to-end run."""
+"""Anytime curves (bench/studies/budget.py): lifted stopping rules, the per-budget table by hand, a tiny end-to-end
+run."""
 
 import json
 

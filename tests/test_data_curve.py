@@ -1,4 +1,5 @@
-"""bench/fidelity/data_curve.py: the tier-agreement metrics by hand, the grid, and a tiny curve that resumes from its caches."""
+"""bench/fidelity/data_curve.py: the tier-agreement metrics by hand, the grid, and a tiny curve that resumes from its
+caches."""
 
 import numpy as np
 import pandas as pd

@@ -117,7 +117,8 @@ def rel_delta_pct(surrogate: Surrogate, cells: MultiomeData, gene: str, peaks) -
 
 
 def toy_facts(source: str = "toy") -> dict:
-    """`bench.reporting.report.run_facts` of a made-up run (tiny profile, no checkpoint), for tests that write reports."""
+    """`bench.reporting.report.run_facts` of a made-up run (tiny profile, no checkpoint), for tests that write
+    reports."""
     from types import SimpleNamespace
 
     from bench.config import PROFILES

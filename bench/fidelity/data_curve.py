@@ -4,9 +4,9 @@ The surrogate is trained again on synthetic data of growing size (`n_cells`) and
 both training styles; at every point of the grid it is measured the way `bench fit` measures it, and the
 explainers' ranking on it is set beside their ranking on the simulator's exact model:
 
-* marker R² (surrogates/fidelity.py) and interventional fidelity (bench/fidelity/interventional.py): Spearman of surrogate vs
-  truth closure effects, the group / Σ members ratio of both (1 = additive, ≫ 1 = redundant) and what closing all of
-  a marker's planted peaks does on each;
+* marker R² (surrogates/fidelity.py) and interventional fidelity (bench/fidelity/interventional.py): Spearman of
+  surrogate vs truth closure effects, the group / Σ members ratio of both (1 = additive, ≫ 1 = redundant) and what
+  closing all of a marker's planted peaks does on each;
 * the Kendall τ between the surrogate-tier and the truth-tier ranking of a fixed method set by Avg Rel Δ at one L,
   over the same (cell type, gene) jobs, with a percentile bootstrap CI over jobs (`tier_tau`, `bootstrap_tau`).
 

@@ -1,9 +1,9 @@
 """What the data identify at one locus: a per-locus diagnostic model that is told where the planted peaks are.
 
-The surrogate's closure effects are additive over redundant groups (bench/fidelity/interventional.py: group / Σ members ≈ 1
-against the truth's ≈ 12). Is that the surrogate's fault, or do the observed cells simply not show redundancy? To
-tell, fit the smallest model that *can* represent it, on the same training cells, for each marker gene g and its
-cell type t (training cells of t only):
+The surrogate's closure effects are additive over redundant groups (bench/fidelity/interventional.py: group / Σ
+members ≈ 1 against the truth's ≈ 12). Is that the surrogate's fault, or do the observed cells simply not show
+redundancy? To tell, fit the smallest model that *can* represent it, on the same training cells, for each marker gene
+g and its cell type t (training cells of t only):
 
     ŷ_c = b_0 + b_p x_c,promoter + Σ_k w_k OR_k(x_c) + Σ_{j ∈ members} v_j x_cj + Σ_e a_e x_ce        (saturating)
 

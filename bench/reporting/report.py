@@ -10,10 +10,10 @@ no numbers (shown as "—"; any metric value they carry is dropped), so averages
 Discrimination (per L, `discrimination.csv` and in each L's section): can the table tell a method from the best
 one? best = the non-control method with the best Avg Rel Δ (lowest; direction from the metric's spec); for every
 method m, over the (cell type, gene) jobs both finished (replicates averaged), d = Rel Δ_m − Rel Δ_best (↓ metric:
-d > 0 means m suppressed less), mean d with its 95 % t-interval, counts of jobs where m is better, tied (|d| ≤ `TIE_TOL`) or
-worse, the two-sided Wilcoxon signed-rank p and its Holm adjustment over the L's comparisons. On synthetic data
-also Kendall τ between the methods' order by surrogate Avg Rel Δ and by oracle Avg Rel Δ over the non-control
-methods (τ = 1: the surrogate ranks them as the truth does).
+d > 0 means m suppressed less), mean d with its 95 % t-interval, counts of jobs where m is better, tied (|d| ≤
+`TIE_TOL`) or worse, the two-sided Wilcoxon signed-rank p and its Holm adjustment over the L's comparisons. On
+synthetic data also Kendall τ between the methods' order by surrogate Avg Rel Δ and by oracle Avg Rel Δ over the
+non-control methods (τ = 1: the surrogate ranks them as the truth does).
 """
 
 from __future__ import annotations
@@ -265,8 +265,8 @@ def discrimination(long: pd.DataFrame, controls: Collection[str] | None = None,
 
     best = argmin (argmax for an ↑ metric) of the `Avg` rows of `long_table` over methods not in `controls`
     (default: the registry's `is_baseline` flags) that have a number for every job of that L (`complete`: a method
-    whose other jobs failed or had no estimate would be compared on its easy half). Over the (cell type, gene) jobs where both have a value (seeds
-    and surrogate seeds averaged first: replicates are not independent jobs),
+    whose other jobs failed or had no estimate would be compared on its easy half). Over the (cell type, gene) jobs
+    where both have a value (seeds and surrogate seeds averaged first: replicates are not independent jobs),
     d_j = metric_m,j − metric_best,j; mean_diff = mean d, ci = mean ± t_{0.975, n−1} · sd(d, ddof=1) / √n (NaN
     for n < 2); n_better / n_worse count jobs where m beats / trails the best by more than `TIE_TOL`, the rest tie.
     For Rel Δ (↓) a positive mean_diff means the method suppresses less than the best."""

@@ -287,8 +287,9 @@ def detail(long: pd.DataFrame, L: int, metric: str, methods: list[str], tablefmt
     """Markdown: `metric` at L, methods as rows (in `methods` order), cell types then Avg as columns (each headed
     with its n: genes, or cell types for Avg), each cell the mean in the metric's unit (± 95 % CI from
     `MIN_FOR_INTERVAL` values on) with the status marks of its jobs; the best non-control of each column (by the
-    metric's direction) in bold, among the methods with a number for every job of that column. `long` is `report.long_table` (its aggregate rows; a skewed metric's cells are
-    medians of its job rows: a cell type's over its genes, Avg's over every gene, with the IQR)."""
+    metric's direction) in bold, among the methods with a number for every job of that column. `long` is
+    `report.long_table` (its aggregate rows; a skewed metric's cells are medians of its job rows: a cell type's over
+    its genes, Avg's over every gene, with the IQR)."""
     part = long[(long["L"] == L) & (long["gene"] == "*")]
     spec = METRICS[metric]
     cell_types = [c for c in part["cell_type"].unique() if c != "Avg"] + ["Avg"]

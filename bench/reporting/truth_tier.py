@@ -1,9 +1,9 @@
 """The truth tier's breakdown: what each method's closures were made of, next to the optimum's, and where a greedy
 ranking falls short (by redundant-group size, and by whether the optimum closes the promoter).
 
-Per job the evaluator records (bench/scoring/metrics.py, `closure_kinds`) how many of the L peaks were the gene's promoter,
-members of redundant groups closed whole, members of groups left open (budget spent without effect while another
-member is open), single enhancers and background, and how many groups of 2, 3 and 4 members were closed whole —
+Per job the evaluator records (bench/scoring/metrics.py, `closure_kinds`) how many of the L peaks were the gene's
+promoter, members of redundant groups closed whole, members of groups left open (budget spent without effect while
+another member is open), single enhancers and background, and how many groups of 2, 3 and 4 members were closed whole —
 for the method's closure and, prefixed `optimum_`, for the exact optimum's. Means are over jobs (every (cell type,
 gene) of the L, replicates included); the tables say n.
 """

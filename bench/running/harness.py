@@ -3,10 +3,10 @@ in-process or on dask.distributed, and caches each result.
 
 A job is a pure function of (its fields, the method's parameters and budget, the data fingerprint, the explained
 model — a surrogate by its checkpoint key, another model by its `cache_key` — and the code versions of its method
-and the evaluator), so its record is stored under a hash of those and a rerun skips finished jobs. Each record is written atomically the moment its task ends, so a run killed at any
-point (even SIGKILL) keeps every finished job and the next run resumes. A method that raises is recorded as
-`failed` with the error; the benchmark goes on, and a rerun retries it (as it retries a job cut by the wall-time
-safety stop, `time_limit`).
+and the evaluator), so its record is stored under a hash of those and a rerun skips finished jobs. Each record is
+written atomically the moment its task ends, so a run killed at any point (even SIGKILL) keeps every finished job and
+the next run resumes. A method that raises is recorded as `failed` with the error; the benchmark goes on, and a rerun
+retries it (as it retries a job cut by the wall-time safety stop, `time_limit`).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ class ResultCache:
     """One JSON file per finished job, `root/<slot>/<versions>.json`, written atomically.
 
     The slot hashes what the job computes (the job, data, explained model, parameters, budget); the file name
-    hashes the code versions that computed it (bench/running/versions.py). A version bump therefore leaves the old record
-    beside the new one, which lets a rerun say why a job ran again. An entry that does not parse or does not
+    hashes the code versions that computed it (bench/running/versions.py). A version bump therefore leaves the old
+    record beside the new one, which lets a rerun say why a job ran again. An entry that does not parse or does not
     describe its job is corrupt: it is moved to `root/corrupt/` and the job is recomputed."""
 
     def __init__(self, root: Path):

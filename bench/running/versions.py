@@ -1,8 +1,8 @@
 """Code versions that key every cached artefact, and the source each one vouches for.
 
 A cached job result is reused only when the code that would compute it again is the code that did: each method's
-`version` (its `@register`), the evaluator's (`bench/scoring/evaluate.py`: the metrics of one job) and, on synthetic data,
-the simulator's (its truth feeds the truth metrics and the oracle). The surrogate's version keys its checkpoint
+`version` (its `@register`), the evaluator's (`bench/scoring/evaluate.py`: the metrics of one job) and, on synthetic
+data, the simulator's (its truth feeds the truth metrics and the oracle). The surrogate's version keys its checkpoint
 (`surrogates/checkpoint.py`), the loader's the processed-data cache (`datasets/loaders.py`), and the checkpoint
 key is part of every job's key. The package version is deliberately not used: a release that does not touch a
 method should not void its results.

@@ -10,8 +10,9 @@ from bench.scoring import metrics as M
 from bench.scoring.genomic import fraction_on_target_chrom, median_tss_distance
 from surrogates.protocol import KnownOptimum, capability, cell_types_of, entry_gradients
 
-# bump when a job's metrics can change (this module, bench/scoring/metrics.py, bench/scoring/genomic.py, bench/running/runner.py): cached
-# job results of another version are recomputed (bench/running/versions.py; tests/test_versions.py checks the sources)
+# bump when a job's metrics can change (this module, bench/scoring/metrics.py, bench/scoring/genomic.py,
+# bench/running/runner.py): cached job results of another version are recomputed (bench/running/versions.py;
+# tests/test_versions.py checks the sources)
 EVALUATOR_VERSION = 1
 
 

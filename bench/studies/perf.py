@@ -9,9 +9,9 @@
     reference code (gather a float32 [cells × peaks × embedding] tensor of open/closed embeddings, then sum per
     chromosome) at the largest batch that fits `dense_memory_gb`, reported per cell;
   * one GRIDS step (eq. 2, and the mean objective) next to the sparse forward+backward + gains row;
-  * the floor of the sparse kernels and of each GRIDS step (bench/studies/floor.py): their GEMM and embedding-bag FLOPs and
-    compulsory bytes against this process's measured GEMM throughput and memory bandwidth, the time as a multiple
-    of that floor, and where a step's time goes (torch.profiler: GEMMs, bags, other ops, Python between them).
+  * the floor of the sparse kernels and of each GRIDS step (bench/studies/floor.py): their GEMM and embedding-bag
+    FLOPs and compulsory bytes against this process's measured GEMM throughput and memory bandwidth, the time as a
+    multiple of that floor, and where a step's time goes (torch.profiler: GEMMs, bags, other ops, Python between them).
 Times are medians over repeats after a warm-up (`torch.utils.benchmark`, with the interquartile range); memory is
 the peak RSS increase of one call over the RSS before it, after freed pages went back to the OS (activations and
 gradients: the weights exist before the call). It writes `perf.md` (with the ratios), `perf.csv`, `perf.json`
