@@ -11,7 +11,7 @@ cycle waiting for the day it runs at import time. The rules:
 3. No private name crosses a file in package code: `from x import _name` and `x._name` on an imported project
    module are refused (a helper two files share is public, in the lowest room both use). Tests may reach in.
 4. A room is never named after an API function (`bench/run/` would shadow `bench.run` once imported): after every
-   module is imported, `bench.run`, `fit`, `compare` and `report` are still the API's functions.
+   module is imported, `bench.run`, `fit`, `compare` and `report` are still the API's functions, and work.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_every_bench_module_has_a_room():
         f"only the entry points, config and errors live at the top of bench/; move {sorted(top)} into a room")
 
 
-def test_no_room_shadows_an_api_function_once_every_module_is_imported():
+def test_no_room_shadows_an_api_function_once_every_module_is_imported(tmp_path):
     import bench
 
     for info in pkgutil.walk_packages(bench.__path__, "bench."):
@@ -165,6 +165,15 @@ def test_no_room_shadows_an_api_function_once_every_module_is_imported():
         fn = getattr(bench, name)
         assert callable(fn) and getattr(fn, "__module__", None) == "bench.api", (
             f"bench.{name} is {fn!r} after importing every module, not the API function")
+    # and each still does its job (the tiny profile: seconds)
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    long = bench.run("tiny", methods=["random"], genes=["GAD1"], L=[1], cache_dir=cache, out=out, progress=False)
+    assert set(long["method"]) == {"random"} and (out / "leaderboard.md").is_file()
+    fitted = bench.fit("tiny", cache_dir=cache, progress=False)
+    assert fitted.model is not None and fitted.summary["reused"] and fitted.summary["marker_r2"] <= 1
+    assert "interventional_spearman" in fitted.summary  # synthetic data: fidelity against the truth too
+    assert set(bench.compare(out, out, names=["a", "b"])["method"]) == {"random"}
+    assert (tmp_path / "again" / "leaderboard.md") in bench.report(out, out=tmp_path / "again")
 
 
 def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
