@@ -16,9 +16,9 @@ PAPER_LS = (10, 128)
 # explainers apart in this tier.
 TRUTH_LS = (1, 3, 5, 10, 20)
 # The surrogate style a run uses unless `--surrogate` says otherwise; chosen by measurement
-# (docs/data-and-surrogate.md; `bench fit --quick`, seed 0): paired reaches marker R² 0.966 in 70 s, reference 0.902
-# in 297 s, which the quick profile's 12 min (DESIGN) cannot afford; their interventional fidelity is alike
-# (Spearman 0.41 vs 0.39, both additive over redundant groups).
+# (`bench fit --quick`, seed 0; docs/data-and-surrogate.md): paired reaches marker R² 0.954 in 34 s, reference 0.876
+# in 177 s, several times the training a 12-minute quick run can spend; their interventional fidelity is alike
+# (Spearman 0.43 vs 0.37, both additive over redundant groups).
 DEFAULT_SURROGATE = "paired"
 # FIMAP's L1 price λ chosen on seed 1 at quick scale (the grid is in methods/fimap.py's docstring): 0.03 closes more
 # than the class default 0.01 on the surrogate at both Ls there. Only the quick profile uses it: carried to the

@@ -3,7 +3,8 @@
 The paired surrogate sums peak embeddings per chromosome before any non-linearity, so a specific enhancer's effect
 on a specific gene is (to first order) additive; it learns cell identity well but closing a redundant group looks
 like the sum of closing its members (group / Σ members ≈ 1, truth ≈ 12; bench/fidelity/interventional.py). A per-locus
-model told where the planted peaks are finds the saturation in the same cells (bench/locus.py), so the data carry it.
+model told where the planted peaks are finds the saturation in the same cells (bench/fidelity/locus_diagnostic.py), so
+the data carry it.
 
 `LocusSurrogate` adds, for every gene g, a small saturating network over the peaks in a window of ±`window` bp
 around its TSS (peak coordinates only, as any real data set has; nothing from the simulator):

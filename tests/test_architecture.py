@@ -1,5 +1,5 @@
-"""The layout's rules, checked on the code's own imports (DESIGN.md: data flows datasets → surrogates → methods →
-bench; inside bench/, rooms by role with one import direction).
+"""The layout's rules, checked on the code's own imports (docs/design.md: data flows datasets → surrogates →
+methods → bench; inside bench/, rooms by role with one import direction).
 
 Every import counts, at the top of a module or inside a function: a function-level import that runs upward is a
 cycle waiting for the day it runs at import time. The rules:

@@ -55,7 +55,7 @@ def run_line(run: str, command: str, link: str = "results/examples/") -> str:
     2.5 GiB (results/examples/RUN)'; `link`: where the examples folder is from the page that quotes it. Raises
     `ReusedRun` for a run that reused any job or surrogate."""
     f = facts(run)
-    if f.get("reused") or f.get("surrogates_reused"):
+    if f["reused"] or f["surrogates_reused"]:  # a run.json without them is too old to vouch for its time
         raise ReusedRun(f"results/examples/{run}: {f.get('reused', 0)} of {f.get('n_jobs')} jobs and "
                         f"{f.get('surrogates_reused', 0)} surrogate(s) were reused from the cache, so its "
                         f"{duration(f['seconds'])} is not a run time; regenerate it from an empty cache or stop "
@@ -74,9 +74,13 @@ def run_line(run: str, command: str, link: str = "results/examples/") -> str:
 
 
 def headline_table(run: str) -> str:
-    """The run's headline table, as its leaderboard.md shows it (without the notes under it)."""
+    """The run's headline table, as its leaderboard.md shows it (without the notes under it); its s/job column shows
+    "—" when the run reused any job or surrogate (those seconds were not spent in the run the page quotes)."""
     table = pd.read_csv(EXAMPLES / run / "headline.csv")
     table["marks"] = table["marks"].fillna("")
+    f = facts(run)
+    if f.get("reused") or f.get("surrogates_reused"):
+        table["seconds_per_job"] = np.nan
     return headline_markdown(table).split("\n\n")[0]
 
 
@@ -187,11 +191,11 @@ def curve_run(run: str) -> str:
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
     return (f"`python -m bench fidelity-curve --reference-cells 2000,5000` (quick genes and peaks, seed {f['seed']}, "
-            f"L = {f['L']}): {len(t)} "
-            f"points; surrogate training **{duration(t['train_seconds'].sum())}** and explainer jobs "
-            f"**{duration(t['jobs_seconds'].sum())}** on 2 CPU cores as first measured (truth-tier jobs are counted "
-            f"with every point that shares its data, though they ran once) ([`results/examples/{run}/`]"
-            f"({FROM_DOCS}{run}/))")
+            f"L = {f['L']}): {len(t)} points. Its compute, summed from the seconds each checkpoint and job took when "
+            f"it was first computed on 2 CPU cores (not a run time: the points ran in several passes that shared "
+            f"caches, and truth-tier jobs are counted with every point that shares their data, though they ran "
+            f"once): surrogate training {duration(t['train_seconds'].sum())}, explainer jobs "
+            f"{duration(t['jobs_seconds'].sum())} ([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
 
 
 def curve_table(run: str) -> str:
@@ -217,8 +221,9 @@ def budget_run(run: str) -> str:
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     records = read_records(EXAMPLES / run / "jobs.jsonl.gz")
     reused = sum(bool(r.get("cached")) for r in records)
-    if reused:
-        raise ReusedRun(f"results/examples/{run}: {reused} of {len(records)} jobs were reused from the cache")
+    if reused or f.get("reused") or f.get("surrogate_reused"):  # older curves' run.json did not record the surrogate
+        raise ReusedRun(f"results/examples/{run}: {reused} of {len(records)} jobs (and the surrogate: "
+                        f"{bool(f.get('surrogate_reused'))}) were reused from the cache")
     budgets = ",".join(f"1e{int(np.log10(b))}" for b in f["budgets"])
     pairs = {(r["cell_type"], r["gene"]) for r in records}
     return (f"`python -m bench budget --quick --budgets {budgets} --budget-seconds {f['seconds_stop']:g}`: "
@@ -311,11 +316,18 @@ def test_generated_blocks_match_the_committed_examples(page):
                                                "run `python -m tests.test_readme` to rewrite it")
 
 
-def test_the_first_screen_quotes_the_quick_run():
+def test_the_first_command_and_the_first_screen_are_the_same_run():
+    """The README's first command runs the example whose headline the first screen shows, and the set-up quotes
+    that run's time (and the other scale's beside it)."""
+    text = (ROOT / "README.md").read_text()
     found = blocks_in(ROOT / "README.md")
     assert {"quick-headline", "quick-run", "default-run"} <= set(found)
-    first = (ROOT / "README.md").read_text().split("\n## ")[:4]  # the title and the first three sections
-    assert "<!-- generated:quick-headline -->" in "\n## ".join(first)
+    first = "\n## ".join(text.split("\n## ")[:2])  # the title, the question and the headline
+    assert "<!-- generated:quick-headline -->" in first
+    command = re.search(r"```bash\n(.*?)\n```", text, re.S).group(1)  # the first command a reader meets
+    assert command.endswith("&& python -m bench run --quick"), command
+    assert found["quick-run"].startswith("`python -m bench run --quick`:")
+    assert found["quick-headline"] == headline_table("quick") + "\n"
 
 
 def test_a_run_that_reused_anything_is_never_quoted_as_a_run_time(monkeypatch):

@@ -1,10 +1,11 @@
 """The leaderboard's tables, built from `report.long_table`'s aggregated rows (pure functions, markdown out).
 
-* `headline` — one row per method, ranked by Avg Rel Δ at the largest L, with every column (headline.csv);
-  `headline_markdown` shows the part that fits `HEADLINE_WIDTH` (100) characters: Rel Δ ± 95 % CI at each L (first
-  and last L plus the area under the Rel Δ–log L curve when the grid has more than two; on the truth tier the % of
-  the optimum there, and Rel Δ at the largest L), the oracle's Rel Δ at the largest L on synthetic data, the
-  selection's stability over replicates and seconds per job; control and status marks as footnotes.
+* `headline` — one row per method, ranked by Avg Rel Δ at the largest L (on the truth tier by Avg % of the
+  optimum there: `ranking_metric`), with every column (headline.csv); `headline_markdown` shows the part that fits
+  `HEADLINE_WIDTH` (100) characters: Rel Δ ± 95 % CI at each L (first and last L plus the area under the Rel Δ–log L
+  curve when the grid has more than two; on the truth tier the % of the optimum at the first and last L instead),
+  the oracle's Rel Δ at the largest L on synthetic data, the selection's stability over replicates and seconds per
+  job; control and status marks as footnotes.
 * `detail` — one metric at one L: methods as rows, cell types (then Avg) as columns, best per column in bold.
 
 Numbers are rounded to what their interval supports: two significant digits of the half-width, the mean to the
@@ -123,8 +124,9 @@ def _complete(rows: pd.DataFrame) -> pd.Series:
 
 def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | None = None,
              jobs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per method (Avg rows of `agg`), ranked by Avg Rel Δ at the largest L among the methods with a number
-    for every job there (the others after them; no value last): columns method, control, marks, per L
+    """One row per method (Avg rows of `agg`), ranked by `ranking_metric` at the largest L (Avg Rel Δ; on the truth
+    tier Avg % of the optimum) among the methods with a number for every job there (the others after them; no value
+    last): columns method, control, marks, per L
     `rel_delta_pct@L` / `rel_delta_pct_ci95@L`, `auc` (≥ 2 Ls), oracle at the largest L (when present), the
     median TSS distance of the selected peaks at the largest L over every job (`jobs`, when the genes have TSSs),
     seconds per job, status summary, coverage."""
@@ -162,14 +164,25 @@ def headline(agg: pd.DataFrame, controls: set[str], stability: pd.DataFrame | No
         rows.append(row)
     table = pd.DataFrame(rows)
     # best first among methods with a number for every job of the largest L; the others after them, never "best"
-    key = table[f"rel_delta_pct@{Ls[-1]}"].fillna(np.inf)
+    rank = ranking_metric(table)
+    key = table[f"{rank.name}@{Ls[-1]}"] * (-1 if rank.higher_is_better else 1)
+    key = key.fillna(np.inf)
     return (table.assign(_incomplete=~table["complete"], _key=key)
             .sort_values(["_incomplete", "_key"], kind="stable").drop(columns=["_incomplete", "_key"])
             .reset_index(drop=True))
 
 
+def ranking_metric(table: pd.DataFrame):
+    """The metric a headline is ranked by: % of the optimum on the truth tier (the tier's question is how close a
+    method comes to the exact best closure, and a job's share of its own optimum weighs every gene alike), Rel Δ
+    everywhere else."""
+    truth = any(c.startswith("pct_of_optimum@") for c in table.columns)
+    return METRICS["pct_of_optimum" if truth else "rel_delta_pct"]
+
+
 # The headline must read in a terminal and a diff without wrapping: its markdown table is at most this many
-# characters wide. It holds what decides the order (Rel Δ at the largest L) and what qualifies it; everything else
+# characters wide. It holds what decides the order (Rel Δ, or % of optimum on the truth tier, at the shown Ls) and
+# what qualifies it; everything else
 # (every L, the TSS distance, …) is in the per-L sections and in headline.csv, which keeps every column.
 HEADLINE_WIDTH = 100
 # Columns `headline_markdown` leaves out, in this order, in the rare table still wider than HEADLINE_WIDTH (very
@@ -182,11 +195,11 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
     `HEADLINE_WIDTH` characters wide in markdown.
 
     Columns: Rel Δ at the first and the largest L (every L when there are two or fewer) and, with more than two, the
-    AUC over all of them; on the truth tier the % of the optimum at those Ls instead, and Rel Δ only at the largest
-    L, the number that orders the rows. Then the oracle's Rel Δ at the largest L (synthetic data), the Jaccard
-    stability (replicated runs), s/job, and the jobs with a number when some method lacks one. Three Rel Δ columns
-    or Rel Δ and % of optimum side by side do not fit 100 characters beside the method names; the TSS distance is
-    context, not a score, and has its own per-L table."""
+    AUC over all of them; on the truth tier the % of the optimum at those Ls instead (what orders its rows; Rel Δ
+    is in the per-L tables). Then the oracle's Rel Δ at the largest L (synthetic data), the Jaccard stability
+    (replicated runs), s/job, and the jobs with a number when some method lacks one. Three Rel Δ columns, or Rel Δ
+    and % of optimum side by side, do not fit 100 characters beside the method names; the TSS distance is context,
+    not a score, and has its own per-L table."""
     Ls = [int(c.split("@")[1]) for c in table.columns if c.startswith("rel_delta_pct@")]
     shown = Ls if len(Ls) <= MAX_HEADLINE_LS else [Ls[0], Ls[-1]]
     truth = all(f"pct_of_optimum@{L}" in table for L in shown)
@@ -211,10 +224,9 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
         columns += [column(f"% opt L={L} ↑", lambda r, n, L=L: fmt_metric(
             opt, r[f"pct_of_optimum@{L}"], r[f"pct_of_optimum_ci95@{L}"], n), "first L" if L != Ls[-1] else None)
             for L in shown]
-        columns.append(column(f"Rel Δ L={Ls[-1]} ↓", rel_at(Ls[-1])))
     else:
         columns += [column(f"Rel Δ L={L} ↓", rel_at(L), "first L" if L != Ls[-1] else None) for L in shown]
-    if len(Ls) > MAX_HEADLINE_LS:
+    if len(Ls) > MAX_HEADLINE_LS and not truth:  # the AUC is Rel Δ's: on the truth tier the % columns speak
         columns.append(column("AUC ↓", auc, "AUC"))
     if oracle:
         columns.append(column(f"Oracle L={Ls[-1]}", lambda r, n: fmt_metric(
@@ -239,10 +251,13 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
             columns = [c for c in columns if c[2] != group]
     headers = [h for h, _, _ in columns]
 
-    in_pct = ["Rel Δ"] + ["AUC"] * ("AUC ↓" in headers) + ["Oracle"] * any(h.startswith("Oracle") for h in headers)
-    in_pct = ", ".join(in_pct[:-1]) + " and " + in_pct[-1] if len(in_pct) > 1 else in_pct[0]
-    notes = [f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better); {in_pct} in %. "
-             + INTERVAL.description]
+    in_pct = ([] if truth else ["Rel Δ"]) + ["AUC"] * ("AUC ↓" in headers) + ["Oracle"] * any(
+        h.startswith("Oracle") for h in headers)
+    in_pct = (f"; {', '.join(in_pct[:-1])} and {in_pct[-1]} in %" if len(in_pct) > 1 else
+              f"; {in_pct[0]} in %" if in_pct else "")
+    order = (f"Ranked by Avg % of the optimum at L = {Ls[-1]} (↑: closer to the exact best closure is better)"
+             if truth else f"Ranked by Avg Rel Δ (%) at L = {Ls[-1]} (↓: more suppression is better)")
+    notes = [f"{order}{in_pct}. " + INTERVAL.description]
     if partial:
         notes.append(f"Only methods with a number for every job at L = {Ls[-1]} are ranked first; the rows after them "
                      "(fewer jobs with a number: the rest failed or had no estimate) are listed by the same number "
@@ -269,11 +284,11 @@ def headline_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
               **{m: EFFORT_TEXT[f] for f, m in EFFORT_MARKS.items()},
               MISSING_MARK: "the Avg covers fewer cell types than the table (no numbers in the others; the status "
                             "names them)"}
-    marks = [f"{m} {text}" for m, text in legend.items() if m in used]
-    if marks:  # only status marks have counts to point at
+    legend_items = [f"{m} {text}" for m, text in legend.items() if m in used]
+    if legend_items:  # only status marks have counts to point at
         counts = (" (counts under Runtime and status)"
                   if used & (set(STATUS_MARKS.values()) | set(EFFORT_MARKS.values()) | {MISSING_MARK}) else "")
-        notes.append("Marks: " + "; ".join(marks) + counts + ".")
+        notes.append("Marks: " + "; ".join(legend_items) + counts + ".")
     return rendered(columns, tablefmt) + "\n\n" + "\n\n".join(notes)
 
 

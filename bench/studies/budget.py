@@ -40,6 +40,7 @@ from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
 from bench.running.plan import check_methods, default_pairs, plan_run
 from datasets.files import atomic_write
 from methods.base import Budget
+from surrogates.protocol import meta_of
 from surrogates.truth import TruthModel
 
 log = logging.getLogger("bench")
@@ -207,10 +208,11 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     profile = profile_for(scale)
     data, truth, markers = load_inputs(Inputs(scale=profile.scale, seed=seed, cache_dir=cache_dir))
     genes = list(genes) if genes else default_pairs(markers, data)
-    records = []
+    records, surrogate_reused = [], False
     for tier in tiers:
         model = (TruthModel(truth, data.n_peaks) if tier == "truth" else
                  fit_surrogate(profile, data, surrogate, device=device, cache_dir=cache_dir, progress=progress))
+        surrogate_reused |= bool(meta_of(model).get("reused"))
         base = profile.for_truth_tier() if tier == "truth" else profile
         for b in budgets:
             plan = plan_run(base, data, markers, methods=methods, cell_types=cell_types, genes=genes, Ls=[L],
@@ -224,8 +226,18 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     if out is not None:
         write_curve(Path(out), table, records, {"scale": scale, "seed": seed, "tiers": list(tiers), "L": L,
                                                 "budgets": budgets, "seconds_stop": seconds, "surrogate": surrogate,
-                                                "genes": genes, "wall_seconds": round(time.perf_counter() - t0, 1)})
+                                                "genes": genes, "wall_seconds": round(time.perf_counter() - t0, 1),
+                                                # what came from the caches: then wall_seconds is not a run time
+                                                "reused": sum(bool(r.get("cached")) for r in records),
+                                                "n_jobs": len(records), "surrogate_reused": surrogate_reused})
     return table
+
+
+def _reuse_phrase(facts: dict) -> str:
+    """' (12 of 588 jobs and the surrogate reused from the caches, so not a run time)', or '' when nothing was."""
+    parts = ([f"{facts['reused']} of {facts['n_jobs']} jobs"] if facts.get("reused") else []) + (
+        ["the surrogate"] if facts.get("surrogate_reused") else [])
+    return f" ({' and '.join(parts)} reused from the caches, so not a run time)" if parts else ""
 
 
 def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict) -> list[Path]:
@@ -236,7 +248,7 @@ def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict
     header = (f"Anytime curves: {facts['scale']} scale, seed {facts['seed']}, L = {facts['L']}, genes "
               f"{', '.join(facts['genes'])}; budgets {', '.join(_evals(b) for b in facts['budgets'])} model "
               f"evaluations per job, wall-time safety stop {facts['seconds_stop']:g} s per job; "
-              f"{facts['wall_seconds']:.0f} s in all.")
+              f"{facts['wall_seconds']:.0f} s in all" + _reuse_phrase(facts) + ".")
     written = [atomic_write(out / "budget_curve.csv", table.to_csv(index=False)),
                atomic_write(out / "budget_curve.md", f"# Anytime curves\n\n{header}\n\n![](budget_curve.png)\n\n{md}\n"),
                atomic_write(out / "jobs.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in records)),
