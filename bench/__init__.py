@@ -1,8 +1,8 @@
 """GRIDS-Bench: harness, evaluator, reports and the command line (`python -m bench`).
 
 From Python: `bench.run(...)` runs the benchmark and returns its long table, `bench.fit(...)` trains (or reuses) the
-surrogate and measures its fidelity, `bench.compare(...)` compares runs and `bench.report(...)` renders a finished
-run again (see bench/api.py). The rooms below the API: scoring/, running/, reporting/, fidelity/, studies/."""
+surrogate and measures its fidelity, `bench.compare(...)` compares runs, `bench.report(...)` renders a finished
+run again and `bench.worlds(...)` runs every explainer in every regulatory world (see bench/api.py). The rooms below the API: scoring/, running/, reporting/, fidelity/, studies/."""
 
 import os
 
@@ -11,6 +11,6 @@ import os
 # passive waiting keeps it at 1.6 s. An explicit user setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench.api import compare, fit, report, run  # noqa: E402
+from bench.api import compare, fit, report, run, worlds  # noqa: E402
 
-__all__ = ["run", "fit", "compare", "report"]
+__all__ = ["run", "fit", "compare", "report", "worlds"]

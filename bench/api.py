@@ -1,5 +1,5 @@
-"""The Python API for notebooks: `bench.run`, `bench.fit`, `bench.compare` and `bench.report`; the command line
-(`python -m bench run / fit / compare / report`) is a thin layer over them.
+"""The Python API for notebooks: `bench.run`, `bench.fit`, `bench.compare`, `bench.report` and `bench.worlds`; the
+command line (`python -m bench run / fit / compare / report / worlds`) is a thin layer over them.
 
     import bench
     long = bench.run("quick", methods=["grids", "input-x-gradient", "random"], L=[10, 128], out="results/mine")
@@ -7,6 +7,7 @@
     fitted = bench.fit("quick")            # the surrogate `run` would explain, and how faithful it is
     fitted.summary["marker_r2"], fitted.summary["interventional_spearman"]
     bench.compare("results/examples/quick", "results/mine")
+    table = bench.worlds("quick", worlds=["redundant", "additive"], tiers=["truth"])  # every explainer per world
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from bench.running.pipeline import (
 )
 from bench.running.plan import check_methods, plan_run
 from bench.running.versions import code_versions
+from bench.studies.worlds import WORLD_LS, run_worlds
 from datasets.files import FolderLocked, atomic_write, folder_lock
 from surrogates.checkpoint import checkpoint_name
 from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
@@ -267,6 +269,23 @@ def _fixed_model(style: str, model, data, truth):
                         f"{data.n_genes} genes over {data.n_peaks} peaks, and its outputs must follow the data's gene "
                         "order")
     return explained
+
+
+def worlds(scale: str = "quick", *, worlds=None, methods=None, L=WORLD_LS, tiers=("truth", "surrogate"),
+           seed: int = 0, surrogate: str = DEFAULT_SURROGATE, cell_types=None, genes=None, out=None,
+           cache_dir=None, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+    """Every explainer in every regulatory world (bench/studies/worlds.py): the truth tier (% of the exact
+    optimum) and the surrogate tier (a `surrogate` trained on each world's data), same seed, genes and cells.
+
+    `worlds`: names from datasets/worlds.py (default: all of them, `redundant` first). `L`: subset sizes
+    (default: 3 and 10). Returns the long table: world, tier, method, L, Rel Δ, % of optimum, the truth's Rel Δ of
+    the surrogate tier's peaks, each with its 95 % CI. With `out`, writes worlds.csv/.md/.png, report.html,
+    regime.csv, jobs.jsonl.gz and run.json there after every world; jobs are cached, so a rerun resumes."""
+    check_device(device)
+    with _output_lock(out):
+        return run_worlds(scale, worlds=worlds, seed=seed, tiers=tiers, surrogate=surrogate, methods=methods,
+                          Ls=L, cell_types=cell_types, genes=genes, cache_dir=cache_dir, device=device, out=out,
+                          progress=progress)
 
 
 @contextlib.contextmanager

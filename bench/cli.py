@@ -1,4 +1,4 @@
-"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}` — parsing
+"""Command line: `python -m bench {run,compare,report,fit,data,list,budget,worlds,fidelity-curve,sweep,perf}` — parsing
 and thin commands only.
 
 Planning lives in bench/running/plan.py, orchestration in bench/running/pipeline.py, rendering in
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.api import compare, fit, report, run
+from bench.api import compare, fit, report, run, worlds
 from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS, profile_for
 from bench.errors import UserError
-from bench.fidelity.data_curve import TAU_METHODS, curve_points, run_data_curve
+from bench.fidelity.data_curve import TAU_METHODS, check_simulate, curve_points, run_data_curve
 from bench.reporting.report import summary_lines
 from bench.running.pipeline import (
     SURROGATE_STYLES,
@@ -38,6 +38,7 @@ from bench.studies.sweep import run_sweep
 from datasets.describe import describe, render_markdown
 from datasets.files import atomic_write
 from datasets.synthetic import SCALES
+from datasets.worlds import DEFAULT_WORLD, WORLDS
 from methods import registry
 from methods.base import Budget
 
@@ -56,6 +57,10 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+# --simulate's world=NAME: the simulator's regulatory worlds (datasets/worlds.py)
+_WORLDS_HELP = f"world=NAME picks the planted regulatory logic: {', '.join(WORLDS)} (default {DEFAULT_WORLD})"
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--quick", action="store_true", help="tiny data, short training and searches (minutes)")
@@ -72,9 +77,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the simulator and the train/val/test split")
     p.add_argument("--simulate", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="change the synthetic data without a new scale, e.g. --simulate n_cells=20000 --simulate "
-                        "umi_per_cell=2000 (keys: n_cells, n_peaks, n_genes, n_chrom, open_fraction, umi_per_cell); "
-                        "the surrogate's checkpoint and every job's cache key follow the data, and the reference "
-                        "style's training steps scale with n_cells")
+                        "umi_per_cell=2000 --simulate world=additive (keys: n_cells, n_peaks, n_genes, n_chrom, "
+                        f"open_fraction, umi_per_cell, world; {_WORLDS_HELP}); the surrogate's checkpoint and every "
+                        "job's cache key follow the data, and the reference style's training steps scale with n_cells")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="torch device; auto uses a GPU when present (default: auto)")
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and job results "
@@ -204,6 +209,9 @@ def _add_budget(sub) -> None:
                             "writes the score against the measured evaluations. Synthetic data only (the truth "
                             "tier needs the simulator).")
     _add_synthetic_args(budget, "quick scale (minutes per budget)")
+    budget.add_argument("--simulate", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                        help="change the synthetic data as for `run`, e.g. --simulate world=additive (keys: n_cells, "
+                             f"n_peaks, n_genes, n_chrom, open_fraction, umi_per_cell, world; {_WORLDS_HELP})")
     budget.add_argument("--budgets", type=_csv, default=["1e3", "1e4", "1e5", "1e6"],
                         help="model evaluations per job (default: 1e3,1e4,1e5,1e6)")
     budget.add_argument("--tiers", type=_csv, default=["surrogate", "truth"],
@@ -220,6 +228,31 @@ def _add_budget(sub) -> None:
     _add_common_args(budget)
 
 
+def _add_worlds(sub) -> None:
+    worlds = sub.add_parser("worlds", help="every explainer in every regulatory world: truth tier (% of the exact "
+                            "optimum) and surrogate tier, one table of methods × worlds (worlds.csv/.md, report.html)",
+                            description="Runs the same methods, cell types, marker genes and L on the simulator's "
+                            "data in each regulatory world (redundant OR groups, additive with distance decay, AND "
+                            "synergy, silencers, a literature-informed mix; docs/worlds.md): on the world's exact "
+                            "model (the truth tier) and on a surrogate trained on that world's data. Reports % of "
+                            "optimum per world with 95 % CIs, the best method per world with paired differences, "
+                            "Kendall τ between the worlds' rankings and between the tiers. Jobs are cached: an "
+                            "interrupted study resumes. Synthetic data only.")
+    _add_synthetic_args(worlds, "quick scale (about 10 minutes per world on 2 cores)")
+    worlds.add_argument("--worlds", type=_csv, help=f"comma-separated worlds (default: all of {', '.join(WORLDS)})")
+    worlds.add_argument("--tiers", type=_csv, default=["truth", "surrogate"],
+                        help="truth and/or surrogate (default: both)")
+    worlds.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
+                        help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
+    worlds.add_argument("--methods", type=_csv, help="methods (default: every default method)")
+    worlds.add_argument("--cell-types", type=_csv, help="cell types (default: the paper's 7)")
+    worlds.add_argument("--genes", type=_csv, help="genes (default: each cell type's markers)")
+    worlds.add_argument("--L", type=_csv, default=["3", "10"], help="comma-separated subset sizes (default: 3,10)")
+    worlds.add_argument("--out", type=Path, default=Path("results") / "worlds", help="output folder "
+                        "(default: results/worlds)")
+    _add_common_args(worlds)
+
+
 def _add_fidelity_curve(sub) -> None:
     curve = sub.add_parser(
         "fidelity-curve", help="when to trust the surrogate: its fidelity and the tiers' rank agreement against the "
@@ -229,6 +262,10 @@ def _add_fidelity_curve(sub) -> None:
         "a fixed method set on the surrogate and on the simulator's exact model at one L (bootstrap CI over jobs). "
         "Checkpoints and jobs are cached, so an interrupted curve resumes; the table is rewritten after each point.")
     _add_synthetic_args(curve, "quick genes and peaks (the default)")
+    curve.add_argument("--simulate", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
+                       help="change the synthetic data at every point, e.g. --simulate world=additive (keys: n_peaks, "
+                            f"n_genes, n_chrom, open_fraction, world; {_WORLDS_HELP}); the points' cells and depth "
+                            "come from --cells, --depth-cells and --depths")
     curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000"],
                        help="cell counts (default: 2000,5000,10000)")
     curve.add_argument("--styles", type=_csv, default=["paired", "locus"],
@@ -273,13 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
         "GRIDS-Bench: benchmark global feature-importance explainers on a single-cell multiome ATAC→RNA "
         "surrogate. Typical use: `python -m bench run --quick`, then read results/leaderboard.md."))
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{run,compare,report,fit,data,list,budget,fidelity-curve,sweep,perf}")
+                                metavar="{run,compare,report,fit,data,list,budget,worlds,fidelity-curve,sweep,perf}")
     _add_run(sub)
     _add_compare(sub)
     _add_report(sub)
     _add_fit_and_data(sub)
     sub.add_parser("list", help="list the registered explainers with their metadata")
     _add_budget(sub)
+    _add_worlds(sub)
     _add_fidelity_curve(sub)
     _add_sweep_and_perf(sub)
     return parser
@@ -379,11 +417,21 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_worlds(args) -> int:
+    worlds("quick" if args.quick else args.scale, worlds=args.worlds, methods=args.methods, L=args.L,
+           tiers=args.tiers, seed=args.seed, surrogate=args.surrogate, cell_types=args.cell_types, genes=args.genes,
+           out=args.out, cache_dir=args.cache_dir, device=args.device, progress=not args.no_progress)
+    print((args.out / "worlds.md").read_text())
+    print(f"wrote worlds.csv, worlds.md, worlds.png, regime.csv and report.html in {args.out}")
+    return 0
+
+
 def cmd_budget(args) -> int:
     run_budget_curve("quick" if args.quick else args.scale, seed=args.seed, tiers=args.tiers,
                      surrogate=args.surrogate, budgets=parse_floats(args.budgets), methods=args.methods,
                      cell_types=args.cell_types, genes=args.genes, L=args.L, seconds=args.budget_seconds,
-                     cache_dir=args.cache_dir, device=args.device, out=args.out, progress=not args.no_progress)
+                     cache_dir=args.cache_dir, device=args.device, out=args.out, progress=not args.no_progress,
+                     simulate=tuple(args.simulate))
     print((args.out / "budget_curve.md").read_text())
     print(f"wrote {args.out / 'budget_curve.csv'}, budget_curve.png and report.html in {args.out}")
     return 0
@@ -397,10 +445,12 @@ def cmd_fidelity_curve(args) -> int:
         raise UserError("--cells needs at least one cell count, e.g. 2000,5000,10000")
     if args.bootstrap < 1:
         raise UserError(f"--bootstrap must be ≥ 1, got {args.bootstrap}")
-    # every size and depth passes the simulator's own checks before anything trains
+    # the --simulate changes, then every size and depth, pass the simulator's own checks before anything trains
+    simulate = check_simulate(args.simulate)
+    Inputs(scale=scale, simulate=simulate).simulation_scale()
     for key, values in (("n_cells", cells + reference + [args.depth_cells]), ("umi_per_cell", depths)):
         for v in values:
-            Inputs(scale=scale, simulate=((key, f"{v:g}"),)).simulation_scale()
+            Inputs(scale=scale, simulate=simulate + ((key, f"{v:g}"),)).simulation_scale()
     methods = [] if [m.lower() for m in args.methods or ()] == ["none"] else list(args.methods or TAU_METHODS)
     bad = [s for s in args.styles if s not in SURROGATE_STYLES]
     if bad or not args.styles:
@@ -411,7 +461,7 @@ def cmd_fidelity_curve(args) -> int:
                           umi=SCALES[scale].umi_per_cell, styles=args.styles)
     run_data_curve(scale, seed=args.seed, points=points, methods=methods, genes=args.genes, L=args.L,
                    n_boot=args.bootstrap, cache_dir=args.cache_dir, device=args.device, out=args.out,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, simulate=simulate)
     print((args.out / "fidelity_curve.md").read_text())
     print(f"wrote fidelity_curve.csv, fidelity_curve.md, fidelity_curve.png and run.json in {args.out}")
     return 0
@@ -443,7 +493,7 @@ def cmd_perf(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data,
-            "list": cmd_list, "budget": cmd_budget, "fidelity-curve": cmd_fidelity_curve, "sweep": cmd_sweep,
+            "list": cmd_list, "budget": cmd_budget, "worlds": cmd_worlds, "fidelity-curve": cmd_fidelity_curve, "sweep": cmd_sweep,
             "perf": cmd_perf}
 
 

@@ -55,6 +55,7 @@ import scipy.sparse as sp
 
 from datasets.data import MultiomeData, assign_split, gene_position
 from datasets.markers import CELL_TYPES, PAPER_MARKERS, marker_genes
+from datasets.worlds import COOP_SIZES, DEFAULT_WORLD, contact, plan_units, world_named
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ OTHER_MAX_SINGLES = 3
 GROUP_ON = 0.7  # probability that a redundant group's module is on in a cell of a home type
 MEMBER_OPEN = 0.8  # open probability of each member of a group whose module is on
 SINGLE_OPEN = 0.6  # open probability of a single enhancer in a home type
+SILENCER_OPEN = 0.9  # open probability of a silencer in a home type (worlds with silencers)
 # open probability of a planted enhancer outside its gene's home types: at home a member opens with probability
 # GROUP_ON · MEMBER_OPEN = 0.56 and a single with 0.6, so each planted enhancer is ~6× enriched in its home types,
 # less than a background program peak (PROGRAM_ENRICHMENT = 8×): enhancers are the weaker identity markers
@@ -99,12 +101,13 @@ class SimulationScale:
     n_chrom: int
     open_fraction: float = 0.038
     umi_per_cell: float = 6000.0  # median library size (UMI per cell) of the RNA; per-cell depth is log-normal
+    world: str = DEFAULT_WORLD  # the planted regulatory logic (datasets/worlds.py)
 
 
 # What `--simulate key=value` may change, with the smallest value each takes (bench runs need ≥ 10 test cells of
 # the rarest type, 6 % of cells; the paper's markers need 40 genes; below ~0.5 % open the paper's regime is gone).
 SIMULATE_KEYS = {"n_cells": (int, 300), "n_peaks": (int, 1000), "n_genes": (int, 40), "n_chrom": (int, 1),
-                 "open_fraction": (float, 0.005), "umi_per_cell": (float, 100.0)}
+                 "open_fraction": (float, 0.005), "umi_per_cell": (float, 100.0), "world": (str, None)}
 
 
 def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | SimulationScale":
@@ -120,6 +123,12 @@ def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | Si
         if key not in SIMULATE_KEYS:
             raise ValueError(f"--simulate: unknown key {key!r}; the simulator takes {', '.join(SIMULATE_KEYS)}")
         kind, lowest = SIMULATE_KEYS[key]
+        if kind is str:  # the world: a name
+            try:
+                changes[key] = world_named(text.strip()).name
+            except ValueError as exc:
+                raise ValueError(f"--simulate {key}={text}: {exc}") from None
+            continue
         try:
             value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except (TypeError, ValueError):
@@ -129,11 +138,13 @@ def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | Si
             allowed = "between 0.005 and 0.5" if key == "open_fraction" else f"at least {lowest:g}"
             raise ValueError(f"--simulate {key}={text}: {key} must be {allowed}")
         changes[key] = value
+    if changes == {"world": DEFAULT_WORLD}:  # naming the default world changes nothing: same data, same provenance
+        return scale
     return replace(SCALES[scale], **changes)
 
 
 SIMULATE_EXAMPLES = {"n_cells": 20000, "n_peaks": 40000, "n_genes": 150, "n_chrom": 10, "open_fraction": 0.04,
-                     "umi_per_cell": 2000}
+                     "umi_per_cell": 2000, "world": "additive"}
 
 
 # Scales shrink cells and genes, never open peaks per cell: quick and default keep ~1,800 / ~2,000 open peaks per
@@ -164,12 +175,25 @@ class SyntheticTruth:
     floor: np.ndarray  # (G,) ε
     trans: np.ndarray  # (T, G) τ_g(t)
     magnitude: np.ndarray  # (G,) m_g, normalised counts per 10^5 at full activity
+    coop: np.ndarray | None = None  # (G, MAX_COOP, 3) AND-unit members; None: the world has none
+    coop_weight: np.ndarray | None = None  # (G, MAX_COOP)
+    world: str = DEFAULT_WORLD
     _reg_cols: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):
-        cols = np.concatenate([self.promoter, self.group.ravel(), self.single.ravel()])
+        G = len(self.genes)
+        if self.coop is None:
+            self.coop = np.full((G, 0, max(COOP_SIZES)), -1, dtype=np.int64)
+            self.coop_weight = np.zeros((G, 0))
+        cols = np.concatenate([self.promoter, self.group.ravel(), self.single.ravel(), self.coop.ravel()])
         self._reg_cols = np.unique(cols[cols >= 0])
         self._index = {g: i for i, g in enumerate(self.genes)}
+        # how many genes each planted peak regulates (> 1: an element shared by genes)
+        per_gene = [np.unique(np.concatenate([self.promoter[g:g + 1], self.group[g].ravel(), self.single[g],
+                                              self.coop[g].ravel()])) for g in range(G)]
+        flat = np.concatenate(per_gene) if per_gene else np.zeros(0, dtype=np.int64)
+        peaks, counts = np.unique(flat[flat >= 0], return_counts=True)
+        self._shared = set(peaks[counts > 1].tolist())
 
     # ------------------------------------------------------------------ lookups
     def gene_index(self, gene: str) -> int:
@@ -178,22 +202,44 @@ class SyntheticTruth:
         return gene_position(self.genes, gene, "the simulator's planted truth")
 
     def regulatory_peaks(self, gene: str) -> dict[str, list[int]]:
-        """{'promoter': [...], 'redundant': [...], 'additive': [...]} peak indices for one gene."""
+        """{'promoter', 'redundant' (OR-group members), 'additive' (single enhancers), 'cooperative' (AND-unit
+        members), 'silencer'}: peak indices of one gene, by kind."""
         g = self.gene_index(gene)
+        singles = [(int(j), w) for j, w in zip(self.single[g], self.single_weight[g]) if j >= 0]
         return {
             "promoter": [int(self.promoter[g])] if self.promoter[g] >= 0 else [],
             "redundant": [int(j) for j in self.group[g].ravel() if j >= 0],
-            "additive": [int(j) for j in self.single[g] if j >= 0],
+            "additive": [j for j, w in singles if w >= 0],
+            "cooperative": [int(j) for j in self.coop[g].ravel() if j >= 0],
+            "silencer": [j for j, w in singles if w < 0],
         }
 
     def planted_peaks(self, gene: str) -> np.ndarray:
-        """Every planted peak of one gene (promoter, group members, single enhancers), sorted."""
+        """Every planted peak of one gene (promoter, group and AND-unit members, enhancers, silencers), sorted."""
         return np.array(sorted(p for ps in self.regulatory_peaks(gene).values() for p in ps), dtype=np.int64)
 
     def redundant_groups(self, gene: str) -> list[list[int]]:
         """Each redundant (OR) group of the gene as its own list of peak indices."""
         g = self.gene_index(gene)
         return [[int(j) for j in grp if j >= 0] for grp in self.group[g] if (grp >= 0).any()]
+
+    def cooperative_units(self, gene: str) -> list[list[int]]:
+        """Each cooperative (AND) unit of the gene as its own list of peak indices."""
+        g = self.gene_index(gene)
+        return [[int(j) for j in unit if j >= 0] for unit in self.coop[g] if (unit >= 0).any()]
+
+    def shared_peaks(self, gene: str) -> list[int]:
+        """The gene's planted peaks that also regulate another gene (closing them costs specificity)."""
+        return [int(p) for p in self.planted_peaks(gene) if int(p) in self._shared]
+
+    def units(self, gene: str) -> dict[str, list]:
+        """The gene's planted regulation by unit kind, for the closure composition table (bench/scoring):
+        promoter, groups (OR), coops (AND), singles (enhancers), silencers, shared (peaks also regulating another
+        gene)."""
+        reg = self.regulatory_peaks(gene)
+        return {"promoter": reg["promoter"], "groups": self.redundant_groups(gene),
+                "coops": self.cooperative_units(gene), "singles": reg["additive"], "silencers": reg["silencer"],
+                "shared": self.shared_peaks(gene)}
 
     def planted_mask(self, n_peaks: int) -> np.ndarray:
         """Boolean mask over all peaks: True where the peak regulates some gene (False = background)."""
@@ -219,7 +265,8 @@ class SyntheticTruth:
         closed_mask = np.zeros(atac.shape[1], dtype=bool)
         if closed is not None and len(closed):
             closed_mask[np.asarray(closed, dtype=np.int64)] = True
-        cols = np.unique(np.concatenate([self.promoter[gidx], self.group[gidx].ravel(), self.single[gidx].ravel()]))
+        cols = np.unique(np.concatenate([self.promoter[gidx], self.group[gidx].ravel(), self.single[gidx].ravel(),
+                                         self.coop[gidx].ravel()]))
         cols = cols[cols >= 0]
         col_of = np.full(atac.shape[1], -1, dtype=np.int64)
         col_of[cols] = np.arange(len(cols))
@@ -241,6 +288,14 @@ class SyntheticTruth:
         grp_open = 1.0 - np.prod(1.0 - gather(self.group[gidx]), axis=3)  # cells × G × groups
         s = (grp_open * self.group_weight[gidx]).sum(-1) + (gather(self.single[gidx]) * self.single_weight[gidx]).sum(-1)
         z = self.group_weight[gidx].sum(-1) + self.single_weight[gidx].sum(-1)
+        if self.coop.shape[1]:  # AND units: a padded member slot counts as open
+            coop = self.coop[gidx]
+            all_open = np.prod(np.where(coop >= 0, gather(coop), 1.0), axis=3)
+            s = s + (all_open * self.coop_weight[gidx]).sum(-1)
+            z = z + self.coop_weight[gidx].sum(-1)
+        neg = np.minimum(self.single_weight[gidx], 0.0).sum(-1)  # silencers: S gains |w| (1 − x), Z their |w|
+        if neg.any():
+            s, z = s - neg, z - 2 * neg
         eps = self.floor[gidx]
         return (left + (1 - left) * prom) * (eps + (1 - eps) * s / np.maximum(z, 1e-12))
 
@@ -252,11 +307,13 @@ class SyntheticTruth:
         Returns (peaks, the objective left as a fraction of its unperturbed value; NaN without cells or
         expression). A gene without a promoter keeps P = ρ (the simulator's always-closed pad).
         Why it can be exact: with the promoter's state fixed (left as it is, or closed), each cell's expression is
-        A_c + B_c · S_c(x) and S_c sums one term per redundant group and per single enhancer, so the mean over
-        cells is a constant plus one term per *unit* (group or single) that depends only on which of that unit's
-        members are closed. Choosing what to close is then a multiple-choice knapsack: every unit offers each
-        subset of its members (≤ 2⁴ for a group) at a cost of its size, with capacity L (L − 1 when the promoter
-        is closed), solved by dynamic programming over units × capacity; the better promoter state wins."""
+        A_c + B_c · S_c(x) and S_c sums one term per *unit* — an OR group, an AND unit, a single enhancer or a
+        silencer (datasets/worlds.py) — that reads only its own members (a gene's units share no member), so the
+        mean over cells is a constant plus one term per unit that depends only on which of that unit's members are
+        closed. Choosing what to close is then a multiple-choice knapsack: every unit offers each subset of its
+        members (≤ 2⁴) at a cost of its size, with capacity L (L − 1 when the promoter is closed), solved by
+        dynamic programming over units × capacity; the better promoter state wins. Elements shared with another
+        gene are one of this gene's units like any other."""
         g = self.gene_index(gene)
         peaks = self.planted_peaks(gene)
         n = len(peaks)
@@ -268,29 +325,39 @@ class SyntheticTruth:
         scale = w_c * self.trans[self.type_codes(cells), g] * self.magnitude[g]  # w_c · τ_c · m_g
         left, eps = self.promoter_left[g], self.floor[g]
         z = self.group_weight[g].sum() + self.single_weight[g].sum()
+        if self.coop.shape[1]:
+            z = z + self.coop_weight[g].sum()
+        neg = float(np.minimum(self.single_weight[g], 0.0).sum())  # −Σ|w| of the silencers: S's constant is −neg
+        if neg:
+            z = z - 2 * neg
         prom = self.promoter[g]
-        groups = [([pos[int(j)] for j in grp if j >= 0], w) for grp, w in zip(self.group[g], self.group_weight[g])
-                  if (grp >= 0).any()]
-        singles = [(pos[int(j)], a) for j, a in zip(self.single[g], self.single_weight[g]) if j >= 0]
+        # (members, weight, logic): OR — the unit counts while any member is open; AND — while all are
+        units = [([pos[int(j)] for j in grp if j >= 0], w, "or") for grp, w in zip(self.group[g], self.group_weight[g])
+                 if (grp >= 0).any()]
+        units += [([pos[int(j)] for j in unit if j >= 0], w, "and")
+                  for unit, w in zip(self.coop[g], self.coop_weight[g]) if (unit >= 0).any()]
+        units += [([pos[int(j)]], a, "or") for j, a in zip(self.single[g], self.single_weight[g]) if j >= 0]
 
         def solve(promoter_closed: bool, capacity: int):
             p_c = (np.full(len(x), left) if promoter_closed or prom < 0
                    else left + (1 - left) * x[:, pos[int(prom)]])
-            A = float(np.mean(scale * p_c * eps))
+            A = float(np.mean(scale * p_c * (eps + (1 - eps) * -neg / max(z, 1e-12)))) if neg else \
+                float(np.mean(scale * p_c * eps))
             B = scale * p_c * (1 - eps) / max(z, 1e-12)  # per cell
-            units = []  # per unit: [(cost, mean contribution, closed member indices)]
-            for members, w in groups:
+            offers = []  # per unit: [(cost, mean contribution, closed member indices)]
+            for members, w, logic in units:
                 options = []
                 for mask in range(1 << len(members)):
                     closed = [m for k, m in enumerate(members) if mask >> k & 1]
                     kept = [m for m in members if m not in closed]
-                    any_open = 1.0 - np.prod(1.0 - x[:, kept], axis=1) if kept else np.zeros(len(x))
-                    options.append((len(closed), float(np.mean(B * w * any_open)), closed))
-                units.append(options)
-            for j, a in singles:
-                units.append([(0, float(np.mean(B * a * x[:, j])), []), (1, 0.0, [j])])
+                    if logic == "or":
+                        on = 1.0 - np.prod(1.0 - x[:, kept], axis=1) if kept else np.zeros(len(x))
+                    else:
+                        on = np.prod(x[:, members], axis=1) if not closed else np.zeros(len(x))
+                    options.append((len(closed), float(np.mean(B * w * on)), closed))
+                offers.append(options)
             best = {0: (0.0, [])}  # cost used → (lowest total contribution, closed indices)
-            for options in units:
+            for options in offers:
                 nxt: dict[int, tuple[float, list]] = {}
                 for used, (value, closed) in best.items():
                     for cost, contribution, members in options:
@@ -352,8 +419,52 @@ def _poisson_rate_scale(weights: np.ndarray, distinct: float) -> float:
     return 0.5 * (lo + hi)
 
 
+def _world_entries(plans) -> tuple[list, list, list]:
+    """Planted peaks of a world other than `redundant`, per regulated gene in order: promoter (kind 0), OR-group
+    members (1, slot (group, member)), single enhancers (2, (slot, 0)), AND-unit members (3, (unit, member)),
+    silencers (4, (slot after the enhancers, 0)). Borrowed elements get no peak of their own."""
+    reg_gene, reg_kind, reg_slot = [], [], []
+    for g, p in enumerate(plans):
+        if not (p.groups or p.coops or p.single_w or p.silencer_w or p.borrowed):
+            continue
+        entries = [(0, (0, 0))]
+        entries += [(1, (k, m)) for k, size in enumerate(p.groups) for m in range(size)]
+        entries += [(2, (e, 0)) for e in range(len(p.single_w))]
+        entries += [(3, (c, m)) for c, size in enumerate(p.coops) for m in range(size)]
+        entries += [(4, (len(p.single_w) + e, 0)) for e in range(len(p.silencer_w))]
+        for kind, slot in entries:
+            reg_gene.append(g), reg_kind.append(kind), reg_slot.append(slot)
+    return reg_gene, reg_kind, reg_slot
+
+
+def _world_weights(world, plans, group, coop, single, reg_index, offset, widths):
+    """(group_w, coop_w, single_w) of a world: its draws, times each unit's contact with the TSS (the mean over
+    its members) where the world decays with distance; silencers negative; borrowed elements their own draw."""
+    G = len(plans)
+    distance = np.zeros(int(reg_index.max()) + 1 if len(reg_index) else 0)
+    distance[reg_index] = np.abs(offset)
+
+    def decay(peaks) -> float:
+        peaks = [j for j in np.ravel(peaks) if j >= 0]
+        return float(np.mean(contact(distance[peaks]))) if world.distance_decay and peaks else 1.0
+
+    group_w, coop_w, single_w = np.zeros((G, widths[0])), np.zeros((G, widths[1])), np.zeros((G, widths[2]))
+    for g, p in enumerate(plans):
+        for k, w in enumerate(p.group_w):
+            group_w[g, k] = w * decay(group[g, k])
+        for c, w in enumerate(p.coop_w):
+            coop_w[g, c] = w * decay(coop[g, c])
+        own = [(w, 1.0) for w in p.single_w] + [(w, -1.0) for w in p.silencer_w]
+        for e, (w, sign) in enumerate(own):
+            single_w[g, e] = sign * w * decay(single[g, e])
+        for k, (owner, e, w) in enumerate(p.borrowed):  # the weight already holds its drawn contact
+            single_w[g, len(own) + k] = (-w if e >= len(plans[owner].single_w) else w)
+    return group_w, coop_w, single_w
+
+
 def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[MultiomeData, SyntheticTruth]:
-    """Generate a multiome dataset with planted redundant regulation. Deterministic in (scale, seed)."""
+    """Generate a multiome dataset with the planted regulation of the scale's world (datasets/worlds.py; default
+    `redundant`). Deterministic in (scale, seed)."""
     t0 = time.perf_counter()
     if isinstance(scale, str) and scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
@@ -373,21 +484,31 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     chrom_len = rng.integers(60_000_000, 250_000_000, size=sc.n_chrom)
     g_chrom = rng.integers(0, sc.n_chrom, size=G)
     tss = (rng.random(G) * (chrom_len[g_chrom] - 1_000_000) + 500_000).astype(np.int64)
-    reg_gene, reg_kind, reg_slot = [], [], []  # kind: 0 promoter, 1 group member, 2 single; slot: (group, member)
-    for g in np.flatnonzero(regulated):
-        reg_gene.append(g), reg_kind.append(0), reg_slot.append((0, 0))
-        for k in range(MAX_GROUPS):
-            for m in range(sizes[g, k]):
-                reg_gene.append(g), reg_kind.append(1), reg_slot.append((k, m))
-        for e in range(n_single[g]):
-            reg_gene.append(g), reg_kind.append(2), reg_slot.append((e, 0))
+    world = world_named(sc.world)
+    if world.name == DEFAULT_WORLD:  # v2's draws, bit for bit
+        plans, layout_rng = None, rng
+        reg_gene, reg_kind, reg_slot = [], [], []  # kind: 0 promoter, 1 group member, 2 single; slot: (group, member)
+        for g in np.flatnonzero(regulated):
+            reg_gene.append(g), reg_kind.append(0), reg_slot.append((0, 0))
+            for k in range(MAX_GROUPS):
+                for m in range(sizes[g, k]):
+                    reg_gene.append(g), reg_kind.append(1), reg_slot.append((k, m))
+            for e in range(n_single[g]):
+                reg_gene.append(g), reg_kind.append(2), reg_slot.append((e, 0))
+        widths = (MAX_GROUPS, 0, MAX_SINGLES)
+    else:  # the world's own stream, after everything the worlds share
+        layout_rng = np.random.default_rng([seed, world.code])
+        plans = plan_units(world, layout_rng, regulated, is_marker, home, g_chrom, tss)
+        reg_gene, reg_kind, reg_slot = _world_entries(plans)
+        widths = (max(1, max(len(p.groups) for p in plans)), max(1, max(len(p.coops) for p in plans)),
+                  max(1, max(len(p.single_w) + len(p.silencer_w) + len(p.borrowed) for p in plans)))
     reg_gene, reg_kind = np.array(reg_gene), np.array(reg_kind)
     n_reg = len(reg_gene)
     n_bg = sc.n_peaks - n_reg
     if n_bg < n_reg:
         raise ValueError(f"n_peaks={sc.n_peaks} is too small: {G} genes plant {n_reg} regulatory peaks and the "
                          "background needs at least as many; raise n_peaks or lower n_genes")
-    offset = rng.choice([-1, 1], n_reg) * rng.integers(2_000, 250_000, n_reg)
+    offset = layout_rng.choice([-1, 1], n_reg) * layout_rng.integers(2_000, 250_000, n_reg)
     reg_pos = np.maximum(1000, tss[reg_gene] + np.where(reg_kind == 0, 0, offset))
     bg_chrom = rng.choice(sc.n_chrom, size=n_bg, p=chrom_len / chrom_len.sum())
     bg_pos = (rng.random(n_bg) * (chrom_len[bg_chrom] - 1000)).astype(np.int64)
@@ -402,25 +523,39 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     reg_index = new_index[:n_reg]
     bg_cols = new_index[n_reg:]
 
+    max_groups, max_coops, max_singles = widths
     promoter = np.full(G, -1, dtype=np.int64)
-    group = np.full((G, MAX_GROUPS, MAX_MEMBERS), -1, dtype=np.int64)
-    single = np.full((G, MAX_SINGLES), -1, dtype=np.int64)
+    group = np.full((G, max_groups, MAX_MEMBERS), -1, dtype=np.int64)
+    single = np.full((G, max_singles), -1, dtype=np.int64)
+    coop = np.full((G, max_coops if plans is not None else 0, max(COOP_SIZES)), -1, dtype=np.int64)
     for j, g, kind, (a, b) in zip(reg_index, reg_gene, reg_kind, reg_slot):
         if kind == 0:
             promoter[g] = j
         elif kind == 1:
             group[g, a, b] = j
-        else:
+        elif kind == 3:
+            coop[g, a, b] = j
+        else:  # 2 single enhancer, 4 silencer: one row of slots, silencers after the enhancers
             single[g, a] = j
+    coop_w = None
+    if plans is not None:
+        group_w, coop_w, single_w = _world_weights(world, plans, group, coop, single, reg_index, offset, widths)
+        for g, p in enumerate(plans):  # elements borrowed from a neighbouring gene: the owner's peak
+            for k, (owner, e, _) in enumerate(p.borrowed):
+                single[g, len(p.single_w) + len(p.silencer_w) + k] = single[owner, e]
 
     # ---- open probabilities of planted peaks per cell type ------------------------------------------------
     reg_home = home[reg_gene].T  # T × n_reg
     promoter_pi = np.where(reg_home | is_marker[reg_gene], PROMOTER_OPEN, PROMOTER_ELSEWHERE)
+    is_member = np.isin(reg_kind, (1, 3))  # members of OR groups and AND units: their unit is a module
     reg_pi = np.where(reg_kind == 0, promoter_pi,
-                      np.where(reg_home, np.where(reg_kind == 1, MEMBER_OPEN, SINGLE_OPEN), ENHANCER_ELSEWHERE))
-    module_id = np.full(n_reg, -1)  # one module per (gene, group) with members
-    is_member = reg_kind == 1
-    module_key = reg_gene[is_member] * MAX_GROUPS + np.array([s[0] for s, k in zip(reg_slot, reg_kind) if k == 1])
+                      np.where(reg_home, np.where(is_member, MEMBER_OPEN, SINGLE_OPEN), ENHANCER_ELSEWHERE))
+    reg_pi = np.where(reg_home & (reg_kind == 4), SILENCER_OPEN, reg_pi)
+    if world.distance_decay:  # its single enhancers stand in for v2's group members: open as often as those
+        reg_pi = np.where(reg_home & (reg_kind == 2), MEMBER_OPEN, reg_pi)
+    module_id = np.full(n_reg, -1)  # one module per (gene, group or AND unit) with members
+    module_key = reg_gene[is_member] * (max_groups + coop.shape[1]) + np.array(
+        [s[0] + (max_groups if k == 3 else 0) for s, k in zip(reg_slot, reg_kind) if k in (1, 3)], dtype=np.int64)
     _, module_id[is_member] = np.unique(module_key, return_inverse=True)
     n_modules = int(module_id.max()) + 1 if is_member.any() else 0
     module_home = np.zeros((T, max(n_modules, 1)), dtype=bool)
@@ -469,7 +604,8 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
 
     truth = SyntheticTruth(genes=gene_names, cell_types=types, promoter=promoter, promoter_left=promoter_left,
                            group=group, group_weight=group_w, single=single, single_weight=single_w, floor=floor,
-                           trans=trans, magnitude=magnitude)
+                           trans=trans, magnitude=magnitude, coop=coop if plans is not None else None,
+                           coop_weight=coop_w, world=world.name)
 
     # ---- expression ----------------------------------------------------------------------------------------
     mean = truth._expression(atac, cell_type)  # normalised counts per 10^5
@@ -483,7 +619,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
                        index=barcodes)
     obs["split"] = assign_split(obs["cell_type"], seed)
     genes = pd.DataFrame({"chrom": [f"chr{c + 1}" for c in g_chrom], "tss": tss}, index=pd.Index(gene_names))
-    uns = {"source": "synthetic", "simulator_version": SIMULATOR_VERSION, "seed": seed,
+    uns = {"source": "synthetic", "simulator_version": SIMULATOR_VERSION, "seed": seed, "world": world.name,
            "scale": scale if isinstance(scale, str) else repr(sc), "normalisation": "log1p(counts per 1e5)"}
     data = MultiomeData(atac, rna, obs, peaks, genes, uns)
     log.info("simulated %r in %.1fs", data, time.perf_counter() - t0)

@@ -3,7 +3,9 @@
 The simulator (datasets/synthetic.py) plants each gene's regulation; its mean expression in cell c of type t is
 
     E_gc(x) = m_g · τ_g(t) · P_g(x) · (ε_g + (1 − ε_g) · S_g(x) / Z_g),
-    P_g = ρ_g + (1 − ρ_g) x_promoter,   S_g = Σ_k w_k OR_k(x) + Σ_e a_e x_e,   OR_k = 1 − Π_{j∈k} (1 − x_j).
+    P_g = ρ_g + (1 − ρ_g) x_promoter,   S_g = Σ_k w_k OR_k(x) + Σ_u w_u AND_u(x) + Σ_e a_e x_e + Σ_{a_e<0} |a_e|,
+    OR_k = 1 − Π_{j∈k} (1 − x_j),   AND_u = Π_{j∈u} x_j,   Z_g = Σ |weights|
+(AND units and silencers, a_e < 0, exist in some worlds only: datasets/worlds.py).
 
 `TruthModel` outputs ŷ = log1p(E), like the surrogate's log-normalised predictions, so the evaluator's formulas
 (Rel Δ = 100 · mean_c expm1(ŷ_closed − ŷ)) are unchanged. For real-valued x (IG paths, SmoothGrad noise) it is the
@@ -47,7 +49,7 @@ class TruthModel:
         # the version and the planted truth itself: a modified truth never reuses the simulator's jobs
         self.cache_key = f"truth-v{TRUTH_MODEL_VERSION}-{_truth_hash(truth)}"
         t = truth
-        cols = np.concatenate([t.promoter, t.group.ravel(), t.single.ravel()])
+        cols = np.concatenate([t.promoter, t.group.ravel(), t.single.ravel(), t.coop.ravel()])
         self._cols = np.unique(cols[cols >= 0])  # every planted peak, sorted
         pad = len(self._cols)  # index of an always-closed column appended to the gathered planted columns
         col_of = np.full(self.n_peaks, pad, dtype=np.int32)
@@ -67,7 +69,20 @@ class TruthModel:
         self._gw = torch.as_tensor(t.group_weight[g_of_group, k_of_group], **f64)
         self._sw = torch.as_tensor(t.single_weight[g_of_single, e_of_single], **f64)
         self._left = torch.as_tensor(t.promoter_left, **f64)
-        self._z = torch.as_tensor(t.group_weight.sum(-1) + t.single_weight.sum(-1), **f64).clamp_min(1e-12)
+        z = t.group_weight.sum(-1) + t.single_weight.sum(-1)
+        # AND units (the synergy and mixed worlds): a padded member slot reads an always-open column
+        g_of_coop, c_of_coop = np.nonzero((t.coop >= 0).any(-1))
+        self._coop_gene, self._coop = torch.as_tensor(g_of_coop), local(t.coop[g_of_coop, c_of_coop])
+        self._coop_pad = torch.as_tensor(t.coop[g_of_coop, c_of_coop] < 0)
+        self._cw = torch.as_tensor(t.coop_weight[g_of_coop, c_of_coop], **f64)
+        if t.coop.shape[1]:
+            z = z + t.coop_weight.sum(-1)
+        # silencers (negative single weights): S gains the constant Σ|w| and Z counts |w|
+        neg = np.minimum(t.single_weight, 0.0).sum(-1)
+        self._neg = torch.as_tensor(-neg, **f64) if neg.any() else None
+        if neg.any():
+            z = z - 2 * neg
+        self._z = torch.as_tensor(z, **f64).clamp_min(1e-12)
         self._eps, self._scale = torch.as_tensor(t.floor, **f64), torch.as_tensor(t.trans * t.magnitude, **f64)
         self._types = pd.Index(t.cell_types)
 
@@ -149,6 +164,12 @@ class TruthModel:
             x = planted[:, cols[pick]]  # rows × units (× members for groups)
             on = 1.0 - torch.prod(1.0 - x, dim=-1) if groups else x  # OR over a group's members
             s = s.index_add(1, out_of[gene_of[pick]], on * w[pick])
+        if len(self._coop_gene):
+            pick = torch.nonzero(out_of[self._coop_gene] >= 0).ravel()
+            x = torch.where(self._coop_pad[pick], 1.0, planted[:, self._coop[pick]])
+            s = s.index_add(1, out_of[self._coop_gene[pick]], torch.prod(x, dim=-1) * self._cw[pick])
+        if self._neg is not None:
+            s = s + self._neg[gidx]
         prom = planted[:, self._prom[gidx]]  # rows × G
         left, eps = self._left[gidx], self._eps[gidx]
         activity = (left + (1 - left) * prom) * (eps + (1 - eps) * s / self._z[gidx])
@@ -172,4 +193,7 @@ def _truth_hash(truth: SyntheticTruth) -> str:
     for name in ("promoter", "promoter_left", "group", "group_weight", "single", "single_weight", "floor", "trans",
                  "magnitude"):
         h.update(np.ascontiguousarray(getattr(truth, name)).tobytes())
+    if truth.coop.size:  # only worlds with AND units have them: the redundant world's key stays as it was
+        h.update(np.ascontiguousarray(truth.coop).tobytes())
+        h.update(np.ascontiguousarray(truth.coop_weight).tobytes())
     return h.hexdigest()[:12]

@@ -62,11 +62,14 @@ CASES = {
     "GPU requested, none present": lambda d: [*TINY, "--device", "cuda", "--methods", "random"],
     "compare with one run": lambda d: ["compare", str(d)],
     "unknown --simulate key": lambda d: [*TINY, "--simulate", "cells=5000"],
+    "unknown --simulate world": lambda d: [*TINY, "--simulate", "world=flat"],
     "--simulate value of the wrong type": lambda d: [*TINY, "--simulate", "n_cells=5k"],
     "--simulate value out of range": lambda d: [*TINY, "--simulate", "open_fraction=0.9"],
     "--simulate with your own data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--simulate", "n_cells=900"],
     "fidelity curve: unknown style": lambda d: ["fidelity-curve", "--scale", "tiny", "--styles", "paried",
                                                 "--out", str(d / "out")],
+    "fidelity curve: cells via --simulate": lambda d: ["fidelity-curve", "--scale", "tiny", "--simulate",
+                                                      "n_cells=5000", "--out", str(d / "out")],
 }
 
 

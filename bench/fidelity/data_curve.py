@@ -14,6 +14,8 @@ Training budgets follow the cells: the paired style counts epochs (passes over t
 step counts scale with n_cells (`Profile.for_cells`), so the curve measures data, not training. The simulator draws
 the genome and the planted regulation before the cells, so every point of a seed shares one truth. Every surrogate
 is a cached checkpoint and every job a cached result, so an interrupted curve resumes where it stopped.
+`--simulate` (e.g. world=additive, datasets/worlds.py) changes the simulator at every point; the grid's own keys
+(n_cells, umi_per_cell) come from --cells/--depths only.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from bench.config import profile_for
+from bench.errors import UserError
 from bench.fidelity.interventional import interventional_fidelity, pooled_group_member_ratio
 from bench.fidelity.locus_diagnostic import locus_redundancy
 from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
@@ -65,6 +68,35 @@ class CurvePoint:
         if self.umi_per_cell != scale.umi_per_cell:
             pairs.append(("umi_per_cell", f"{self.umi_per_cell:g}"))
         return tuple(pairs)
+
+    def simulate(self, scale, base=()) -> tuple[tuple[str, str], ...]:
+        """`base` (the curve's own `--simulate` pairs, e.g. world=additive, applied at every point) merged with this
+        point's `overrides`; the point's own key wins. Without `base` it is `overrides`, so the caches are shared."""
+        merged = dict(simulate_pairs(base))
+        merged.update(self.overrides(scale))
+        return tuple(merged.items())
+
+
+# the keys the grid sets at each point (--cells, --depth-cells, --depths); --simulate may not set them
+GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths"}
+
+
+def simulate_pairs(simulate) -> tuple[tuple[str, str], ...]:
+    """`--simulate` overrides as (key, text) pairs, in order, from pairs or a dict; a repeated key keeps its last
+    value."""
+    items = simulate.items() if isinstance(simulate, dict) else (simulate or ())
+    return tuple({str(k): str(v) for k, v in items}.items())
+
+
+def check_simulate(simulate) -> tuple[tuple[str, str], ...]:
+    """The curve's base `--simulate` pairs; UserError when one sets what the grid varies (cells, depth)."""
+    pairs = simulate_pairs(simulate)
+    clash = [k for k, _ in pairs if k in GRID_KEYS]
+    if clash:
+        raise UserError(f"--simulate {' '.join(f'{k}={v}' for k, v in pairs if k in GRID_KEYS)}: the fidelity curve "
+                        f"sets {' and '.join(clash)} at each point; use {' and '.join(GRID_KEYS[k] for k in clash)} "
+                        f"instead")
+    return pairs
 
 
 def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: float = 6000.0,
@@ -132,10 +164,11 @@ def best_method(table: pd.DataFrame) -> str:
 
 # ------------------------------------------------------------------------------------------------ the curve
 def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: int, n_boot: int, cache_dir,
-                  device: str, progress: bool) -> dict:
-    """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row."""
+                  device: str, progress: bool, simulate=()) -> dict:
+    """Train (or reuse) the point's surrogate, measure its fidelity and both tiers' jobs; one COLUMNS row.
+    `simulate`: the curve's base `--simulate` pairs (`CurvePoint.simulate`)."""
     t0 = time.perf_counter()
-    inputs = Inputs(scale=scale, seed=seed, cache_dir=cache_dir, simulate=point.overrides(SCALES[scale]))
+    inputs = Inputs(scale=scale, seed=seed, cache_dir=cache_dir, simulate=point.simulate(SCALES[scale], simulate))
     data, truth, markers = load_inputs(inputs)
     profile = profile_for(scale).for_cells(data.n_cells)
     model = fit_surrogate(profile, data, point.style, device=device, cache_dir=cache_dir, progress=progress)
@@ -181,24 +214,32 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
 
 def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoint], methods=TAU_METHODS,
                    genes=None, L: int = 10, n_boot: int = 1000, cache_dir=None, device: str = "auto", out=None,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, simulate=()) -> pd.DataFrame:
     """Every point of the grid (see the module docstring); the table is rewritten to `out` after each point, so
-    an interrupted curve leaves the points it finished (and a rerun reuses their checkpoints and jobs)."""
+    an interrupted curve leaves the points it finished (and a rerun reuses their checkpoints and jobs).
+    `simulate`: `--simulate` overrides (pairs or a dict, e.g. world=additive) applied at every point; the grid's
+    n_cells and umi_per_cell are the points' own (a UserError if given here). Every point's data passes the
+    simulator's checks before anything trains."""
     from tqdm.auto import tqdm
 
     if methods:
         check_methods(methods)
+    simulate = check_simulate(simulate)
+    for point in points:
+        Inputs(scale=scale, seed=seed, simulate=point.simulate(SCALES[scale], simulate)).simulation_scale()
     t0 = time.perf_counter()
     rows = []
     bar = tqdm(points, desc="fidelity curve", unit="point", disable=not progress, position=0)
     for point in bar:
         bar.set_postfix_str(f"{point.style}, {point.n_cells} cells, {point.umi_per_cell:g} UMI")
-        rows.append(measure_point(point, scale, seed, methods, genes, L, n_boot, cache_dir, device, progress))
+        rows.append(measure_point(point, scale, seed, methods, genes, L, n_boot, cache_dir, device, progress,
+                                  simulate=simulate))
         table = pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
         if out is not None:
             write_method_means(rows, Path(out))
             write_data_curve(table, Path(out), {"scale": scale, "seed": seed, "L": L, "methods": list(methods or ()),
                                                 "genes": list(genes or ()), "n_boot": n_boot,
+                                                "simulate": dict(simulate),
                                                 "wall_seconds": round(time.perf_counter() - t0, 1),
                                                 "points_done": len(rows), "points": len(points)})
     return table
@@ -209,7 +250,8 @@ def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
     """fidelity_curve.csv / .md / .png and run.json in `out` (fidelity_curve_methods.csv: `write_method_means`)."""
     out.mkdir(parents=True, exist_ok=True)
     plot_data_curve(table, out / "fidelity_curve.png")
-    md = [f"# Surrogate fidelity against data ({facts['scale']} genes and peaks, seed {facts['seed']})", "",
+    changed = "".join(f", {k}={v}" for k, v in (facts.get("simulate") or {}).items())
+    md = [f"# Surrogate fidelity against data ({facts['scale']} genes and peaks{changed}, seed {facts['seed']})", "",
           curve_header(facts), "", "![](fidelity_curve.png)", "", curve_markdown(table), ""]
     return [atomic_write(out / "fidelity_curve.csv", table.to_csv(index=False)),
             atomic_write(out / "fidelity_curve.md", "\n".join(md)),

@@ -17,11 +17,17 @@ from bench.scoring.metrics import GROUP_SIZES
 
 KINDS = (("n_promoter", "promoter"), ("n_group_whole", "whole groups"), ("n_group_partial", "partial groups"),
          ("n_single", "single enhancers"), ("n_background", "background"))
+# the unit kinds some worlds have (datasets/worlds.py): shown where a job recorded them
+WORLD_KINDS = (("coops_broken", "AND units broken"), ("n_coop_extra", "extra AND members"),
+               ("n_silencer", "silencers closed"), ("n_shared", "shared with another gene"))
 NOTE = ("Mean number of each job's L peaks that were the gene's promoter, members of redundant groups closed whole, "
         "members of groups left open (no effect while another member is open), single enhancers, and peaks that do "
         "not regulate the gene; groups closed whole by size (2 / 3 / 4 members); and the mean % of optimum over the "
         "jobs whose optimum closes the promoter and over those whose optimum does not (n jobs in brackets). The "
-        "`optimum` row is the exact best closure on the test cells.")
+        "`optimum` row is the exact best closure on the test cells. In worlds with AND units, silencers or shared "
+        "elements also: AND units broken (one closed member removes a unit's weight), further members closed in a unit "
+        "already broken (no effect), silencers closed (each raises the gene) and closed peaks that also regulate "
+        "another gene (a cost in specificity).")
 
 
 def breakdown_jobs(records: list[dict]) -> pd.DataFrame:
@@ -31,6 +37,7 @@ def breakdown_jobs(records: list[dict]) -> pd.DataFrame:
         return pd.DataFrame()
     fields = ["method", "L", "cell_type", "gene", "pct_of_optimum", "optimum_n_promoter"]
     kinds = [k for k, _ in KINDS] + [f"groups_closed_{s}" for s in GROUP_SIZES]
+    kinds += [k for k, _ in WORLD_KINDS if any(k in r for r in rows)]
     table = pd.DataFrame([{f: r.get(f) for f in fields + kinds + [f"optimum_{k}" for k in kinds]} for r in rows])
     numeric = [c for c in table.columns if c not in ("method", "cell_type", "gene")]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
@@ -42,8 +49,9 @@ def breakdown_table(jobs: pd.DataFrame, L: int, order: list[str], tablefmt: str 
     if jobs.empty or not (jobs["L"] == L).any():
         return ""
     part = jobs[jobs["L"] == L]
-    kinds = [k for k, _ in KINDS]
-    headers = ["Method", *(label for _, label in KINDS), "groups 2 / 3 / 4",
+    world = [(k, label) for k, label in WORLD_KINDS if k in part.columns and part[k].notna().any()]
+    kinds = [k for k, _ in KINDS] + [k for k, _ in world]
+    headers = ["Method", *(label for _, label in KINDS), *(label for _, label in world), "groups 2 / 3 / 4",
                "% opt., optimum closes promoter", "% opt., it does not"]
     body = []
     for method in [m for m in order if m in set(part["method"])]:

@@ -47,7 +47,7 @@ def evaluate_selection(model, test, gene: str, peaks, truth=None) -> dict[str, f
     known = capability(model, KnownOptimum)
     if known is not None and truth is not None and gene in truth.genes:
         out.update(_optimum(model, test, gene, peaks, known.best_closure(test, gene, len(peaks)), types, y0,
-                            out["rel_delta_pct"], _units(truth, gene)))
+                            out["rel_delta_pct"], truth.units(gene)))
     out.update(_genomic(test, gene, np.asarray(peaks)))
     return out
 
@@ -55,17 +55,11 @@ def evaluate_selection(model, test, gene: str, peaks, truth=None) -> dict[str, f
 def _optimum(model, test, gene: str, peaks, best, types, y0, rel: float, units) -> dict[str, float]:
     """The truth tier's scores: the exact optimum `best` of Rel Δ over closures of at most L = len(peaks) peaks on
     these test cells, evaluated through the same `predict` as the method's; the method's % of it; and which kinds of
-    the gene's planted `units` (promoter, groups, single enhancers) the method's and the optimum's closures hold."""
+    the gene's planted `units` (`SyntheticTruth.units`) the method's and the optimum's closures hold."""
     y_best = model.predict(test.atac, closed=best, genes=[gene], cell_types=types).cpu().numpy()[:, 0]
     optimum = M.optimum_rel_delta_pct(y0, y_best)
     return {"optimum_rel_delta_pct": optimum, "pct_of_optimum": M.pct_of_optimum(rel, optimum),
-            **M.closure_kinds(best, *units, prefix="optimum_"), **M.closure_kinds(peaks, *units)}
-
-
-def _units(truth, gene: str):
-    """(promoter, redundant groups, single enhancers) of a gene's planted regulation."""
-    reg = truth.regulatory_peaks(gene)
-    return reg["promoter"], truth.redundant_groups(gene), reg["additive"]
+            **M.closure_kinds(best, units, prefix="optimum_"), **M.closure_kinds(peaks, units)}
 
 
 def _genomic(data, gene: str, peaks: np.ndarray) -> dict[str, float]:

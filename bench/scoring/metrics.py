@@ -129,19 +129,34 @@ def pct_of_optimum(rel: float, optimum: float) -> float:
 GROUP_SIZES = (2, 3, 4)  # the simulator's redundant group sizes, for the truth tier's breakdown
 
 
-def closure_kinds(peaks, promoter, groups, singles, prefix: str = "") -> dict[str, int]:
-    """What a closure of a gene's peaks was made of (truth tier): `n_promoter`; `n_group_whole` (peaks of redundant
-    groups closed whole, which removes the group's weight); `n_group_partial` (peaks spent on a group that stays
-    open: no effect while another member is open); `n_single` (single enhancers); `n_background` (peaks that do
-    not regulate the gene); and per group size s, `groups_closed_s` (groups of s members closed whole)."""
+def closure_kinds(peaks, units: dict, prefix: str = "") -> dict[str, int]:
+    """What a closure of a gene's peaks was made of (truth tier). `units` is the gene's planted regulation
+    (`SyntheticTruth.units`: promoter, groups, coops, singles, silencers, shared). Counts: `n_promoter`;
+    `n_group_whole` (peaks of OR groups closed whole, which removes the group's weight); `n_group_partial` (peaks
+    spent on an OR group that stays open: no effect while another member is open); `n_single` (single enhancers);
+    `n_background` (peaks that do not regulate the gene); per group size s, `groups_closed_s`. Where the world has
+    them (absent otherwise, so the redundant world's records keep their fields): `coops_broken` (AND units with at
+    least one member closed: each loses its whole weight), `n_coop_extra` (further members closed in an AND unit
+    already broken: no further effect), `n_silencer` (silencers closed: each *raises* the gene) and `n_shared`
+    (closed peaks that also regulate another gene: closing them costs specificity)."""
     sel = {int(p) for p in peaks}
-    groups = [{int(j) for j in g} for g in groups]
+    groups = [{int(j) for j in g} for g in units.get("groups", ())]
+    coops = [{int(j) for j in c} for c in units.get("coops", ())]
+    promoter, singles = {int(j) for j in units.get("promoter", ())}, {int(j) for j in units.get("singles", ())}
+    silencers, shared = {int(j) for j in units.get("silencers", ())}, {int(j) for j in units.get("shared", ())}
     whole = [g for g in groups if g <= sel]
-    planted = set().union(*groups, {int(j) for j in promoter}, {int(j) for j in singles})
-    out = {"n_promoter": len(sel & {int(j) for j in promoter}), "n_group_whole": sum(len(g) for g in whole),
+    planted = set().union(*groups, *coops, promoter, singles, silencers)
+    out = {"n_promoter": len(sel & promoter), "n_group_whole": sum(len(g) for g in whole),
            "n_group_partial": sum(len(g & sel) for g in groups if not g <= sel),
-           "n_single": len(sel & {int(j) for j in singles}), "n_background": len(sel - planted)}
+           "n_single": len(sel & singles), "n_background": len(sel - planted)}
     out.update({f"groups_closed_{k}": sum(len(g) == k for g in whole) for k in GROUP_SIZES})
+    if coops:
+        hit = [len(c & sel) for c in coops]
+        out.update(coops_broken=sum(h > 0 for h in hit), n_coop_extra=sum(max(h - 1, 0) for h in hit))
+    if silencers:
+        out["n_silencer"] = len(sel & silencers)
+    if shared:
+        out["n_shared"] = len(sel & shared)
     return {prefix + k: v for k, v in out.items()}
 
 

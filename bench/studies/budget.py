@@ -16,7 +16,8 @@ cells with its 95 % CI (on the truth tier also % of the exact optimum). A job cu
 a minute, and the curve says so instead of waiting.
 
 Outputs in `out`: budget_curve.csv (one row per tier, method, budget), budget_curve.md, budget_curve.png,
-report.html and jobs.jsonl (every job, with its budget and tier).
+report.html and jobs.jsonl (every job, with its budget and tier). `simulate` (`--simulate KEY=VALUE`, e.g.
+world=additive) changes the simulator's data as for `bench run`; run.json and the header record it.
 """
 
 from __future__ import annotations
@@ -125,10 +126,10 @@ def curve_markdown(table: pd.DataFrame, tablefmt: str = "github") -> str:
             body.append(line)
         out += [f"### {'Truth tier (the simulator’s exact model)' if tier == 'truth' else 'Surrogate tier'}", "",
                 render(body, [f"{label} at budget →"] + [f"{_evals(b)}" for b in budgets], tablefmt), "",
-                f"Each cell: {'% of optimum' if tier == 'truth' else 'Avg Rel Δ (%)'} ± 95 % CI over cell types, "
-                "then (measured median model evaluations per job, mean seconds per job). Marks as in the leaderboard "
-                "(ᵇ budget ended the method, ᵗ the wall-time safety stop did, ⁿ not converged, ᵉ no estimate, "
-                "ᶜ fewer cells than the method's default, ⁺ some peaks from a fallback, ᵖ no full first pass).", ""]
+                (f"Each cell: {'% of optimum' if tier == 'truth' else 'Avg Rel Δ (%)'} ± 95 % CI over cell types, "
+                 "then (measured median model evaluations per job, mean seconds per job). Marks as in the leaderboard "
+                 "(ᵇ budget ended the method, ᵗ the wall-time safety stop did, ⁿ not converged, ᵉ no estimate, "
+                 "ᶜ fewer cells than the method's default, ⁺ some peaks from a fallback, ᵖ no full first pass)."), ""]
     return "\n".join(out)
 
 
@@ -193,9 +194,10 @@ def plot_curves(table: pd.DataFrame) -> bytes:
 def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate", "truth"), surrogate: str = "paired",
                      budgets=DEFAULT_BUDGETS, methods=None, cell_types=None, genes=None, L: int = 10,
                      seconds: float = 60.0, cache_dir=None, device: str = "auto", out=None,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, simulate=()) -> pd.DataFrame:
     """Run the anytime curves (see the module docstring); returns `curve_table`'s frame and writes the outputs to
-    `out` when given. Jobs go through the result cache like a run's, so an interrupted curve resumes."""
+    `out` when given. Jobs go through the result cache like a run's, so an interrupted curve resumes. `simulate`:
+    `--simulate` overrides as (key, value) pairs or a dict, checked by the simulator before anything runs."""
     t0 = time.perf_counter()
     budgets = sorted({int(float(b)) for b in budgets})
     if not budgets or budgets[0] < 1:
@@ -206,7 +208,11 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     if methods:
         check_methods(methods)
     profile = profile_for(scale)
-    data, truth, markers = load_inputs(Inputs(scale=profile.scale, seed=seed, cache_dir=cache_dir))
+    items = simulate.items() if isinstance(simulate, dict) else (simulate or ())
+    pairs = tuple({str(k): str(v) for k, v in items}.items())  # in order; a repeated key keeps its last value
+    inputs = Inputs(scale=profile.scale, seed=seed, cache_dir=cache_dir, simulate=pairs)
+    inputs.simulation_scale()  # an unknown key or world, a value out of range: UserError before any work
+    data, truth, markers = load_inputs(inputs)
     genes = list(genes) if genes else default_pairs(markers, data)
     records, surrogate_reused = [], False
     for tier in tiers:
@@ -226,7 +232,8 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     if out is not None:
         write_curve(Path(out), table, records, {"scale": scale, "seed": seed, "tiers": list(tiers), "L": L,
                                                 "budgets": budgets, "seconds_stop": seconds, "surrogate": surrogate,
-                                                "genes": genes, "wall_seconds": round(time.perf_counter() - t0, 1),
+                                                "genes": genes, "simulate": dict(pairs),
+                                                "wall_seconds": round(time.perf_counter() - t0, 1),
                                                 # what came from the caches: then wall_seconds is not a run time
                                                 "reused": sum(bool(r.get("cached")) for r in records),
                                                 "n_jobs": len(records), "surrogate_reused": surrogate_reused})
@@ -245,7 +252,9 @@ def write_curve(out: Path, table: pd.DataFrame, records: list[dict], facts: dict
     out.mkdir(parents=True, exist_ok=True)
     png = plot_curves(table)
     md = curve_markdown(table)
-    header = (f"Anytime curves: {facts['scale']} scale, seed {facts['seed']}, L = {facts['L']}, genes "
+    changed = " ".join(f"{k}={v}" for k, v in (facts.get("simulate") or {}).items())
+    header = (f"Anytime curves: {facts['scale']} scale" + (f" (--simulate {changed})" if changed else "")
+              + f", seed {facts['seed']}, L = {facts['L']}, genes "
               f"{', '.join(facts['genes'])}; budgets {', '.join(_evals(b) for b in facts['budgets'])} model "
               f"evaluations per job, wall-time safety stop {facts['seconds_stop']:g} s per job; "
               f"{facts['wall_seconds']:.0f} s in all" + _reuse_phrase(facts) + ".")
