@@ -46,7 +46,7 @@ from bench.running.pipeline import (
 )
 from bench.running.plan import check_methods, plan_run
 from bench.running.versions import code_versions
-from bench.studies.worlds import WORLD_LS, run_worlds
+from bench.studies.worlds import WORLD_LS, check_study, is_worlds_folder, rerender_worlds, run_worlds
 from datasets.files import FolderLocked, atomic_write, folder_lock
 from surrogates.checkpoint import checkpoint_name
 from surrogates.fidelity import fidelity_markdown, fidelity_summary, plot_fidelity
@@ -282,6 +282,7 @@ def worlds(scale: str = "quick", *, worlds=None, methods=None, L=WORLD_LS, tiers
     the surrogate tier's peaks, each with its 95 % CI. With `out`, writes worlds.csv/.md/.png, report.html,
     regime.csv, jobs.jsonl.gz and run.json there after every world; jobs are cached, so a rerun resumes."""
     check_device(device)
+    worlds, tiers, methods, L = check_study(worlds, tiers, methods, L)  # before the output folder is made
     with _output_lock(out):
         return run_worlds(scale, worlds=worlds, seed=seed, tiers=tiers, surrogate=surrogate, methods=methods,
                           Ls=L, cell_types=cell_types, genes=genes, cache_dir=cache_dir, device=device, out=out,
@@ -364,8 +365,11 @@ def compare(*runs, names=None, out=None) -> pd.DataFrame:
 def report(run_dir, out=None) -> list[Path]:
     """Render a finished run's leaderboard.md/.csv, headline.csv, discrimination.csv, figures and report.html again
     from its jobs.jsonl and run.json with the current report code (into `out`, default the run's folder); returns
-    the files written. Nothing is recomputed, so the header keeps the run's measured time and memory."""
+    the files written. Nothing is recomputed, so the header keeps the run's measured time and memory. A folder of
+    `bench worlds` is rendered as the study it is (worlds.md, worlds.csv, report.html)."""
     try:
+        if is_worlds_folder(run_dir):
+            return rerender_worlds(Path(run_dir), None if out is None else Path(out))
         return rerender(Path(run_dir), None if out is None else Path(out))
     except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
         raise UserError(f"cannot render {run_dir} again: {exc}") from None

@@ -201,6 +201,16 @@ def _add_synthetic_args(p: argparse.ArgumentParser, quick_help: str) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="cache for data, checkpoints and jobs")
 
 
+def _add_tier_args(p: argparse.ArgumentParser, tiers: list[str], genes: str) -> None:
+    """--tiers, --surrogate, --methods, --cell-types and --genes of the studies that run both tiers."""
+    p.add_argument("--tiers", type=_csv, default=tiers, help=f"{' and/or '.join(tiers)} (default: both)")
+    p.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
+                   help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
+    p.add_argument("--methods", type=_csv, help="methods (default: every default method)")
+    p.add_argument("--cell-types", type=_csv, help="cell types (default: all with markers)")
+    p.add_argument("--genes", type=_csv, help=f"genes (default: {genes})")
+
+
 def _add_budget(sub) -> None:
     budget = sub.add_parser("budget", help="anytime curves: every method's score at a grid of model-evaluation "
                             "budgets, on the surrogate and the truth tier (budget_curve.csv/.md/.png, report.html)",
@@ -214,13 +224,7 @@ def _add_budget(sub) -> None:
                              f"n_peaks, n_genes, n_chrom, open_fraction, umi_per_cell, world; {_WORLDS_HELP})")
     budget.add_argument("--budgets", type=_csv, default=["1e3", "1e4", "1e5", "1e6"],
                         help="model evaluations per job (default: 1e3,1e4,1e5,1e6)")
-    budget.add_argument("--tiers", type=_csv, default=["surrogate", "truth"],
-                        help="surrogate and/or truth (default: both)")
-    budget.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
-                        help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
-    budget.add_argument("--methods", type=_csv, help="methods (default: every default method)")
-    budget.add_argument("--cell-types", type=_csv, help="cell types (default: all with markers)")
-    budget.add_argument("--genes", type=_csv, help="genes (default: the first marker of each cell type)")
+    _add_tier_args(budget, ["surrogate", "truth"], "the first marker of each cell type")
     budget.add_argument("--L", type=int, default=10, help="subset size (default: 10)")
     budget.add_argument("--budget-seconds", type=float, default=60.0,
                         help="wall-time safety stop per job; a job it cuts is marked ᵗ (default: 60)")
@@ -240,13 +244,7 @@ def _add_worlds(sub) -> None:
                             "interrupted study resumes. Synthetic data only.")
     _add_synthetic_args(worlds, "quick scale (about 10 minutes per world on 2 cores)")
     worlds.add_argument("--worlds", type=_csv, help=f"comma-separated worlds (default: all of {', '.join(WORLDS)})")
-    worlds.add_argument("--tiers", type=_csv, default=["truth", "surrogate"],
-                        help="truth and/or surrogate (default: both)")
-    worlds.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
-                        help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
-    worlds.add_argument("--methods", type=_csv, help="methods (default: every default method)")
-    worlds.add_argument("--cell-types", type=_csv, help="cell types (default: the paper's 7)")
-    worlds.add_argument("--genes", type=_csv, help="genes (default: each cell type's markers)")
+    _add_tier_args(worlds, ["truth", "surrogate"], "each cell type's markers")
     worlds.add_argument("--L", type=_csv, default=["3", "10"], help="comma-separated subset sizes (default: 3,10)")
     worlds.add_argument("--out", type=Path, default=Path("results") / "worlds", help="output folder "
                         "(default: results/worlds)")
@@ -493,8 +491,8 @@ def cmd_perf(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "compare": cmd_compare, "report": cmd_report, "fit": cmd_fit, "data": cmd_data,
-            "list": cmd_list, "budget": cmd_budget, "worlds": cmd_worlds, "fidelity-curve": cmd_fidelity_curve, "sweep": cmd_sweep,
-            "perf": cmd_perf}
+            "list": cmd_list, "budget": cmd_budget, "worlds": cmd_worlds, "fidelity-curve": cmd_fidelity_curve,
+            "sweep": cmd_sweep, "perf": cmd_perf}
 
 
 def main(argv=None) -> int:

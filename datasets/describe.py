@@ -38,8 +38,8 @@ def describe(data: MultiomeData, truth=None, markers: dict[str, tuple[str, ...]]
     - `rna_zero_fraction`: share of RNA entries equal to 0, in [0, 1]. `rna_mean`: mean log-expression over all
       entries (the data's normalisation, log1p of counts per 10⁵ for the simulator and the loaders).
     - `marker_genes`: {cell_type: genes} of the marker table, for the cell types present.
-    - truth `planted_peaks_total`: peaks that regulate at least one gene (promoters, redundant-group members,
-      single enhancers).
+    - truth `planted_peaks_total`: peaks that regulate at least one gene (promoters, members of OR groups and AND
+      units, single enhancers, silencers; datasets/worlds.py).
     - truth `background_share`: share of the open entries that lie in background (non-planted) peaks, in [0, 1].
       Near 1 means a cell's open chromatin is mostly background, as in real data; near 0 means every open peak
       is some gene's regulator and closing L peaks removes a large part of a cell's chromatin.
@@ -47,7 +47,8 @@ def describe(data: MultiomeData, truth=None, markers: dict[str, tuple[str, ...]]
       of that type, on which the next two numbers are computed), `planted_peaks` (the gene's planted peaks),
       `redundant_groups` (its redundant OR groups), `best10_left` (mean oracle expression left, as a fraction of
       the unperturbed mean, after the truth's best closure of `CLOSURE_L` = 10 planted peaks; see
-      `SyntheticTruth.best_closure`) and `all_planted_left` (the same after closing every planted peak). The
+      `SyntheticTruth.best_closure`) and `all_planted_left` (the same for the best closure of any size: every
+      activating planted peak closed, silencers left open — in the worlds without silencers every planted peak). The
       paper's regime: best10_left > 0.2 (no small set silences a marker) and all_planted_left < 0.1 (the planted
       peaks do regulate it).
     - truth `best10_left_mean`, `best10_left_min`, `best10_left_max`, `all_planted_left_mean`,
@@ -145,8 +146,9 @@ def render_markdown(summary: dict, title: str = "Data set") -> str:
     if "markers" in summary:
         lines += ["", "## Marker genes under the planted truth (test cells of each cell type)", "",
                   f"Oracle expression left after the truth's best closure of {CLOSURE_L} planted peaks and after "
-                  "closing all of them. The paper's regime: best-10 > 20 % (no small set silences a marker), "
-                  "all planted < 10 %.", ""]
+                  "its best closure of any size (every activating planted peak; silencers, where the world has "
+                  "them, stay open). The paper's regime: best-10 > 20 % (no small set silences a marker), "
+                  "all activating planted < 10 %.", ""]
         rows = [[m["cell_type"], m["gene"], m["test_cells"], m["planted_peaks"], m["redundant_groups"],
                  f"{m['best10_left']:.1%}", f"{m['all_planted_left']:.1%}"] for m in summary["markers"]]
         if "best10_left_mean" in summary:
@@ -154,6 +156,6 @@ def render_markdown(summary: dict, title: str = "Data set") -> str:
                          *[f"{summary[k + '_mean']:.1%} ({summary[k + '_min']:.1%}–{summary[k + '_max']:.1%})"
                            for k in ("best10_left", "all_planted_left")]])
         lines.append(tabulate(rows, headers=["cell type", "gene", "test cells", "planted peaks", "redundant groups",
-                                             f"left after best {CLOSURE_L}", "left after all planted"],
+                                             f"left after best {CLOSURE_L}", "left after all activating planted"],
                               tablefmt="github", disable_numparse=True))
     return "\n".join(lines) + "\n"

@@ -29,6 +29,10 @@ Generative model (all randomness from one `np.random.Generator(seed)`):
   them < 10 % (tested). `OTHER_REGULATED` (20 %) of the other genes have a promoter, 0–2 groups and 1–3 single
   enhancers; the rest are regulated in trans only (no planted peaks), which keeps planted chromatin a small share
   of each cell's open peaks even with the paper's 3,000 genes.
+  That is the default world, `redundant`. `--simulate world=NAME` (datasets/worlds.py) plants other logics with
+  the same form — S a sum of units that each read their own members: AND units (Π x_j), silencers (negative
+  weight), elements shared by two genes, weights ∝ activity × distance-decaying contact — in `additive`,
+  `synergy`, `silencer` and `mixed`. The redundant world's data are bit for bit those of before the worlds.
 * **Accessibility of planted peaks.** A redundant group is an enhancer *module*: in a cell of a home type it is
   on with probability `GROUP_ON` and its members then open independently (`MEMBER_OPEN`); when it is off all its
   members are closed, so the data show what closing a whole group does. Outside the home types enhancers open

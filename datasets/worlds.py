@@ -2,8 +2,8 @@
 
 The simulator's expression model (datasets/synthetic.py) is the same in every world,
 
-    E_gc = m_g · τ_g(t) · P_g(x) · (ε_g + (1 − ε_g) · S_g(x) / Z_g),   S_g = Σ_u w_u f_u(x) + Σ_{u: w_u<0} |w_u|,
-    Z_g = Σ_u |w_u|,
+    E_gc = m_g · τ_g(t) · P_g(x) · (ε_g + (1 − ε_g) · S_g(x) / Z_g),
+    S_g = Σ_u w_u f_u(x) + Σ_{u: w_u<0} |w_u|,   Z_g = Σ_u |w_u|,
 
 and a world only decides which *units* u a gene has and how their weights are drawn. A unit reads its own members
 only: an OR group (shadow enhancers, f = 1 − Π(1 − x_j)), an AND unit (cooperating elements, f = Π x_j), a single

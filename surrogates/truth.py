@@ -3,7 +3,8 @@
 The simulator (datasets/synthetic.py) plants each gene's regulation; its mean expression in cell c of type t is
 
     E_gc(x) = m_g · τ_g(t) · P_g(x) · (ε_g + (1 − ε_g) · S_g(x) / Z_g),
-    P_g = ρ_g + (1 − ρ_g) x_promoter,   S_g = Σ_k w_k OR_k(x) + Σ_u w_u AND_u(x) + Σ_e a_e x_e + Σ_{a_e<0} |a_e|,
+    P_g = ρ_g + (1 − ρ_g) x_promoter,
+    S_g = Σ_k w_k OR_k(x) + Σ_u w_u AND_u(x) + Σ_e a_e x_e + Σ_{a_e<0} |a_e|,
     OR_k = 1 − Π_{j∈k} (1 − x_j),   AND_u = Π_{j∈u} x_j,   Z_g = Σ |weights|
 (AND units and silencers, a_e < 0, exist in some worlds only: datasets/worlds.py).
 

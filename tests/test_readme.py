@@ -238,6 +238,25 @@ def budget_tables(run: str) -> str:
     return text[text.index("### Surrogate tier"):].strip()
 
 
+def worlds_run(run: str) -> str:
+    """'`python -m bench worlds --quick`: **… min** …' from the study folder's run.json; `ReusedRun` when any job
+    or surrogate came from the cache."""
+    f = json.loads((EXAMPLES / run / "run.json").read_text())
+    if f.get("reused") or f.get("surrogates_reused"):
+        raise ReusedRun(f"results/examples/{run}: {f.get('reused')} of {f['n_jobs']} jobs and "
+                        f"{f.get('surrogates_reused')} surrogate(s) were reused from the cache")
+    return (f"`python -m bench worlds --quick`: **{duration(f['wall_seconds'])}** on 2 CPU cores, no job reused, "
+            f"{len(f['worlds'])} worlds × {', '.join(f['tiers'])} tiers × L = {', '.join(map(str, f['Ls']))}, "
+            f"{f['n_methods']} methods, {f['n_jobs']:,} jobs, {len(f['worlds']) if 'surrogate' in f['tiers'] else 0} "
+            f"surrogates trained ([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
+
+
+def worlds_tables(run: str) -> str:
+    """The sections of the study folder's worlds.md (its header and figure left out), one heading level down."""
+    text = (EXAMPLES / run / "worlds.md").read_text()
+    return text[text.index("## Regime"):].strip().replace("\n## ", "\n### ").replace("## Regime", "### Regime", 1)
+
+
 def locality(run: str, Ls=(10, 20)) -> str:
     """On the truth tier: each explainer's % of the optimum next to the `nearest-tss` control's, and the share of
     the method's score the locality prior alone reaches (nearest-tss / method), with the median TSS distance of its
@@ -286,6 +305,8 @@ BLOCKS = {
     "budget-run": lambda: budget_run("budget-quick"),
     "budget-tables": lambda: budget_tables("budget-quick"),
     "truth-locality": lambda: locality("quick-truth"),
+    "worlds-run": lambda: worlds_run("worlds-quick"),
+    "worlds-tables": lambda: worlds_tables("worlds-quick"),
     "paper-headline": lambda: headline_table("paper"),
     "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
     "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"

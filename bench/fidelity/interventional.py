@@ -100,7 +100,10 @@ def group_member_ratio(table: pd.DataFrame, column: str) -> float:
 def pooled_group_member_ratio(table: pd.DataFrame, column: str) -> float:
     """Σ over redundant groups of Rel Δ(group) / Σ over groups of Σ Rel Δ(its members alone): the group / member
     ratio pooled before dividing, which stays finite where single members' effects are near 0 or of either sign
-    (a fitted model's; `group_member_ratio` averages per-group ratios). NaN without groups."""
+    (a fitted model's; `group_member_ratio` averages per-group ratios). NaN without groups (e.g. the additive
+    world, datasets/worlds.py)."""
+    if table.empty or "kind" not in table:
+        return float("nan")
     groups = table.loc[table["kind"] == "group", column].sum()
     members = table.loc[table["kind"] == "member", column].sum()
     return float(groups / members) if members != 0 else float("nan")

@@ -38,6 +38,15 @@ def png_img(data: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def study_page(title: str, lead: str, body: str, png: bytes | None = None, alt: str = "") -> str:
+    """A study's report.html (`bench budget`, `bench worlds`): the title, the lead line, an optional figure and the
+    body (HTML, e.g. `text_html` of the study's markdown rendered with html tables)."""
+    figure = png_img(png, alt) if png else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}"
+            f"</style></head><body><h1>{html.escape(title)}</h1><p class='lead'>{html.escape(lead)}</p>{figure}"
+            f"{body}</body></html>")
+
+
 def text_html(text: str) -> str:
     """Markdown-ish prose (with **bold** and `code`) → escaped HTML paragraphs; HTML tables pass through."""
     parts = re.split(r"(<table>.*?</table>)", text, flags=re.S)

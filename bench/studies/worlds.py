@@ -35,7 +35,7 @@ from scipy import stats
 from bench.config import profile_for
 from bench.errors import UserError
 from bench.fidelity.data_curve import bootstrap_tau, method_means, tier_tau
-from bench.reporting.html import STYLE, png_img, text_html
+from bench.reporting.html import study_page, text_html
 from bench.reporting.report import control_methods, discrimination, long_table
 from bench.reporting.tables import fmt_ci, render
 from bench.reporting.truth_tier import breakdown_jobs, breakdown_table
@@ -53,6 +53,7 @@ WORLD_LS = (3, 10)  # a small closure (a group or unit at a time matters) and th
 TIERS = ("truth", "surrogate")
 COLUMNS = ("world", "tier", "method", "L", "rel_delta_pct", "rel_delta_pct_ci95", "pct_of_optimum",
            "pct_of_optimum_ci95", "oracle_rel_delta_pct", "oracle_rel_delta_pct_ci95", "off_target_pct",
+           "off_target_pct_ci95",
            "n_scored", "status")
 
 
@@ -63,6 +64,21 @@ def check_worlds(worlds) -> list[str]:
     if unknown:
         raise UserError(f"--worlds: unknown world(s) {', '.join(unknown)}; the simulator has {', '.join(WORLDS)}")
     return worlds
+
+
+def check_study(worlds, tiers, methods, Ls) -> tuple[list[str], list[str], list[str] | None, tuple[int, ...]]:
+    """The study's selections checked before anything is written or trained (UserError otherwise); a comma-separated
+    string is taken for a list, as on the command line."""
+    def listed(value):
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    worlds, tiers, methods = check_worlds(listed(worlds)), list(dict.fromkeys(listed(tiers) or ())), listed(methods)
+    bad = [t for t in tiers if t not in TIERS]
+    if bad or not tiers:
+        raise UserError(f"--tiers must name 'truth' and/or 'surrogate', got {','.join(tiers) or 'none'}")
+    if methods:
+        check_methods(methods)
+    return worlds, tiers, methods, parse_ints(listed(Ls), "--L")
 
 
 def world_inputs(scale: str, seed: int, world: str, cache_dir=None) -> Inputs:
@@ -85,10 +101,18 @@ def world_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+def _complete(rows: pd.DataFrame) -> pd.Series:
+    """Rows of methods with a number for as many jobs as the most complete method of their world (a method whose
+    other jobs failed would be ranked on its easy part)."""
+    most = rows.groupby("world")["n_scored"].transform("max")
+    return rows["n_scored"] >= most
+
+
 def world_ranking_tau(table: pd.DataFrame, L: int, controls) -> pd.DataFrame:
     """worlds × worlds Kendall τ-b between the truth tier's rankings of the non-control methods by % of optimum
     at L (1 = the same order in both worlds)."""
     part = table[(table["tier"] == "truth") & (table["L"] == L) & ~table["method"].isin(list(controls))]
+    part = part[_complete(part)]
     wide = part.pivot_table(index="method", columns="world", values="pct_of_optimum", sort=False)
     worlds = list(dict.fromkeys(part["world"]))
     out = pd.DataFrame(index=worlds, columns=worlds, dtype=float)
@@ -127,9 +151,10 @@ def best_per_world(records: list[dict], L: int, controls) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablefmt: str = "github") -> str:
-    """methods × worlds, each cell the Avg ± 95 % CI of `metric` at L; the best non-control method per world in
-    bold (highest % of optimum, lowest Rel Δ)."""
+def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablefmt: str = "github",
+                     bold: bool = True) -> str:
+    """methods × worlds, each cell the Avg ± 95 % CI of `metric` at L; with `bold`, the best non-control method per
+    world in bold (highest % of optimum, lowest Rel Δ)."""
     part = table[(table["tier"] == tier) & (table["L"] == L)]
     if part.empty:
         return ""
@@ -137,8 +162,9 @@ def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablef
     methods = list(dict.fromkeys(part["method"]))
     controls = control_methods(methods)
     best = {}
-    for w in worlds:
+    for w in worlds if bold else ():
         here = part[(part["world"] == w) & ~part["method"].isin(list(controls))].dropna(subset=[metric])
+        here = here[_complete(here)]
         if len(here):
             pick = here[metric].idxmax() if metric == "pct_of_optimum" else here[metric].idxmin()
             best[w] = here.loc[pick, "method"]
@@ -150,7 +176,8 @@ def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablef
             if r.empty or not np.isfinite(r.iloc[0][metric]):
                 line.append("—")
                 continue
-            text = fmt_ci(r.iloc[0][metric], r.iloc[0][f"{metric}_ci95"], signed=metric != "pct_of_optimum")
+            text = fmt_ci(r.iloc[0][metric], r.iloc[0][f"{metric}_ci95"],
+                          signed=metric not in ("pct_of_optimum", "off_target_pct"))
             line.append(f"**{text}**" if best.get(w) == m else text)
         body.append(line)
     return render(body, ["Method", *worlds], tablefmt)
@@ -171,11 +198,15 @@ def best_markdown(best: pd.DataFrame, controls=(), tablefmt: str = "github") -> 
             continue
         r = others.iloc[0]
         tied = [m for m, hi in zip(others["method"], others["ci_high"]) if np.isfinite(hi) and hi >= 0]
-        body.append([world, leader, f"{r['method']}: {r['mean_diff']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}] "
-                                    f"({int(r['n_better'])}/{int(r['n_tied'])}/{int(r['n_worse'])})",
-                     ", ".join(tied) or "none"])
+        runner_up = (f"{r['method']}: {_signed(r['mean_diff'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}] "
+                     f"({int(r['n_better'])}/{int(r['n_tied'])}/{int(r['n_worse'])})")
+        body.append([world, leader, runner_up, ", ".join(tied) or "none"])
     return render(body, ["World", "Best (truth tier)", "Runner-up: paired Δ % of optimum [95 % CI] (jobs +/=/−)",
                          "Not separated from the best (CI reaches 0)"], tablefmt)
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.1f}".replace("-", "−")
 
 
 def tau_markdown(tau: pd.DataFrame, tablefmt: str = "github") -> str:
@@ -250,15 +281,24 @@ def worlds_markdown(table, records, regime, facts, tablefmt: str = "github") -> 
     for L in Ls:
         best = best_per_world(records, L, controls)
         if not best.empty:
-            out += [f"## Best explainer per world (truth tier, L = {L})", "", best_markdown(best, controls, tablefmt), "",
-                    "Paired over the (cell type, gene) jobs of the world: the runner-up's mean difference to the best "
-                    "in points of % of optimum, its 95 % t-interval, and the jobs it beats, ties, trails.", ""]
+            note = ("Paired over the (cell type, gene) jobs of the world: the runner-up's mean difference to the best "
+                    "in points of % of optimum, its 95 % t-interval, and the jobs it beats, ties, trails.")
+            out += [f"## Best explainer per world (truth tier, L = {L})", "", best_markdown(best, controls, tablefmt),
+                    "", note, ""]
     for L in Ls:
         tau = world_ranking_tau(table, L, controls)
         if tau.shape[0] > 1:
-            out += [f"## Does the ranking survive a change of world? (truth tier, L = {L})", "", tau_markdown(tau, tablefmt),
-                    "", f"Kendall τ-b between two worlds' rankings of the {len(explainers)} explainers by % of "
-                    "optimum (controls left out).", ""]
+            note = (f"Kendall τ-b between two worlds' rankings of the {len(explainers)} explainers by % of optimum "
+                    "(controls left out).")
+            out += [f"## Does the ranking survive a change of world? (truth tier, L = {L})", "",
+                    tau_markdown(tau, tablefmt), "", note, ""]
+    truth_off = table[(table["tier"] == "truth") & (table["L"] == max(Ls))]["off_target_pct"]
+    if truth_off.notna().any():
+        note = ("Mean |Rel Δ| (%) of every other gene when a method's peaks are closed in the world's exact model: "
+                "not 0 only where a closed peak also regulates another gene (an element shared with it, or another "
+                "gene's own element), the cost in specificity of the closure; lower is better.")
+        out += [f"## Specificity: off-target change on the truth (L = {max(Ls)})", "",
+                methods_by_world(table, "truth", max(Ls), "off_target_pct", tablefmt, bold=False), "", note, ""]
     if "surrogate" in set(table["tier"]):
         for L in Ls:
             out += [f"## Surrogate tier: Avg Rel Δ (%) at L = {L}", "",
@@ -268,9 +308,10 @@ def worlds_markdown(table, records, regime, facts, tablefmt: str = "github") -> 
         agree = pd.concat([tier_agreement(records, explainers, L, seed=facts["seed"]) for L in Ls],
                           ignore_index=True)
         if not agree.empty:
+            note = ("Kendall τ-b between the explainers' Avg Rel Δ on the surrogate and on the world's exact model "
+                    "over the same jobs; CI: 1,000 bootstrap resamples of the jobs.")
             out += ["## Does the surrogate's verdict agree with the truth?", "", agreement_markdown(agree, tablefmt),
-                    "", "Kendall τ-b between the explainers' Avg Rel Δ on the surrogate and on the world's exact "
-                    "model over the same jobs; CI: 1,000 bootstrap resamples of the jobs.", ""]
+                    "", note, ""]
     jobs = breakdown_jobs([r for r in records if r.get("tier") == "truth"])
     if not jobs.empty:
         L = max(Ls)
@@ -310,12 +351,26 @@ def write_worlds(out: Path, table: pd.DataFrame, records: list[dict], regime: pd
     if png:
         (out / "worlds.png").write_bytes(png)
         written.append(out / "worlds.png")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Explainers across regulatory worlds</title>"
-            f"<style>{STYLE}</style></head><body><h1>Explainers across regulatory worlds</h1>"
-            f"<p class='lead'>{header}</p>{png_img(png, 'truth tier across worlds') if png else ''}"
-            f"{text_html(worlds_markdown(table, records, regime, facts, 'html').replace('## ', ''))}</body></html>")
-    written.append(atomic_write(out / "report.html", page))
+    body = text_html(worlds_markdown(table, records, regime, facts, "html").replace("## ", ""))
+    written.append(atomic_write(out / "report.html", study_page("Explainers across regulatory worlds", header, body,
+                                                                png, "truth tier across worlds")))
     return written
+
+
+def rerender_worlds(folder: Path, out: Path | None = None) -> list:
+    """Write a finished study's outputs again from its jobs.jsonl.gz, regime.csv and run.json with the current
+    report code (into `out`, default the same folder); nothing is recomputed, so run.json keeps its measured time."""
+    folder = Path(folder)
+    records = [json.loads(line) for line in gzip.decompress((folder / "jobs.jsonl.gz").read_bytes()).splitlines()
+               if line.strip()]
+    facts = json.loads((folder / "run.json").read_text())
+    regime = pd.read_csv(folder / "regime.csv")
+    return write_worlds(Path(out) if out is not None else folder, world_table(records), records, regime, facts)
+
+
+def is_worlds_folder(folder) -> bool:
+    """Whether `folder` holds a `bench worlds` study (rather than a run)."""
+    return (Path(folder) / "worlds.csv").is_file() and (Path(folder) / "jobs.jsonl.gz").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ the study
@@ -327,14 +382,7 @@ def run_worlds(scale: str = "quick", *, worlds=None, seed: int = 0, tiers=TIERS,
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    worlds = check_worlds(worlds)
-    tiers = list(dict.fromkeys(tiers))
-    bad = [t for t in tiers if t not in TIERS]
-    if bad or not tiers:
-        raise UserError(f"--tiers must name 'truth' and/or 'surrogate', got {','.join(tiers) or 'none'}")
-    if methods:
-        check_methods(methods)
-    Ls = parse_ints(Ls, "--L")
+    worlds, tiers, methods, Ls = check_study(worlds, tiers, methods, Ls)
     profile = profile_for(scale)
     records, regime, surrogates_reused = [], [], 0
     bar = tqdm(worlds, desc="worlds", unit="world", disable=not progress, position=0)
@@ -342,15 +390,17 @@ def run_worlds(scale: str = "quick", *, worlds=None, seed: int = 0, tiers=TIERS,
         bar.set_postfix_str(world)
         data, truth, markers = load_inputs(world_inputs(profile.scale, seed, world, cache_dir))
         regime.append(regime_row(world, data, truth))
-        for tier in tiers:
+        # every tier's plan is checked (cell types, genes, L) before anything trains
+        plans = {tier: plan_run(profile.for_truth_tier() if tier == "truth" else profile, data, markers,
+                                methods=methods, cell_types=cell_types, genes=genes, Ls=Ls, truth_available=True)
+                 for tier in tiers}
+        for tier, plan in plans.items():
             if tier == "truth":
-                model, base, style = TruthModel(truth, data.n_peaks), profile.for_truth_tier(), "truth"
+                model, style = TruthModel(truth, data.n_peaks), "truth"
             else:
                 model = fit_surrogate(profile, data, surrogate, device=device, cache_dir=cache_dir, progress=progress)
-                base, style = profile, surrogate
+                style = surrogate
                 surrogates_reused += bool(meta_of(model).get("reused"))
-            plan = plan_run(base, data, markers, methods=methods, cell_types=cell_types, genes=genes, Ls=Ls,
-                            truth_available=True)
             log.info("%s world, %s tier: %d methods × %d jobs × L %s", world, tier, len(plan.methods),
                      len(plan.pairs), list(plan.Ls))
             recs = run_plan(plan, model, data, truth, style, cache_dir=cache_dir, progress=progress)
