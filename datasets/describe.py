@@ -45,7 +45,9 @@ def describe(data: MultiomeData, truth=None, markers: dict[str, tuple[str, ...]]
       is some gene's regulator and closing L peaks removes a large part of a cell's chromatin.
     - truth `markers`: one dict per (cell type, marker gene) with `cell_type`, `gene`, `test_cells` (the test cells
       of that type, on which the next two numbers are computed), `planted_peaks` (the gene's planted peaks),
-      `redundant_groups` (its redundant OR groups), `best10_left` (mean oracle expression left, as a fraction of
+      `redundant_groups` (its redundant OR groups), `cooperative_units` (its AND units), `silencers`,
+      `shared_peaks` (its planted peaks that also regulate another gene; the last three are 0 in the default
+      world, datasets/worlds.py), `best10_left` (mean oracle expression left, as a fraction of
       the unperturbed mean, after the truth's best closure of `CLOSURE_L` = 10 planted peaks; see
       `SyntheticTruth.best_closure`) and `all_planted_left` (the same for the best closure of any size: every
       activating planted peak closed, silencers left open — in the worlds without silencers every planted peak). The
@@ -102,6 +104,9 @@ def _truth_stats(data: MultiomeData, truth, markers: dict[str, tuple[str, ...]])
                 "cell_type": ct, "gene": gene, "test_cells": test.n_cells,
                 "planted_peaks": len(truth.planted_peaks(gene)),
                 "redundant_groups": len(truth.redundant_groups(gene)),
+                "cooperative_units": len(truth.cooperative_units(gene)),
+                "silencers": len(truth.regulatory_peaks(gene)["silencer"]),
+                "shared_peaks": len(truth.shared_peaks(gene)),
                 "best10_left": float(truth.best_closure(test, gene, CLOSURE_L)[1]),
                 "all_planted_left": float(truth.best_closure(test, gene, _ALL)[1]),
             })
@@ -149,13 +154,19 @@ def render_markdown(summary: dict, title: str = "Data set") -> str:
                   "its best closure of any size (every activating planted peak; silencers, where the world has "
                   "them, stay open). The paper's regime: best-10 > 20 % (no small set silences a marker), "
                   "all activating planted < 10 %.", ""]
+        # the unit kinds only some worlds plant get a column where a marker has them
+        extra = [(k, label) for k, label in (("cooperative_units", "AND units"), ("silencers", "silencers"),
+                                             ("shared_peaks", "shared peaks"))
+                 if any(m.get(k) for m in summary["markers"])]
         rows = [[m["cell_type"], m["gene"], m["test_cells"], m["planted_peaks"], m["redundant_groups"],
-                 f"{m['best10_left']:.1%}", f"{m['all_planted_left']:.1%}"] for m in summary["markers"]]
+                 *(m[k] for k, _ in extra), f"{m['best10_left']:.1%}", f"{m['all_planted_left']:.1%}"]
+                for m in summary["markers"]]
         if "best10_left_mean" in summary:
-            rows.append(["**mean (min–max)**", "", "", "", "",
+            rows.append(["**mean (min–max)**", "", "", "", "", *([""] * len(extra)),
                          *[f"{summary[k + '_mean']:.1%} ({summary[k + '_min']:.1%}–{summary[k + '_max']:.1%})"
                            for k in ("best10_left", "all_planted_left")]])
         lines.append(tabulate(rows, headers=["cell type", "gene", "test cells", "planted peaks", "redundant groups",
+                                             *(label for _, label in extra),
                                              f"left after best {CLOSURE_L}", "left after all activating planted"],
                               tablefmt="github", disable_numparse=True))
     return "\n".join(lines) + "\n"

@@ -15,7 +15,8 @@ BASE_KEYS = {"n_cells", "n_peaks", "n_genes", "n_chromosomes", "cells_per_type",
              "open_per_type", "open_fraction", "rna_zero_fraction", "rna_mean", "marker_genes"}
 TRUTH_KEYS = {"planted_peaks_total", "background_share", "markers"} | {
     f"{k}_{s}" for k in ("best10_left", "all_planted_left") for s in ("mean", "min", "max")}
-MARKER_KEYS = {"cell_type", "gene", "test_cells", "planted_peaks", "redundant_groups", "best10_left",
+MARKER_KEYS = {"cell_type", "gene", "test_cells", "planted_peaks", "redundant_groups", "cooperative_units",
+               "silencers", "shared_peaks", "best10_left",
                "all_planted_left"}
 
 

@@ -149,7 +149,7 @@ def test_methods_by_world_bolds_the_best_explainer_and_marks_the_control():
     table = world_table(_records())
     md = methods_by_world(table, "truth", 3, "pct_of_optimum")
     header = _row(md, "Method")
-    assert header == ["Method", "redundant", "synergy"]
+    assert header == ["Method", "redundant", "synergy", "mean over worlds"]
     grids, saliency, random = _row(md, "grids"), _row(md, "saliency"), _row(md, "random (control)")
     assert grids[1].startswith("**80") and grids[1].endswith("**") and "**" not in grids[2]
     assert saliency[2].startswith("**80") and "**" not in saliency[1]

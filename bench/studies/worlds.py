@@ -153,14 +153,19 @@ def best_per_world(records: list[dict], L: int, controls) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ rendering
 def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablefmt: str = "github",
                      bold: bool = True) -> str:
-    """methods × worlds, each cell the Avg ± 95 % CI of `metric` at L; with `bold`, the best non-control method per
-    world in bold (highest % of optimum, lowest Rel Δ)."""
+    """methods × worlds, each cell the Avg ± 95 % CI of `metric` at L, explainers ordered by their mean over the
+    worlds (best first; lowest first for any metric but % of optimum), controls last; with `bold`, the best
+    non-control method per world in bold (highest % of optimum, lowest Rel Δ)."""
     part = table[(table["tier"] == tier) & (table["L"] == L)]
     if part.empty:
         return ""
     worlds = list(dict.fromkeys(part["world"]))
-    methods = list(dict.fromkeys(part["method"]))
-    controls = control_methods(methods)
+    controls = control_methods(list(dict.fromkeys(part["method"])))
+    # explainers by their mean over worlds (best first), then the controls
+    means = part.groupby("method", sort=False)[metric].mean()
+    order = means.drop(list(controls), errors="ignore").sort_values(ascending=metric != "pct_of_optimum",
+                                                                   na_position="last")
+    methods = [*order.index, *(m for m in means.index if m in controls)]
     best = {}
     for w in worlds if bold else ():
         here = part[(part["world"] == w) & ~part["method"].isin(list(controls))].dropna(subset=[metric])
@@ -179,8 +184,11 @@ def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablef
             text = fmt_ci(r.iloc[0][metric], r.iloc[0][f"{metric}_ci95"],
                           signed=metric not in ("pct_of_optimum", "off_target_pct"))
             line.append(f"**{text}**" if best.get(w) == m else text)
+        if len(worlds) > 1:  # the mean over worlds (the order's key); "—" where a world has no number
+            line.append(f"{means[m]:.1f}" if part[part["method"] == m][metric].notna().sum() == len(worlds)
+                        else "—")
         body.append(line)
-    return render(body, ["Method", *worlds], tablefmt)
+    return render(body, ["Method", *worlds, *(["mean over worlds"] if len(worlds) > 1 else [])], tablefmt)
 
 
 def best_markdown(best: pd.DataFrame, controls=(), tablefmt: str = "github") -> str:
