@@ -18,7 +18,7 @@ from bench.scoring.metrics import GROUP_SIZES
 KINDS = (("n_promoter", "promoter"), ("n_group_whole", "whole groups"), ("n_group_partial", "partial groups"),
          ("n_single", "single enhancers"), ("n_background", "background"))
 # the unit kinds some worlds have (datasets/worlds.py): shown where a job recorded them
-WORLD_KINDS = (("coops_broken", "AND units broken"), ("n_coop_extra", "extra AND members"),
+WORLD_KINDS = (("coops_broken", "AND units broken (≥ 1 member closed)"), ("n_coop_extra", "AND members past the first"),
                ("n_silencer", "silencers closed"), ("n_shared", "shared with another gene"))
 NOTE = ("Mean number of each job's L peaks that were the gene's promoter, members of redundant groups closed whole, "
         "members of groups left open (no effect while another member is open), single enhancers, and peaks that do "
@@ -37,8 +37,10 @@ def breakdown_jobs(records: list[dict]) -> pd.DataFrame:
         return pd.DataFrame()
     fields = ["method", "L", "cell_type", "gene", "pct_of_optimum", "optimum_n_promoter"]
     kinds = [k for k, _ in KINDS] + [f"groups_closed_{s}" for s in GROUP_SIZES]
-    kinds += [k for k, _ in WORLD_KINDS if any(k in r for r in rows)]
-    table = pd.DataFrame([{f: r.get(f) for f in fields + kinds + [f"optimum_{k}" for k in kinds]} for r in rows])
+    world = [k for k, _ in WORLD_KINDS if any(k in r for r in rows)]
+    # a job whose gene has no unit of a world's kind records no count for it: it closed none
+    table = pd.DataFrame([{f: r.get(f, 0 if f.removeprefix("optimum_") in world else None)
+                           for f in fields + kinds + world + [f"optimum_{k}" for k in kinds + world]} for r in rows])
     numeric = [c for c in table.columns if c not in ("method", "cell_type", "gene")]
     table[numeric] = table[numeric].apply(pd.to_numeric, errors="coerce")
     return table

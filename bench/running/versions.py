@@ -36,7 +36,7 @@ COMPONENTS: dict[str, tuple[int, tuple[str, ...]]] = {
     "evaluator": (EVALUATOR_VERSION, ("bench/scoring/evaluate.py", "bench/scoring/metrics.py", "bench/scoring/genomic.py",
                                       "bench/running/runner.py", "datasets/data.py", "surrogates/protocol.py")),
     "surrogate": (MODEL_VERSION, ("surrogates/model.py", "surrogates/train.py", "surrogates/checkpoint.py")),
-    "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py",)),
+    "simulator": (SIMULATOR_VERSION, ("datasets/synthetic.py", "datasets/worlds.py")),
     "loader": (LOADER_VERSION, ("datasets/loaders.py", "datasets/io.py")),
     # the truth tier's model; its version is in the model's cache key (`truth-vN`), so a bump recomputes its jobs
     "truth-model": (TRUTH_MODEL_VERSION, ("surrogates/truth.py",)),

@@ -185,8 +185,8 @@ def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablef
                           signed=metric not in ("pct_of_optimum", "off_target_pct"))
             line.append(f"**{text}**" if best.get(w) == m else text)
         if len(worlds) > 1:  # the mean over worlds (the order's key); "—" where a world has no number
-            line.append(f"{means[m]:.1f}" if part[part["method"] == m][metric].notna().sum() == len(worlds)
-                        else "—")
+            line.append(fmt_ci(means[m], float("nan"), signed=metric not in ("pct_of_optimum", "off_target_pct"))
+                        if part[part["method"] == m][metric].notna().sum() == len(worlds) else "—")
         body.append(line)
     return render(body, ["Method", *worlds, *(["mean over worlds"] if len(worlds) > 1 else [])], tablefmt)
 
