@@ -43,6 +43,7 @@ from bench.running.pipeline import (
     marker_genes_in,
     run_plan,
     side_by_side,
+    simulate_pairs,
 )
 from bench.running.plan import check_methods, plan_run
 from bench.running.versions import code_versions
@@ -142,7 +143,7 @@ def _load(scale: str, threads: int | None, *, cache_dir, simulate: dict | None, 
     profile is fitted to its cell count (`Profile.for_cells`)."""
     profile = profile_for(scale, threads)
     inputs = Inputs(scale=profile.scale, cache_dir=cache_dir,
-                    simulate=tuple((str(k), str(v)) for k, v in (simulate or {}).items()), **source)
+                    simulate=simulate_pairs(simulate), **source)
     loaded = load_inputs(inputs)
     data, truth, _ = loaded
     return (profile.for_cells(data.n_cells) if truth is not None else profile), inputs, loaded

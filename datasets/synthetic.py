@@ -251,6 +251,17 @@ class SyntheticTruth:
         mask[self._reg_cols] = True
         return mask
 
+    def normalisers(self, gidx=slice(None)) -> tuple[np.ndarray, np.ndarray]:
+        """(Z_g, C_g) of the genes `gidx` (default: all): Z = Σ |w| over the gene's units and C = Σ |w| over its
+        silencers, the constant of S = Σ_u w_u f_u(x) + C that keeps S in [0, Z] (datasets/worlds.py). One
+        definition for the oracle, the knapsack and surrogates/truth.py."""
+        single = self.single_weight[gidx]
+        z = self.group_weight[gidx].sum(-1) + single.sum(-1)
+        if self.coop.shape[1]:
+            z = z + self.coop_weight[gidx].sum(-1)
+        silenced = -np.minimum(single, 0.0).sum(-1)
+        return z + 2 * silenced, silenced
+
     # ------------------------------------------------------------------ the oracle
     def expression(self, cells: MultiomeData, closed=None, genes=None) -> np.ndarray:
         """Oracle mean expression (normalised counts per 10⁵), cells × genes, with the peaks in `closed` set to 0.
@@ -291,15 +302,13 @@ class SyntheticTruth:
         left = self.promoter_left[gidx]
         grp_open = 1.0 - np.prod(1.0 - gather(self.group[gidx]), axis=3)  # cells × G × groups
         s = (grp_open * self.group_weight[gidx]).sum(-1) + (gather(self.single[gidx]) * self.single_weight[gidx]).sum(-1)
-        z = self.group_weight[gidx].sum(-1) + self.single_weight[gidx].sum(-1)
         if self.coop.shape[1]:  # AND units: a padded member slot counts as open
             coop = self.coop[gidx]
             all_open = np.prod(np.where(coop >= 0, gather(coop), 1.0), axis=3)
             s = s + (all_open * self.coop_weight[gidx]).sum(-1)
-            z = z + self.coop_weight[gidx].sum(-1)
-        neg = np.minimum(self.single_weight[gidx], 0.0).sum(-1)  # silencers: S gains |w| (1 − x), Z their |w|
-        if neg.any():
-            s, z = s - neg, z - 2 * neg
+        z, silenced = self.normalisers(gidx)
+        if silenced.any():  # silencers: S gains |w| (1 − x)
+            s = s + silenced
         eps = self.floor[gidx]
         return (left + (1 - left) * prom) * (eps + (1 - eps) * s / np.maximum(z, 1e-12))
 
@@ -328,12 +337,7 @@ class SyntheticTruth:
         w_c = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
         scale = w_c * self.trans[self.type_codes(cells), g] * self.magnitude[g]  # w_c · τ_c · m_g
         left, eps = self.promoter_left[g], self.floor[g]
-        z = self.group_weight[g].sum() + self.single_weight[g].sum()
-        if self.coop.shape[1]:
-            z = z + self.coop_weight[g].sum()
-        neg = float(np.minimum(self.single_weight[g], 0.0).sum())  # −Σ|w| of the silencers: S's constant is −neg
-        if neg:
-            z = z - 2 * neg
+        z, silenced = (float(v) for v in self.normalisers(g))
         prom = self.promoter[g]
         # (members, weight, logic): OR — the unit counts while any member is open; AND — while all are
         units = [([pos[int(j)] for j in grp if j >= 0], w, "or") for grp, w in zip(self.group[g], self.group_weight[g])
@@ -345,7 +349,7 @@ class SyntheticTruth:
         def solve(promoter_closed: bool, capacity: int):
             p_c = (np.full(len(x), left) if promoter_closed or prom < 0
                    else left + (1 - left) * x[:, pos[int(prom)]])
-            A = float(np.mean(scale * p_c * (eps + (1 - eps) * -neg / max(z, 1e-12)))) if neg else \
+            A = float(np.mean(scale * p_c * (eps + (1 - eps) * silenced / max(z, 1e-12)))) if silenced else \
                 float(np.mean(scale * p_c * eps))
             B = scale * p_c * (1 - eps) / max(z, 1e-12)  # per cell
             offers = []  # per unit: [(cost, mean contribution, closed member indices)]
@@ -541,7 +545,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
             coop[g, a, b] = j
         else:  # 2 single enhancer, 4 silencer: one row of slots, silencers after the enhancers
             single[g, a] = j
-    coop_w = None
+    coop_w = np.zeros(coop.shape[:2])  # the redundant world has no AND unit
     if plans is not None:
         group_w, coop_w, single_w = _world_weights(world, plans, group, coop, single, reg_index, offset, widths)
         for g, p in enumerate(plans):  # elements borrowed from a neighbouring gene: the owner's peak
@@ -608,8 +612,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
 
     truth = SyntheticTruth(genes=gene_names, cell_types=types, promoter=promoter, promoter_left=promoter_left,
                            group=group, group_weight=group_w, single=single, single_weight=single_w, floor=floor,
-                           trans=trans, magnitude=magnitude, coop=coop if plans is not None else None,
-                           coop_weight=coop_w, world=world.name)
+                           trans=trans, magnitude=magnitude, coop=coop, coop_weight=coop_w, world=world.name)
 
     # ---- expression ----------------------------------------------------------------------------------------
     mean = truth._expression(atac, cell_type)  # normalised counts per 10^5

@@ -70,19 +70,14 @@ class TruthModel:
         self._gw = torch.as_tensor(t.group_weight[g_of_group, k_of_group], **f64)
         self._sw = torch.as_tensor(t.single_weight[g_of_single, e_of_single], **f64)
         self._left = torch.as_tensor(t.promoter_left, **f64)
-        z = t.group_weight.sum(-1) + t.single_weight.sum(-1)
         # AND units (the synergy and mixed worlds): a padded member slot reads an always-open column
         g_of_coop, c_of_coop = np.nonzero((t.coop >= 0).any(-1))
         self._coop_gene, self._coop = torch.as_tensor(g_of_coop), local(t.coop[g_of_coop, c_of_coop])
         self._coop_pad = torch.as_tensor(t.coop[g_of_coop, c_of_coop] < 0)
         self._cw = torch.as_tensor(t.coop_weight[g_of_coop, c_of_coop], **f64)
-        if t.coop.shape[1]:
-            z = z + t.coop_weight.sum(-1)
         # silencers (negative single weights): S gains the constant Σ|w| and Z counts |w|
-        neg = np.minimum(t.single_weight, 0.0).sum(-1)
-        self._neg = torch.as_tensor(-neg, **f64) if neg.any() else None
-        if neg.any():
-            z = z - 2 * neg
+        z, silenced = t.normalisers()
+        self._neg = torch.as_tensor(silenced, **f64) if silenced.any() else None
         self._z = torch.as_tensor(z, **f64).clamp_min(1e-12)
         self._eps, self._scale = torch.as_tensor(t.floor, **f64), torch.as_tensor(t.trans * t.magnitude, **f64)
         self._types = pd.Index(t.cell_types)

@@ -334,3 +334,17 @@ def test_tiny_worlds_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert len(csv) == 2 and set(csv["method"]) == {"saliency", "random"}
     jobs = [json.loads(line) for line in gzip.decompress((out / "jobs.jsonl.gz").read_bytes()).splitlines()]
     assert {j["cell_type"] for j in jobs} == {"Oligo", "Astro"}
+
+
+def test_a_method_with_failed_jobs_is_neither_bold_nor_best():
+    """A method whose other jobs failed would win on its easy part: the table's bold, the ranking τ and the
+    best-per-world table all skip it, by the leaderboard's own rule (a number for every job)."""
+    pct = {"synergy": {"grids": [99, 99, 0, 0], "saliency": [90, 60, 70, 80], "random": [0, 0, 0, 0]}}
+    records = _records(pct)
+    for r in records:
+        if r["method"] == "grids" and r["gene"] in ("b2", "b3"):
+            r.update(status="failed", rel_delta_pct=None, pct_of_optimum=None)
+    table = world_table(records)
+    md = methods_by_world(table, "truth", 3, "pct_of_optimum")
+    assert "**" not in _row(md, "grids")[1] and _row(md, "saliency")[1].startswith("**")
+    assert best_per_world(records, 3, {"random"})["best_method"].iloc[0] == "saliency"

@@ -35,7 +35,15 @@ from bench.config import profile_for
 from bench.errors import UserError
 from bench.fidelity.interventional import interventional_fidelity, pooled_group_member_ratio
 from bench.fidelity.locus_diagnostic import locus_redundancy
-from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, marker_fidelity, marker_genes_in, run_plan
+from bench.running.pipeline import (
+    Inputs,
+    fit_surrogate,
+    load_inputs,
+    marker_fidelity,
+    marker_genes_in,
+    run_plan,
+    simulate_pairs,
+)
 from bench.running.plan import check_methods, default_pairs, plan_run
 from datasets.files import atomic_write
 from datasets.synthetic import SCALES
@@ -79,13 +87,6 @@ class CurvePoint:
 
 # the keys the grid sets at each point (--cells, --depth-cells, --depths); --simulate may not set them
 GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths"}
-
-
-def simulate_pairs(simulate) -> tuple[tuple[str, str], ...]:
-    """`--simulate` overrides as (key, text) pairs, in order, from pairs or a dict; a repeated key keeps its last
-    value."""
-    items = simulate.items() if isinstance(simulate, dict) else (simulate or ())
-    return tuple({str(k): str(v) for k, v in items}.items())
 
 
 def check_simulate(simulate) -> tuple[tuple[str, str], ...]:

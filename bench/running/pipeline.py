@@ -56,6 +56,13 @@ class Inputs:
             raise UserError(str(exc)) from None
 
 
+def simulate_pairs(simulate) -> tuple[tuple[str, str], ...]:
+    """`--simulate` overrides (pairs, as the command line gives them, or a dict, as the API takes them) as the
+    (key, text) pairs `Inputs.simulate` holds, in order; a repeated key keeps its last value."""
+    items = simulate.items() if isinstance(simulate, dict) else (simulate or ())
+    return tuple({str(k): str(v) for k, v in items}.items())
+
+
 def load_inputs(inputs: Inputs):
     """(data, truth or None, marker table); input errors become UserError."""
     try:

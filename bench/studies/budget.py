@@ -37,7 +37,7 @@ from bench.errors import UserError
 from bench.reporting.html import STYLE, png_img, text_html
 from bench.reporting.report import long_table, status_summary
 from bench.reporting.tables import fmt_ci, marks, render
-from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
+from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan, simulate_pairs
 from bench.running.plan import check_methods, default_pairs, plan_run
 from datasets.files import atomic_write
 from methods.base import Budget
@@ -208,8 +208,7 @@ def run_budget_curve(scale: str = "quick", *, seed: int = 0, tiers=("surrogate",
     if methods:
         check_methods(methods)
     profile = profile_for(scale)
-    items = simulate.items() if isinstance(simulate, dict) else (simulate or ())
-    pairs = tuple({str(k): str(v) for k, v in items}.items())  # in order; a repeated key keeps its last value
+    pairs = simulate_pairs(simulate)
     inputs = Inputs(scale=profile.scale, seed=seed, cache_dir=cache_dir, simulate=pairs)
     inputs.simulation_scale()  # an unknown key or world, a value out of range: UserError before any work
     data, truth, markers = load_inputs(inputs)

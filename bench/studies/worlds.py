@@ -36,7 +36,7 @@ from bench.config import profile_for
 from bench.errors import UserError
 from bench.fidelity.data_curve import bootstrap_tau, method_means, tier_tau
 from bench.reporting.html import study_page, text_html
-from bench.reporting.report import control_methods, discrimination, long_table
+from bench.reporting.report import complete, control_methods, discrimination, long_table
 from bench.reporting.tables import fmt_ci, render
 from bench.reporting.truth_tier import breakdown_jobs, breakdown_table
 from bench.running.pipeline import Inputs, fit_surrogate, load_inputs, run_plan
@@ -54,7 +54,7 @@ TIERS = ("truth", "surrogate")
 COLUMNS = ("world", "tier", "method", "L", "rel_delta_pct", "rel_delta_pct_ci95", "pct_of_optimum",
            "pct_of_optimum_ci95", "oracle_rel_delta_pct", "oracle_rel_delta_pct_ci95", "off_target_pct",
            "off_target_pct_ci95",
-           "n_scored", "status")
+           "n_scored", "n_expected", "status")
 
 
 def check_worlds(worlds) -> list[str]:
@@ -96,23 +96,17 @@ def world_table(records: list[dict]) -> pd.DataFrame:
         long = long_table(part.to_dict("records"))
         for _, a in long[long["cell_type"] == "Avg"].iterrows():
             rows.append({"world": world, "tier": tier, "method": a["method"], "L": int(a["L"]),
-                         **{c: a.get(c, np.nan) for c in COLUMNS[4:-2]}, "n_scored": int(a["n_scored"]),
+                         **{c: a.get(c, np.nan) for c in COLUMNS[4:-3]}, "n_scored": int(a["n_scored"]),
+                         "n_expected": int(a["n_expected"]),
                          "status": a["status"]})
     return pd.DataFrame(rows, columns=list(COLUMNS))
-
-
-def _complete(rows: pd.DataFrame) -> pd.Series:
-    """Rows of methods with a number for as many jobs as the most complete method of their world (a method whose
-    other jobs failed would be ranked on its easy part)."""
-    most = rows.groupby("world")["n_scored"].transform("max")
-    return rows["n_scored"] >= most
 
 
 def world_ranking_tau(table: pd.DataFrame, L: int, controls) -> pd.DataFrame:
     """worlds × worlds Kendall τ-b between the truth tier's rankings of the non-control methods by % of optimum
     at L (1 = the same order in both worlds)."""
     part = table[(table["tier"] == "truth") & (table["L"] == L) & ~table["method"].isin(list(controls))]
-    part = part[_complete(part)]
+    part = part[complete(part)]  # a method whose other jobs failed would be ranked on its easy part
     wide = part.pivot_table(index="method", columns="world", values="pct_of_optimum", sort=False)
     worlds = list(dict.fromkeys(part["world"]))
     out = pd.DataFrame(index=worlds, columns=worlds, dtype=float)
@@ -169,7 +163,7 @@ def methods_by_world(table: pd.DataFrame, tier: str, L: int, metric: str, tablef
     best = {}
     for w in worlds if bold else ():
         here = part[(part["world"] == w) & ~part["method"].isin(list(controls))].dropna(subset=[metric])
-        here = here[_complete(here)]
+        here = here[complete(here)]
         if len(here):
             pick = here[metric].idxmax() if metric == "pct_of_optimum" else here[metric].idxmin()
             best[w] = here.loc[pick, "method"]
