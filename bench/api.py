@@ -59,6 +59,7 @@ log = logging.getLogger("bench")
 
 def run(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
+        guides: str | None = None, guide_key: str | None = None, guide_calls: str | None = None,
         seed: int = 0, methods=None, cell_types=None, genes=None, L=None, seeds: int = 1,
         surrogate: str = DEFAULT_SURROGATE, surrogate_seeds: int = 1, model=None, simulate: dict | None = None,
         device: str = "auto",
@@ -78,6 +79,9 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     jobs are cached under its `cache_key` (a module: a hash of its class and state_dict).
     `simulate`: changes to the synthetic data's scale, e.g. {"n_cells": 20000, "umi_per_cell": 2000}
     (`datasets.synthetic.SIMULATE_KEYS`); the reference style's training steps scale with the cells.
+    `guides` with `guide_key` or `guide_calls`: a perturbation screen of `data` (the `--guides`, `--guide-key`,
+    `--guide-calls` flags; datasets/guides.py): cells with a targeting guide go into `data.screen`, out of the
+    explained and evaluated cells.
     `surrogate_seeds` > 1 retrains the surrogate with seeds 0..N−1 and runs every job on each; the tables then
     count each (surrogate seed, seed) as a replicate and report how rankings move between surrogates. `force`
     recomputes every job and retrains the surrogate instead of reusing cached ones; `threads` overrides the fixed
@@ -102,7 +106,8 @@ def run(scale: str = "quick", *, data: str | None = None, labels: str | None = N
         raise UserError(f"--surrogate-seeds must be ≥ 1, got {surrogate_seeds}")
     profile, inputs, (dataset, truth, marker_table) = _load(
         scale, threads, seed=seed, data=data, labels=labels, label_key=label_key, markers=markers,
-        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir, simulate=simulate)
+        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, guides=guides, guide_key=guide_key,
+        guide_calls=guide_calls, cache_dir=cache_dir, simulate=simulate)
     style = "user" if model is not None else surrogate
     if style == "truth":
         profile = profile.for_truth_tier()
@@ -164,6 +169,7 @@ class Fitted:
 
 def fit(scale: str = "quick", *, data: str | None = None, labels: str | None = None, label_key: str | None = None,
         markers: str | None = None, min_cells: int = 10, rna_mod: str = "rna", atac_mod: str = "atac",
+        guides: str | None = None, guide_key: str | None = None, guide_calls: str | None = None,
         seed: int = 0, surrogate: str = DEFAULT_SURROGATE, simulate: dict | None = None, device: str = "auto",
         cache_dir=None, retrain: bool = False, threads: int | None = None, curve=None, out=None,
         progress: bool = True) -> Fitted:
@@ -182,7 +188,8 @@ def fit(scale: str = "quick", *, data: str | None = None, labels: str | None = N
     t0 = time.perf_counter()
     profile, _, (dataset, truth, marker_table) = _load(
         scale, threads, seed=seed, data=data, labels=labels, label_key=label_key, markers=markers,
-        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, cache_dir=cache_dir, simulate=simulate)
+        min_cells=min_cells, rna_mod=rna_mod, atac_mod=atac_mod, guides=guides, guide_key=guide_key,
+        guide_calls=guide_calls, cache_dir=cache_dir, simulate=simulate)
     if curve is not None:
         return _fit_curve(profile, surrogate, dataset, truth, marker_table, curve, device, progress, seed, out)
     model = fit_surrogate(profile, dataset, surrogate, device=device, cache_dir=cache_dir, retrain=retrain,

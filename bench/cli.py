@@ -21,7 +21,15 @@ from tabulate import tabulate
 from bench.api import compare, fit, report, run, worlds
 from bench.config import DEFAULT_SURROGATE, PAPER_LS, PROFILES, TRUTH_LS, profile_for
 from bench.errors import UserError
-from bench.fidelity.data_curve import TAU_METHODS, check_simulate, curve_points, run_data_curve
+from bench.fidelity.data_curve import (
+    SCREEN_EXTRAS,
+    TAU_METHODS,
+    check_simulate,
+    curve_points,
+    ordered,
+    run_data_curve,
+    screen_points,
+)
 from bench.reporting.report import summary_lines
 from bench.running.pipeline import (
     SURROGATE_STYLES,
@@ -74,6 +82,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-cells", type=int, default=10, help="fewest cells a cell type may have (default: 10)")
     p.add_argument("--rna-mod", default="rna", help="MuData modality holding RNA (default: rna)")
     p.add_argument("--atac-mod", default="atac", help="MuData modality holding ATAC (default: atac)")
+    p.add_argument("--guides", metavar="FILE", help="a perturbation screen of --data: the guide → target table, a "
+                   "CSV with columns guide,peak (a peak such as chr1:100-200) or guide,chrom,start,end; "
+                   "'non-targeting', 'NTC' or 'control' marks a control. Needs --guide-key or --guide-calls. Cells "
+                   "with a targeting guide leave the explained cells and train the screen surrogate only")
+    p.add_argument("--guide-key", metavar="KEY", help="the cells' guides in the input file: an obs column of guide "
+                   "names (several joined by '|', ';', ',' or '+') or an obsm matrix (cells × guides, nonzero = "
+                   "received; a DataFrame, or an array named by uns['KEY_names'])")
+    p.add_argument("--guide-calls", metavar="FILE", help="the cells' guides from Cell Ranger's "
+                   "protospacer_calls_per_cell.csv (cell_barcode,feature_call with guides joined by '|')")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulator and the train/val/test split")
     p.add_argument("--simulate", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="change the synthetic data without a new scale, e.g. --simulate n_cells=20000 --simulate "
@@ -95,11 +112,14 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--surrogate", choices=("paired", "reference", "locus", "truth"), default=DEFAULT_SURROGATE,
+    p.add_argument("--surrogate", choices=("paired", "reference", "locus", "screen", "truth"),
+                   default=DEFAULT_SURROGATE,
                    help="the model the explainers explain: a surrogate trained 'paired' (all losses at once, with "
-                        "the paired ATAC→RNA prediction loss) or 'reference' (the released reference code: "
+                        "the paired ATAC→RNA prediction loss), 'reference' (the released reference code: "
                         "autoencoders first, then unpaired cell-type-level alignment of gated affine cross-maps, no "
-                        "paired loss), or 'truth': the simulator's exact model (synthetic data only; the truth tier, "
+                        "paired loss), 'locus' (paired plus a saturating cis layer per gene), 'screen' (paired plus "
+                        "OR/AND units per gene learned from a perturbation screen read as interventions: needs "
+                        "--simulate screen_cells=N or --guides), or 'truth': the simulator's exact model (synthetic data only; the truth tier, "
                         "where every job is also scored against the known best closure; nothing is trained) "
                         "(default: %(default)s)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -204,7 +224,7 @@ def _add_synthetic_args(p: argparse.ArgumentParser, quick_help: str) -> None:
 def _add_tier_args(p: argparse.ArgumentParser, tiers: list[str], genes: str) -> None:
     """--tiers, --surrogate, --methods, --cell-types and --genes of the studies that run both tiers."""
     p.add_argument("--tiers", type=_csv, default=tiers, help=f"{' and/or '.join(tiers)} (default: both)")
-    p.add_argument("--surrogate", choices=("paired", "reference", "locus"), default=DEFAULT_SURROGATE,
+    p.add_argument("--surrogate", choices=("paired", "reference", "locus", "screen"), default=DEFAULT_SURROGATE,
                    help=f"surrogate style of the surrogate tier (default: {DEFAULT_SURROGATE})")
     p.add_argument("--methods", type=_csv, help="methods (default: every default method)")
     p.add_argument("--cell-types", type=_csv, help="cell types (default: all with markers)")
@@ -275,6 +295,13 @@ def _add_fidelity_curve(sub) -> None:
     curve.add_argument("--reference-cells", type=_csv, default=["2000"],
                        help="cell counts at which the reference style is trained too; 'none' for none (default: "
                             "2000; its steps scale with the cells)")
+    curve.add_argument("--screen-cells", type=_csv, default=[],
+                       help="the screen axis: screened cells beside the scale's own observational cells, e.g. "
+                            "0,2000,5000,10000,20000, each a `--surrogate screen` point with a locus library (0: the "
+                            "paired style, no screen); plus --screen-extras at the largest (default: none)")
+    curve.add_argument("--screen-extras", type=_csv, default=list(SCREEN_EXTRAS),
+                       help="single points at the largest screen: genome (a genome-wide library), confounding "
+                            "(confounding=1), mixed (world=mixed); 'none' for none (default: all three)")
     curve.add_argument("--methods", type=_csv,
                        help="methods ranked in both tiers for τ; 'none' to measure fidelity only (default: "
                             "grids,integrated-gradients,input-x-gradient,fimap,sage,cxplain,saliency)")
@@ -327,12 +354,14 @@ def _inputs(args) -> Inputs:
     return Inputs(scale=profile_for("quick" if args.quick else args.scale).scale, seed=args.seed, data=args.data,
                   labels=args.labels, label_key=args.label_key, markers=args.markers, min_cells=args.min_cells,
                   rna_mod=args.rna_mod, atac_mod=args.atac_mod, cache_dir=args.cache_dir,
+                  guides=args.guides, guide_key=args.guide_key, guide_calls=args.guide_calls,
                   simulate=tuple(args.simulate))
 
 
 def cmd_run(args) -> int:
     long = run("quick" if args.quick else args.scale, data=args.data, labels=args.labels, label_key=args.label_key,
                markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod, atac_mod=args.atac_mod,
+               guides=args.guides, guide_key=args.guide_key, guide_calls=args.guide_calls,
                seed=args.seed, methods=args.methods, cell_types=args.cell_types, genes=args.genes,
                L=None if args.L is None else parse_ints(args.L, "--L"), seeds=args.seeds, surrogate=args.surrogate,
                surrogate_seeds=args.surrogate_seeds, device=args.device, cache_dir=args.cache_dir,
@@ -367,7 +396,8 @@ def cmd_fit(args) -> int:
     t0 = time.perf_counter()
     fitted = fit("quick" if args.quick else args.scale, data=args.data, labels=args.labels,
                  label_key=args.label_key, markers=args.markers, min_cells=args.min_cells, rna_mod=args.rna_mod,
-                 atac_mod=args.atac_mod, seed=args.seed, surrogate=args.surrogate, simulate=dict(args.simulate),
+                 atac_mod=args.atac_mod, guides=args.guides, guide_key=args.guide_key, guide_calls=args.guide_calls,
+                 seed=args.seed, surrogate=args.surrogate, simulate=dict(args.simulate),
                  device=args.device, cache_dir=args.cache_dir, retrain=args.retrain, threads=args.threads,
                  curve=None if args.curve is None else parse_ints(args.curve.split(","), "--curve"), out=args.out,
                  progress=not args.no_progress)
@@ -455,8 +485,17 @@ def cmd_fidelity_curve(args) -> int:
         raise UserError(f"--styles takes trained surrogate styles ({', '.join(SURROGATE_STYLES)}); got "
                         f"{','.join(args.styles) or 'none'}")
     check_device(args.device)
+    screens = parse_floats(args.screen_cells, "--screen-cells") if args.screen_cells else []
+    if any(v < 0 or v != int(v) for v in screens):
+        raise UserError(f"--screen-cells takes whole numbers ≥ 0, got {','.join(args.screen_cells)}")
+    extras = [] if [e.lower() for e in args.screen_extras] == ["none"] else list(args.screen_extras)
+    unknown = [e for e in extras if e not in SCREEN_EXTRAS]
+    if unknown:
+        raise UserError(f"--screen-extras takes {', '.join(SCREEN_EXTRAS)} or none; got {','.join(unknown)}")
+    sc = SCALES[scale]
     points = curve_points([int(c) for c in cells], depths, args.depth_cells, [int(c) for c in reference],
-                          umi=SCALES[scale].umi_per_cell, styles=args.styles)
+                          umi=sc.umi_per_cell, styles=args.styles)
+    points = ordered(points + screen_points(screens, sc.n_cells, sc.umi_per_cell, extras))
     run_data_curve(scale, seed=args.seed, points=points, methods=methods, genes=args.genes, L=args.L,
                    n_boot=args.bootstrap, cache_dir=args.cache_dir, device=args.device, out=args.out,
                    progress=not args.no_progress, simulate=simulate)

@@ -90,6 +90,9 @@ class MultiomeData:
     peaks : DataFrame with `chrom`, `start`, `end` (rows in genome order: chromosome blocks are contiguous).
     genes : DataFrame indexed by gene name with `chrom`, `tss` where known (NaN/None otherwise).
     uns : free-form provenance (source, preprocessing steps, seed).
+    screen : a perturbation screen (datasets/screens.py) — screened cells and their guides, kept apart: training
+        data of the `screen` surrogate style only, never in `cells(...)`, so never explained or evaluated. None
+        for observational data.
     """
 
     atac: sp.csr_matrix
@@ -98,6 +101,7 @@ class MultiomeData:
     peaks: pd.DataFrame
     genes: pd.DataFrame
     uns: dict[str, Any] = field(default_factory=dict)
+    screen: Any = None  # datasets.screens.Screen
 
     def __post_init__(self) -> None:
         self.atac = _as_binary_csr(self.atac)
@@ -163,6 +167,11 @@ class MultiomeData:
                 "peaks must be grouped by chromosome (each chromosome's peaks contiguous); sort the peak table "
                 "and the ATAC columns by (chrom, start)"
             )
+        if self.screen is not None and (self.screen.atac.shape[1] != n_peaks or self.screen.rna.shape[1] != self.n_genes):
+            raise DataValidationError(
+                f"the screen's cells have {self.screen.atac.shape[1]} peaks and {self.screen.rna.shape[1]} genes; "
+                f"the data {n_peaks} and {self.n_genes}: screened and observational cells share one feature space"
+            )
 
     # ------------------------------------------------------------------ shape and lookups
     @property
@@ -196,9 +205,11 @@ class MultiomeData:
 
     def __repr__(self) -> str:
         types = ", ".join(f"{k}:{v}" for k, v in self.obs["cell_type"].value_counts(sort=False).items())
+        screen = "" if self.screen is None else \
+            f"; screen: {self.screen.n_cells} cells × {self.screen.n_guides} guides"
         return (
             f"MultiomeData({self.n_cells} cells × {self.n_peaks} peaks ({self.atac.nnz / max(1, self.atac.shape[0] * self.atac.shape[1]):.1%} open) "
-            f"× {self.n_genes} genes; cell types {types})"
+            f"× {self.n_genes} genes; cell types {types}{screen})"
         )
 
     # ------------------------------------------------------------------ views
@@ -212,7 +223,14 @@ class MultiomeData:
         # A subset of valid data is valid: skip re-validation (it would rescan every ATAC entry).
         view = object.__new__(MultiomeData)
         view.atac, view.rna, view.obs = self.atac[idx], self.rna[idx], obs
-        view.peaks, view.genes, view.uns = self.peaks, self.genes, self.uns
+        view.peaks, view.genes, view.uns, view.screen = self.peaks, self.genes, self.uns, self.screen
+        return view
+
+    def without_screen(self) -> "MultiomeData":
+        """The observational cells alone (the same matrices, no screen): what every style but `screen` trains on,
+        so their checkpoints are those of the data without the screen."""
+        view = self.subset(np.arange(self.n_cells))
+        view.screen = None
         return view
 
     def cells(self, cell_type: str | None = None, split: str | None = None) -> "MultiomeData":
@@ -229,12 +247,16 @@ class MultiomeData:
         return self.subset(mask)
 
     # ------------------------------------------------------------------ identity
-    def fingerprint(self) -> str:
-        """A content hash (matrices, labels, split, feature tables) used to key caches of models and results."""
+    def fingerprint(self, screen: bool = True) -> str:
+        """A content hash (matrices, labels, split, feature tables) used to key caches of models and results.
+        `screen=False`: of the observational cells only (what explainers and the evaluation read); data without a
+        screen hash the same either way, and as before screens existed."""
         h = hashlib.sha256()
         for arr in (self.atac.indptr, self.atac.indices, self.rna):
             h.update(np.ascontiguousarray(arr).tobytes())
         for frame in (self.obs[["cell_type", "split"]], self.peaks[["chrom", "start", "end"]]):
             h.update(pd.util.hash_pandas_object(frame.astype(str), index=True).to_numpy().tobytes())
         h.update("\0".join(self.gene_names).encode())
+        if screen and self.screen is not None:
+            h.update(b"screen" + self.screen.fingerprint().encode())
         return h.hexdigest()[:16]

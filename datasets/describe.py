@@ -56,6 +56,8 @@ def describe(data: MultiomeData, truth=None, markers: dict[str, tuple[str, ...]]
     - truth `best10_left_mean`, `best10_left_min`, `best10_left_max`, `all_planted_left_mean`,
       `all_planted_left_min`, `all_planted_left_max`: those fractions summarised over `markers` (absent when
       `markers` is empty).
+    - `screen` (data with a perturbation screen only): `Screen.summary()` — screened cells (not counted in
+      `n_cells`), guides, non-targeting guides, targeted peaks, guides per cell, target hit rate, pair co-hit rate.
 
     Raises ValueError if a marker gene of a present cell type is not in the data.
     """
@@ -83,6 +85,8 @@ def describe(data: MultiomeData, truth=None, markers: dict[str, tuple[str, ...]]
         "rna_mean": float(data.rna.mean(dtype=np.float64)),
         "marker_genes": {ct: list(genes) for ct, genes in markers.items()},
     }
+    if data.screen is not None:  # only then, so data without a screen describe exactly as before
+        out["screen"] = data.screen.summary()
     if truth is not None:
         out.update(_truth_stats(data, truth, markers))
     return out
@@ -148,6 +152,10 @@ def render_markdown(summary: dict, title: str = "Data set") -> str:
              ", ".join(markers.get(ct, ())) or "—"] for ct, n in summary["cells_per_type"].items()]
     lines.append(tabulate(rows, headers=["cell type", "cells", *SPLITS, "open peaks / cell", "markers"],
                           tablefmt="github", disable_numparse=True))
+    if "screen" in summary:
+        lines += ["", "## Perturbation screen", "",
+                  ("Screened cells (a targeting guide) are kept apart: the screen surrogate trains on them; no "
+                   "explainer or evaluation sees them."), "", _screen_table(summary["screen"])]
     if "markers" in summary:
         lines += ["", "## Marker genes under the planted truth (test cells of each cell type)", "",
                   f"Oracle expression left after the truth's best closure of {CLOSURE_L} planted peaks and after "
@@ -170,3 +178,17 @@ def render_markdown(summary: dict, title: str = "Data set") -> str:
                                              f"left after best {CLOSURE_L}", "left after all activating planted"],
                               tablefmt="github", disable_numparse=True))
     return "\n".join(lines) + "\n"
+
+
+def _screen_table(screen: dict) -> str:
+    """`Screen.summary()` as a two-column table."""
+    from tabulate import tabulate
+
+    rows = [["screened cells", f"{screen['screened_cells']:,}"], ["guides", f"{screen['guides']:,}"],
+            ["non-targeting guides", f"{screen['non_targeting_guides']:,}"],
+            ["targeted peaks", f"{screen['targeted_peaks']:,}"],
+            ["guides per cell", f"{screen['guides_per_cell']:.2f}"],
+            ["target hit rate (share of screened cells, mean over targets)", f"{screen['target_hit_rate']:.2%}"],
+            ["pair co-hit rate (share of screened cells, mean over target pairs)",
+             f"{screen['pair_cohit_rate']:.3%}"]]
+    return tabulate(rows, headers=["", "value"], tablefmt="github", disable_numparse=True)

@@ -31,7 +31,7 @@ ACCEPTED = ("a 10x Cell Ranger ARC filtered_feature_bc_matrix.h5, an AnnData pai
             "or a MuData .h5mu")
 TSS_NOTE = ("gene TSS = start of the gene interval; strand is unknown, so for minus-strand genes this is the "
             "gene end rather than its TSS")
-_INTERVAL = re.compile(r"^(.+?)[:\-_](\d+)[\-_](\d+)$")  # chr1:100-600, chr1-100-600, chr1_100_600
+PEAK_INTERVAL = re.compile(r"^(.+?)[:\-_](\d+)[\-_](\d+)$")  # chr1:100-600, chr1-100-600, chr1_100_600
 
 
 class InputError(Exception):
@@ -68,7 +68,7 @@ def load_multiome(spec: str, *, label_key: str | None = None, labels_csv: str | 
     report: called with one line per step. Default: `logging.info`.
     """
     report = report or log.info
-    fmt, paths = _parse_spec(spec)
+    fmt, paths = parse_spec(spec)
     markers = dict(PAPER_MARKERS) if markers is None else {str(k): tuple(v) for k, v in markers.items()}
     _check_options(fmt, label_key, labels_csv, n_top_genes, min_cells_per_type)
     options = dict(fmt=fmt, label_key=label_key, markers=sorted(markers.items()), n_top_genes=n_top_genes,
@@ -162,7 +162,9 @@ def _read_cache(cache: Path, report) -> MultiomeData | None:
     return data
 
 
-def _parse_spec(spec) -> tuple[str, list[Path]]:
+def parse_spec(spec) -> tuple[str, list[Path]]:
+    """('10x' | 'h5ad' | 'h5mu', the files) of an input spec; InputError for a missing file or unknown format.
+    Public so that datasets/guides.py finds the guides in the very files the loader read."""
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
         raise InputError(f"no input file given; accepted inputs: {ACCEPTED}")
@@ -346,13 +348,13 @@ def _unique_names(names: np.ndarray, step) -> pd.Index:
 
 def _parse_intervals(text: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """'chr1:100-600' → ('chr1', 100., 600.); unparsable entries give (None, NaN, NaN)."""
-    parts = pd.Series(text, dtype=str).str.extract(_INTERVAL)
+    parts = pd.Series(text, dtype=str).str.extract(PEAK_INTERVAL)
     chrom = parts[0].astype(object).where(parts[0].notna(), None).to_numpy()
     return chrom, pd.to_numeric(parts[1]).to_numpy(float), pd.to_numeric(parts[2]).to_numpy(float)
 
 
 def _looks_like_peaks(names) -> bool:
-    return len(names) > 0 and pd.Series(np.asarray(names, dtype=str)).str.match(_INTERVAL).all()
+    return len(names) > 0 and pd.Series(np.asarray(names, dtype=str)).str.match(PEAK_INTERVAL).all()
 
 
 def _peak_table(text: np.ndarray, where: str) -> pd.DataFrame:

@@ -59,6 +59,7 @@ import scipy.sparse as sp
 
 from datasets.data import MultiomeData, assign_split, gene_position
 from datasets.markers import CELL_TYPES, PAPER_MARKERS, marker_genes
+from datasets.windows import WINDOW_BP, window_pairs
 from datasets.worlds import COOP_SIZES, DEFAULT_WORLD, contact, plan_units, world_named
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,18 @@ PROMOTER_ELSEWHERE = 0.2  # open probability of another gene's promoter outside 
 MAX_GROUPS = MARKER_GROUPS
 MAX_MEMBERS = max(GROUP_SIZES)
 MAX_SINGLES = max(MARKER_SINGLES, OTHER_MAX_SINGLES)
+# ---- perturbation screens (`--simulate screen_cells=N`) and confounding (`--simulate confounding=κ`)
+# guides per screened cell, Poisson mean: at quick scale the locus library has ~720 guides (the peaks within
+# ±250 kb of the 16 markers' TSSs, plus 5 % non-targeting), so each target is hit in ~1 cell in 6 — the design
+# of a locus-focused CRISPRi screen (tens of elements per gene, each in ~20 % of cells), here for 16 loci at once
+SCREEN_MOI = 150.0
+SCREEN_EFFICIENCY = 0.9  # probability that a guide closes its target (dCas9-KRAB; the rest leave it as it was)
+SCREEN_NON_TARGETING = 0.05  # non-targeting control guides, as a share of the targeting ones (at least 10)
+# confounding κ: a hidden per-cell factor h ~ N(0, 1) shifts every home module's on-probability on the logit scale
+# by CONFOUND_ACCESS·κ·h and multiplies every gene's expression by exp(CONFOUND_EXPRESSION·κ·h), so within a cell
+# type open modules go with high expression whether or not they cause it
+CONFOUND_ACCESS = 1.5
+CONFOUND_EXPRESSION = 0.5
 CELL_TYPE_SHARES = {"Exc": 0.34, "SST": 0.08, "VIP": 0.08, "Astro": 0.10, "Endo": 0.06, "Micro": 0.08,
                     "OPC": 0.10, "Oligo": 0.16}
 
@@ -106,12 +119,22 @@ class SimulationScale:
     open_fraction: float = 0.038
     umi_per_cell: float = 6000.0  # median library size (UMI per cell) of the RNA; per-cell depth is log-normal
     world: str = DEFAULT_WORLD  # the planted regulatory logic (datasets/worlds.py)
+    # a perturbation screen beside the observational cells (`_simulate_screen`); 0 screened cells = none
+    screen_cells: int = 0
+    screen_moi: float = SCREEN_MOI
+    screen_library: str = "locus"
+    screen_efficiency: float = SCREEN_EFFICIENCY
+    confounding: float = 0.0  # strength of a hidden within-type trans factor (`CONFOUND_*`); 0 = none
 
 
 # What `--simulate key=value` may change, with the smallest value each takes (bench runs need ≥ 10 test cells of
 # the rarest type, 6 % of cells; the paper's markers need 40 genes; below ~0.5 % open the paper's regime is gone).
 SIMULATE_KEYS = {"n_cells": (int, 300), "n_peaks": (int, 1000), "n_genes": (int, 40), "n_chrom": (int, 1),
-                 "open_fraction": (float, 0.005), "umi_per_cell": (float, 100.0), "world": (str, None)}
+                 "open_fraction": (float, 0.005), "umi_per_cell": (float, 100.0), "world": (str, None),
+                 "screen_cells": (int, 0), "screen_moi": (float, 0.0), "screen_library": (str, None),
+                 "screen_efficiency": (float, 0.0), "confounding": (float, 0.0)}
+SCREEN_LIBRARIES = ("locus", "genome")
+_UPPER = {"open_fraction": 0.5, "screen_efficiency": 1.0}  # keys with an upper bound too
 
 
 def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | SimulationScale":
@@ -127,19 +150,25 @@ def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | Si
         if key not in SIMULATE_KEYS:
             raise ValueError(f"--simulate: unknown key {key!r}; the simulator takes {', '.join(SIMULATE_KEYS)}")
         kind, lowest = SIMULATE_KEYS[key]
-        if kind is str:  # the world: a name
+        if key == "world":  # a name
             try:
                 changes[key] = world_named(text.strip()).name
             except ValueError as exc:
                 raise ValueError(f"--simulate {key}={text}: {exc}") from None
+            continue
+        if key == "screen_library":
+            if text.strip() not in SCREEN_LIBRARIES:
+                raise ValueError(f"--simulate {key}={text}: the screen library is one of {', '.join(SCREEN_LIBRARIES)}"
+                                 " (locus: the peaks near each marker gene; genome: peaks drawn genome-wide)")
+            changes[key] = text.strip()
             continue
         try:
             value = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
         except (TypeError, ValueError):
             raise ValueError(f"--simulate {key}={text}: {key} takes {'an integer' if kind is int else 'a number'}, "
                              f"e.g. {key}={SIMULATE_EXAMPLES[key]}") from None
-        if not np.isfinite(value) or value < lowest or (key == "open_fraction" and value > 0.5):
-            allowed = "between 0.005 and 0.5" if key == "open_fraction" else f"at least {lowest:g}"
+        if not np.isfinite(value) or value < lowest or value > _UPPER.get(key, np.inf):
+            allowed = f"between {lowest:g} and {_UPPER[key]:g}" if key in _UPPER else f"at least {lowest:g}"
             raise ValueError(f"--simulate {key}={text}: {key} must be {allowed}")
         changes[key] = value
     if changes == {"world": DEFAULT_WORLD}:  # naming the default world changes nothing: same data, same provenance
@@ -148,7 +177,8 @@ def scale_with(scale: str, overrides: dict[str, str] | None = None) -> "str | Si
 
 
 SIMULATE_EXAMPLES = {"n_cells": 20000, "n_peaks": 40000, "n_genes": 150, "n_chrom": 10, "open_fraction": 0.04,
-                     "umi_per_cell": 2000, "world": "additive"}
+                     "umi_per_cell": 2000, "world": "additive", "screen_cells": 20000, "screen_moi": 100,
+                     "screen_library": "locus", "screen_efficiency": 0.9, "confounding": 1}
 
 
 # Scales shrink cells and genes, never open peaks per cell: quick and default keep ~1,800 / ~2,000 open peaks per
@@ -383,6 +413,119 @@ class SyntheticTruth:
 
 
 # ---------------------------------------------------------------------------------------------------- the simulator
+def _module_on(confounding: float, hidden):
+    """Per-cell probability that a home module is on: GROUP_ON, or with confounding shifted on the logit scale by
+    CONFOUND_ACCESS·κ·h (a column, one row per cell)."""
+    if not confounding:
+        return GROUP_ON
+    logit = np.log(GROUP_ON / (1 - GROUP_ON)) + CONFOUND_ACCESS * confounding * hidden
+    return (1.0 / (1.0 + np.exp(-logit)))[:, None]
+
+
+def _expression_factor(confounding: float, hidden):
+    """Per-cell multiplier of every gene's mean expression: exp(CONFOUND_EXPRESSION·κ·h); None without confounding.
+    The truth model does not read h (a closure's effect on a cell is relative, so it is the same for any h)."""
+    return np.exp(CONFOUND_EXPRESSION * confounding * hidden) if confounding else None
+
+
+def _draw_planted(rng, cell_type, depth, reg_pi, module_home, module_id, is_member, reg_index, module_on):
+    """Open planted peaks of the cells: exact Bernoulli draws, only the planted columns dense, 1,024 cells at a
+    time; a module of a home type is on with `module_on` (a probability, or a column of them per cell).
+    Returns (rows, cols, number of open entries)."""
+    rows, cols, n_open = [], [], 0
+    chunk = 1024
+    for start in range(0, len(cell_type), chunk):
+        ct, dep = cell_type[start:start + chunk], depth[start:start + chunk, None]
+        p = 1.0 - (1.0 - reg_pi[ct]) ** dep
+        on_p = module_on if np.isscalar(module_on) else module_on[start:start + chunk]
+        on = np.where(module_home[ct], rng.random((len(ct), module_home.shape[1])) < on_p, True)
+        p[:, is_member] *= on[:, module_id[is_member]]
+        r, c = np.nonzero(rng.random(p.shape) < p)
+        rows.append(r + start)
+        cols.append(reg_index[c])
+        n_open += len(r)
+    return rows, cols, n_open
+
+
+def _draw_background(rng, cell_type, depth, bg_pi, bg_cols) -> tuple[list, list]:
+    """Open background peaks: per cell, Poisson(depth · Σπ) draws from its type's categorical distribution."""
+    rows, cols = [], []
+    n_bg = bg_pi.shape[1]
+    for t in range(bg_pi.shape[0]):
+        cells = np.flatnonzero(cell_type == t)
+        cdf = np.cumsum(bg_pi[t])
+        n_open = rng.poisson(depth[cells] / depth.mean() * cdf[-1])
+        picks = np.searchsorted(cdf, rng.random(n_open.sum()) * cdf[-1], side="right")
+        rows.append(np.repeat(cells, n_open))
+        cols.append(bg_cols[np.minimum(picks, n_bg - 1)])
+    return rows, cols
+
+
+def _binary_atac(rows: list, cols: list, shape) -> sp.csr_matrix:
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    atac = sp.csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols.astype(np.int32))), shape=shape)
+    atac.data[:] = 1  # duplicates from the Poisson sampler were summed; accessibility stays binary
+    return atac
+
+
+def _draw_rna(rng, truth, atac, cell_type, lib, factor=None) -> np.ndarray:
+    """UMI counts Gamma-Poisson around lib · E / 1e5 (E: the truth's mean, times a per-cell `factor`), normalised
+    back to log1p(counts / lib · 1e5)."""
+    mean = truth._expression(atac, cell_type)  # normalised counts per 10^5
+    if factor is not None:
+        mean = mean * factor[:, None]
+    shape = 10.0  # Gamma-Poisson (negative binomial) overdispersion
+    lam = rng.gamma(shape, lib[:, None] * mean / 1e5 / shape)
+    umi = rng.poisson(lam)
+    return np.log1p(umi / lib[:, None] * 1e5).astype(np.float32)
+
+
+def screen_library(sc: "SimulationScale", rng, peaks: pd.DataFrame, genes: pd.DataFrame, markers) -> np.ndarray:
+    """Targeted peaks of a simulated screen, sorted. `locus`: every peak within ±WINDOW_BP of a marker gene's TSS
+    (its planted peaks and the candidates around them, as a locus-focused CRISPRi library tiles a locus); `genome`:
+    as many peaks drawn uniformly from the whole genome (a genome-wide design, most targets regulating nothing)."""
+    marker_rows = genes.index.isin(list(markers))
+    _, near = window_pairs(peaks, genes[marker_rows], WINDOW_BP)
+    locus = np.unique(near)
+    if sc.screen_library == "locus":
+        return locus
+    return np.sort(rng.choice(len(peaks), size=min(len(locus), len(peaks)), replace=False))
+
+
+def _simulate_screen(sc: "SimulationScale", seed: int, truth: "SyntheticTruth", peaks, genes, markers, draw_cells):
+    """`sc.screen_cells` more cells of the same population, each given Poisson(`screen_moi`) guides drawn from the
+    library (`screen_library`) and 5 % non-targeting controls; a guide closes its target with probability
+    `screen_efficiency`, and the cell's ATAC shows the closure (dCas9-KRAB closes the chromatin it binds), while its
+    RNA is drawn from the truth's expression *with* the closure. One stream of its own (seed, 3), so the
+    observational cells are those of the data without a screen, bit for bit."""
+    from datasets.screens import Screen, split_screen
+
+    rng = np.random.default_rng([seed, 3])
+    targets = screen_library(sc, rng, peaks, genes, markers)
+    n_ntc = max(10, int(round(SCREEN_NON_TARGETING * len(targets))))
+    names = [f"sg_{c}:{a}-{b}" for c, a, b in peaks.iloc[targets][["chrom", "start", "end"]].itertuples(index=False)]
+    table = pd.DataFrame({"peak": np.concatenate([targets, np.full(n_ntc, -1)])},
+                         index=pd.Index(names + [f"NTC_{i:03d}" for i in range(n_ntc)], name="guide"))
+    n, n_guides = sc.screen_cells, len(table)
+    hidden = rng.standard_normal(n) if sc.confounding else None
+    types, lib, atac = draw_cells(rng, n, hidden)
+    k = np.minimum(rng.poisson(sc.screen_moi, n), n_guides)
+    g_rows = np.repeat(np.arange(n), k)
+    g_cols = np.concatenate([rng.choice(n_guides, size=m, replace=False) for m in k]) if n else np.zeros(0, int)
+    guides = sp.csr_matrix((np.ones(len(g_rows), dtype=np.uint8), (g_rows, g_cols)), shape=(n, n_guides))
+    peak = table["peak"].to_numpy()[g_cols]
+    works = (peak >= 0) & (rng.random(len(g_cols)) < sc.screen_efficiency)
+    closed = sp.csr_matrix((np.ones(int(works.sum())), (g_rows[works], peak[works])), shape=atac.shape)
+    atac = sp.csr_matrix(atac - atac.multiply(closed.astype(bool)), dtype=np.uint8)
+    atac.eliminate_zeros()
+    rna = _draw_rna(rng, truth, atac, types, lib, _expression_factor(sc.confounding, hidden))
+    obs = pd.DataFrame({"cell_type": pd.Categorical([truth.cell_types[t] for t in types],
+                                                    categories=truth.cell_types),
+                        "split": split_screen(n, seed)},
+                       index=pd.Index([f"screen{i:06d}" for i in range(n)], name="barcode"))
+    return Screen(atac, rna, obs, guides, table)
+
+
 def _gene_structure(rng, gene_names: list[str], markers: list[str], types: list[str]):
     """Per gene: home cell types, number and sizes of redundant groups, single enhancers, weights, trans, m_g."""
     G, T = len(gene_names), len(types)
@@ -577,18 +720,9 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     depth = rng.lognormal(0.0, 0.35, sc.n_cells)
     lib = rng.lognormal(np.log(sc.umi_per_cell), 0.4, sc.n_cells)
 
-    rows, cols = [], []
-    reg_open = 0
-    chunk = 1024
-    for start in range(0, sc.n_cells, chunk):  # planted peaks: exact Bernoulli draws, only n_reg columns dense
-        ct, dep = cell_type[start:start + chunk], depth[start:start + chunk, None]
-        p = 1.0 - (1.0 - reg_pi[ct]) ** dep
-        on = np.where(module_home[ct], rng.random((len(ct), module_home.shape[1])) < GROUP_ON, True)
-        p[:, is_member] *= on[:, module_id[is_member]]
-        r, c = np.nonzero(rng.random(p.shape) < p)
-        rows.append(r + start)
-        cols.append(reg_index[c])
-        reg_open += len(r)
+    hidden = np.random.default_rng([seed, 31]).standard_normal(sc.n_cells) if sc.confounding else None
+    rows, cols, reg_open = _draw_planted(rng, cell_type, depth, reg_pi, module_home, module_id, is_member, reg_index,
+                                         _module_on(sc.confounding, hidden))
     # background: always present, whatever the planted peaks leave of the target open fraction (at least 80 %
     # of it), with cell-type programs
     bg_per_cell = max(sc.open_fraction * sc.n_peaks - reg_open / sc.n_cells, 0.8 * sc.open_fraction * sc.n_peaks)
@@ -598,28 +732,25 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     program[rng.integers(0, T, in_program.size), in_program] = PROGRAM_ENRICHMENT
     bg_pi = base * program
     bg_pi *= np.array([_poisson_rate_scale(row, bg_per_cell) for row in bg_pi])[:, None]
-    for t in range(T):  # per cell, Poisson(depth · Σπ) draws from the type's categorical distribution
-        cells = np.flatnonzero(cell_type == t)
-        cdf = np.cumsum(bg_pi[t])
-        n_open = rng.poisson(depth[cells] / depth.mean() * cdf[-1])
-        picks = np.searchsorted(cdf, rng.random(n_open.sum()) * cdf[-1], side="right")
-        rows.append(np.repeat(cells, n_open))
-        cols.append(bg_cols[np.minimum(picks, n_bg - 1)])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    atac = sp.csr_matrix((np.ones(len(rows), dtype=np.uint8), (rows, cols.astype(np.int32))),
-                         shape=(sc.n_cells, sc.n_peaks))
-    atac.data[:] = 1  # duplicates from the Poisson sampler were summed; accessibility stays binary
+    bg_rows, bg_cols_drawn = _draw_background(rng, cell_type, depth, bg_pi, bg_cols)
+    atac = _binary_atac(rows + bg_rows, cols + bg_cols_drawn, (sc.n_cells, sc.n_peaks))
+
+    def draw_cells(cell_rng, n: int, h):
+        """n more cells of the same population (the screen's), from `cell_rng`: (types, library sizes, ATAC)."""
+        types_ = cell_rng.choice(T, size=n, p=shares / shares.sum())
+        depth_ = cell_rng.lognormal(0.0, 0.35, n)
+        lib_ = cell_rng.lognormal(np.log(sc.umi_per_cell), 0.4, n)
+        r, c, _ = _draw_planted(cell_rng, types_, depth_, reg_pi, module_home, module_id, is_member, reg_index,
+                                _module_on(sc.confounding, h))
+        br, bc = _draw_background(cell_rng, types_, depth_, bg_pi, bg_cols)
+        return types_, lib_, _binary_atac(r + br, c + bc, (n, sc.n_peaks))
 
     truth = SyntheticTruth(genes=gene_names, cell_types=types, promoter=promoter, promoter_left=promoter_left,
                            group=group, group_weight=group_w, single=single, single_weight=single_w, floor=floor,
                            trans=trans, magnitude=magnitude, coop=coop, coop_weight=coop_w, world=world.name)
 
     # ---- expression ----------------------------------------------------------------------------------------
-    mean = truth._expression(atac, cell_type)  # normalised counts per 10^5
-    shape = 10.0  # Gamma-Poisson (negative binomial) overdispersion
-    lam = rng.gamma(shape, lib[:, None] * mean / 1e5 / shape)
-    umi = rng.poisson(lam)
-    rna = np.log1p(umi / lib[:, None] * 1e5).astype(np.float32)
+    rna = _draw_rna(rng, truth, atac, cell_type, lib, _expression_factor(sc.confounding, hidden))
 
     barcodes = pd.Index([f"cell{i:06d}" for i in range(sc.n_cells)], name="barcode")
     obs = pd.DataFrame({"cell_type": pd.Categorical([types[t] for t in cell_type], categories=types)},
@@ -628,6 +759,7 @@ def simulate(scale: str | SimulationScale = "quick", seed: int = 0) -> tuple[Mul
     genes = pd.DataFrame({"chrom": [f"chr{c + 1}" for c in g_chrom], "tss": tss}, index=pd.Index(gene_names))
     uns = {"source": "synthetic", "simulator_version": SIMULATOR_VERSION, "seed": seed, "world": world.name,
            "scale": scale if isinstance(scale, str) else repr(sc), "normalisation": "log1p(counts per 1e5)"}
-    data = MultiomeData(atac, rna, obs, peaks, genes, uns)
+    screen = _simulate_screen(sc, seed, truth, peaks, genes, markers, draw_cells) if sc.screen_cells else None
+    data = MultiomeData(atac, rna, obs, peaks, genes, uns, screen)
     log.info("simulated %r in %.1fs", data, time.perf_counter() - t0)
     return data, truth

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def checkpoint_key(data: MultiomeData, config: SurrogateConfig) -> str:
-    payload = json.dumps({"data": data.fingerprint(), "config": config.to_dict(), "model": MODEL_VERSION},
+    # only the screen style reads a screen: the others' checkpoints are those of the observational cells alone
+    payload = json.dumps({"data": data.fingerprint(screen=config.style == "screen"), "config": config.to_dict(),
+                          "model": MODEL_VERSION},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -64,9 +66,9 @@ def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(),
                 cache_dir=None, retrain: bool = False, progress: bool = True) -> Surrogate:
     """The cached surrogate for (data, config) if one exists, else train one and cache it. A checkpoint that cannot
     be read (truncated, or not ours) is reported in one line, moved to `surrogates/corrupt/`, and retrained.
-    The locus style is the paired checkpoint of the same settings plus its own cis-layer checkpoint."""
-    if config.style == "locus":
-        return _fit_or_load_locus(data, config, device, cache_dir, retrain, progress)
+    The locus and screen styles are the paired checkpoint of the same settings plus their own layer's checkpoint."""
+    if config.style in ("locus", "screen"):
+        return _fit_or_load_layered(data, config, device, cache_dir, retrain, progress)
     path = checkpoint_path(data, config, cache_dir)
     if path.exists() and not retrain:
         dev = resolve_device(device)  # a device error is the user's, not a sign of a corrupt file
@@ -89,13 +91,29 @@ def fit_or_load(data: MultiomeData, config: SurrogateConfig = SurrogateConfig(),
     return model
 
 
-def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str, cache_dir, retrain: bool,
-                       progress: bool):
-    """The paired base (shared with `--surrogate paired`) and the cis layer fitted on it, each cached."""
+def _fit_or_load_layered(data: MultiomeData, config: SurrogateConfig, device: str, cache_dir, retrain: bool,
+                         progress: bool):
+    """The paired base (shared with `--surrogate paired`) and the locus or screen layer fitted on it, each cached."""
     from dataclasses import replace
 
     from surrogates.locus import fit_cis_layer, load_cis_layer
     from surrogates.model import torch_threads
+    from surrogates.screen import fit_screen_layer, load_screen_layer, screen_pairs
+
+    if config.style == "screen":
+        screen_pairs(data, config.cis_window)  # no screen: say so before the base trains
+        load_layer = load_screen_layer
+
+        def fit_layer(base):
+            return fit_screen_layer(base, data, or_units=config.screen_or_units, and_units=config.screen_and_units,
+                                    window=config.cis_window, sparsity=config.screen_sparsity, lr=config.screen_lr,
+                                    seed=config.seed, progress=progress)
+    else:
+        load_layer = load_cis_layer
+
+        def fit_layer(base):
+            return fit_cis_layer(base, data, units=config.cis_units, window=config.cis_window, lr=config.cis_lr,
+                                 seed=config.seed, progress=progress, monotone=config.cis_monotone)
 
     base = fit_or_load(data, replace(config, style="paired"), device, cache_dir, retrain, progress)
     path = checkpoint_path(data, config, cache_dir)
@@ -104,22 +122,21 @@ def _fit_or_load_locus(data: MultiomeData, config: SurrogateConfig, device: str,
             payload = torch.load(path, map_location="cpu", weights_only=False)
             if payload["meta"].get("base") != checkpoint_name(base.meta.get("checkpoint")):
                 raise ValueError("fitted on another paired base")  # e.g. the base was retrained: refit
-            model = load_cis_layer(base, data, config, payload["state_dict"])
+            model = load_layer(base, data, config, payload["state_dict"])
             if payload["meta"].get("cis_pairs_digest") != model.meta.get("cis_pairs_digest"):
                 raise ValueError("fitted on other gene windows")  # same matrices, another gene annotation
         except (RuntimeError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError,
                 zipfile.BadZipFile) as exc:
             dest = move_aside(path, path.parent / "corrupt")
-            log.warning("unusable cis-layer checkpoint %s (%s: %s); %s, refitting", path, type(exc).__name__, exc,
+            log.warning("unusable layer checkpoint %s (%s: %s); %s, refitting", path, type(exc).__name__, exc,
                         f"moved to {dest}" if dest else "could not move it aside")
         else:
-            log.info("reusing cis-layer checkpoint %s", path)
+            log.info("reusing %s-layer checkpoint %s", config.style, path)
             model.meta = {**payload.get("meta", {}), "checkpoint": str(path), "reused": True}
             return model.eval()
     with torch_threads(config.threads):
         torch.manual_seed(config.seed)
-        model = fit_cis_layer(base, data, units=config.cis_units, window=config.cis_window, lr=config.cis_lr,
-                              seed=config.seed, progress=progress, monotone=config.cis_monotone)
+        model = fit_layer(base)
     meta = {k: v for k, v in model.meta.items() if k not in ("checkpoint", "reused")}
     meta["base"] = checkpoint_name(base.meta.get("checkpoint"))
     with atomic_path(path) as tmp:

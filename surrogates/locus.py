@@ -27,35 +27,12 @@ import contextlib
 import time
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-WINDOW_BP = 250_000  # ±250 kb: the usual cis window of peak-to-gene linkage (ArchR's peak2gene, Signac's LinkPeaks)
-
-
-def window_pairs(peaks, genes, window: int = WINDOW_BP) -> tuple[np.ndarray, np.ndarray]:
-    """(gene index, peak index) of every peak whose midpoint lies within `window` bp of a gene's TSS on its
-    chromosome; sorted by gene."""
-    mid = ((peaks["start"].to_numpy() + peaks["end"].to_numpy()) // 2).astype(np.int64)
-    chrom = peaks["chrom"].astype(str).to_numpy()
-    gene_idx, peak_idx = [], []
-    for c in np.unique(chrom):
-        cols = np.flatnonzero(chrom == c)
-        order = np.argsort(mid[cols])
-        cols, pos = cols[order], mid[cols][order]
-        tss_all = pd.to_numeric(genes["tss"], errors="coerce").to_numpy()
-        for g in np.flatnonzero((genes["chrom"].astype(str).to_numpy() == c) & np.isfinite(tss_all)):
-            tss = int(tss_all[g])
-            lo, hi = np.searchsorted(pos, tss - window), np.searchsorted(pos, tss + window, side="right")
-            gene_idx.append(np.full(hi - lo, g)), peak_idx.append(cols[lo:hi])
-    if not gene_idx:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    g, p = np.concatenate(gene_idx).astype(np.int64), np.concatenate(peak_idx).astype(np.int64)
-    order = np.lexsort((p, g))
-    return g[order], p[order]
+from datasets.windows import WINDOW_BP, window_pairs
 
 
 class NoCisWindowError(ValueError):
@@ -67,6 +44,29 @@ def pairs_digest(pair_gene: np.ndarray, pair_peak: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.stack([pair_gene, pair_peak]).astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def window_sums(x_cols: torch.Tensor, weights: torch.Tensor, pair_gene: torch.Tensor, pair_col: torch.Tensor,
+                n_genes: int, genes=None):
+    """z[c, g, h] = Σ_{(g, j) window pairs} weights[pair, h] · x_cj for every gene (`genes` None) or the genes asked
+    for, without a cells × pairs × units tensor for all genes. Returns (z, the genes' rows as an index, the map from
+    the requested order back to them or None)."""
+    units = weights.shape[1]
+    if genes is None:  # every gene: one sparse (genes·units × window peaks) product
+        index = torch.stack([(pair_gene[:, None] * units + torch.arange(units, device=x_cols.device)).reshape(-1),
+                             pair_col.repeat_interleave(units)])
+        w = torch.sparse_coo_tensor(index, weights.reshape(-1).to(x_cols.dtype), (n_genes * units, x_cols.shape[1]),
+                                    check_invariants=False)
+        z = torch.sparse.mm(w, x_cols.T).T.reshape(x_cols.shape[0], n_genes, units)
+        return z, slice(None), None
+    # a few genes: only their pairs, summed into a (cells × those genes × units) block, not one per gene
+    wanted, back = torch.unique(genes, return_inverse=True)
+    slot = torch.full((n_genes,), -1, dtype=torch.long, device=wanted.device)
+    slot[wanted] = torch.arange(len(wanted), device=wanted.device)
+    keep = slot[pair_gene] >= 0
+    contrib = x_cols[:, pair_col[keep]].unsqueeze(-1) * weights[keep]  # cells × pairs × units
+    z = torch.zeros(x_cols.shape[0], len(wanted), units, dtype=x_cols.dtype, device=x_cols.device)
+    return z.index_add(1, slot[pair_gene[keep]], contrib), wanted, back
 
 
 class CisLayer(nn.Module):
@@ -90,24 +90,9 @@ class CisLayer(nn.Module):
 
     def forward(self, x_cols: torch.Tensor, genes=None) -> torch.Tensor:
         """x_cols: (cells × len(cols)) accessibility of the window peaks → (cells × genes) cis term."""
-        if genes is None:  # every gene: one sparse (genes·units × window peaks) product, no cells × pairs × units
-            index = torch.stack([(self.pair_gene[:, None] * self.units
-                                  + torch.arange(self.units, device=x_cols.device)).reshape(-1),
-                                 self.pair_col.repeat_interleave(self.units)])
-            w = torch.sparse_coo_tensor(index, F.softplus(self.A).reshape(-1).to(x_cols.dtype),
-                                        (self.n_genes * self.units, x_cols.shape[1]), check_invariants=False)
-            z = torch.sparse.mm(w, x_cols.T).T.reshape(x_cols.shape[0], self.n_genes, self.units)
-            return (-torch.expm1(-z) * self.weights()).sum(-1) + self.b
-        # a few genes: only their pairs, summed into a (cells × those genes × units) block, not one per gene
-        wanted, back = torch.unique(genes, return_inverse=True)
-        slot = torch.full((self.n_genes,), -1, dtype=torch.long, device=wanted.device)
-        slot[wanted] = torch.arange(len(wanted), device=wanted.device)
-        keep = slot[self.pair_gene] >= 0
-        contrib = x_cols[:, self.pair_col[keep]].unsqueeze(-1) * F.softplus(self.A[keep])  # cells × pairs × H
-        z = torch.zeros(x_cols.shape[0], len(wanted), self.units, dtype=x_cols.dtype, device=x_cols.device)
-        z = z.index_add(1, slot[self.pair_gene[keep]], contrib)
+        z, wanted, back = window_sums(x_cols, F.softplus(self.A), self.pair_gene, self.pair_col, self.n_genes, genes)
         out = (-torch.expm1(-z) * self.weights()[wanted]).sum(-1) + self.b[wanted]
-        return out[:, back]
+        return out if back is None else out[:, back]
 
     def weights(self) -> torch.Tensor:
         """u_gh: each unit's effect on its gene (≥ 0 when monotone)."""
@@ -163,11 +148,16 @@ class LocusSurrogate(nn.Module):
             for s in range(0, X.shape[0], batch_size):
                 out.append(self.cis(self._cols(X[s:s + batch_size], closed), cols))
         cis = torch.cat(out) if out else torch.zeros_like(base)
-        return (base + cis).clamp_min(0.0)
+        return self.combine(base, cis)
 
     def dense(self, x: torch.Tensor, genes=None, cell_types=None) -> torch.Tensor:
         cols = None if genes is None else torch.as_tensor([self.gene_index(g) for g in genes], device=self.device)
-        return (self.base.dense(x, genes) + self.cis(x[:, self.cis.cols], cols)).clamp_min(0.0)
+        return self.combine(self.base.dense(x, genes), self.cis(x[:, self.cis.cols], cols))
+
+    @staticmethod
+    def combine(base: torch.Tensor, cis: torch.Tensor) -> torch.Tensor:
+        """The prediction from the base's log-expression and the cis term: their sum, ≥ 0."""
+        return (base + cis).clamp_min(0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dense(x)

@@ -37,11 +37,14 @@ from datasets.data import gene_position
 # fixed number of torch threads with deterministic algorithms (reproducible weights)
 MODEL_VERSION = 4
 # "locus": the paired surrogate plus a saturating cis layer per gene (surrogates/locus.py)
-STYLES = ("paired", "reference", "locus")
+# "screen": the paired surrogate plus a cis layer of OR/AND units fitted on a perturbation screen (surrogates/screen.py)
+STYLES = ("paired", "reference", "locus", "screen")
 # SurrogateConfig fields added at MODEL_VERSION 4 with a default that trains exactly as before they existed
 _ADDED_FIELDS = {"emb_lr": 0.0, "emb_open_init": 0.1, "sparse_decoder": False}
 # the locus style's cis-layer fields: in the key of a locus checkpoint only (they do not change the other styles)
 _CIS_FIELDS = ("cis_units", "cis_window", "cis_lr", "cis_monotone")
+# the screen style's fields (it reads cis_window too): in the key of a screen checkpoint only
+_SCREEN_FIELDS = ("screen_or_units", "screen_and_units", "screen_sparsity", "screen_lr")
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,12 @@ class SurrogateConfig:
     cis_window: int = 250_000
     cis_lr: float = 0.01
     cis_monotone: bool = True
+    # screen style (surrogates/screen.py): OR and AND units per gene over the targeted peaks of its window, the
+    # sparsity prior's weight λ and Adam's learning rate. Chosen on seed 1, quick scale (docs/trust.md).
+    screen_or_units: int = 16
+    screen_and_units: int = 4
+    screen_sparsity: float = 0.01
+    screen_lr: float = 0.01
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -136,8 +145,11 @@ class SurrogateConfig:
         for name, default in _ADDED_FIELDS.items():
             if d[name] == default:
                 del d[name]
-        if self.style != "locus":
-            for name in _CIS_FIELDS:
+        for name in _CIS_FIELDS:
+            if self.style != "locus" and not (self.style == "screen" and name == "cis_window"):
+                del d[name]
+        if self.style != "screen":
+            for name in _SCREEN_FIELDS:
                 del d[name]
         return d
 

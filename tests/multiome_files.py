@@ -177,3 +177,94 @@ def write_labels_csv(path, barcodes, labels) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"barcode": list(barcodes), "cell_type": list(labels)}).to_csv(path, index=False)
     return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------- guide screens
+TOY_NON_TARGETING = ("ntc1", "ntc2")
+
+
+def toy_guides(toy: ToyMultiome, n_screened: int = 18, n_controls: int = 8,
+               seed: int = 0) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """A small screen of the toy's cells: ({barcode: guides} for the cells that have any, the guide table with
+    columns guide,peak). Guides g1…g6 target the toy's first six peaks (g7 the first peak again), ntc1/ntc2 are
+    non-targeting. The first `n_screened` cells get 1–3 targeting guides (some an NTC too), the next `n_controls`
+    cells NTCs only; the rest no guide."""
+    rng = np.random.default_rng(seed)
+    names = toy.peak_names()
+    targets = {f"g{i + 1}": names[i] for i in range(6)} | {"g7": names[0]}
+    calls = {}
+    for b in toy.barcodes[:n_screened]:
+        guides = list(rng.choice(sorted(targets), size=rng.integers(1, 4), replace=False))
+        calls[b] = guides + (["ntc1"] if rng.random() < 0.3 else [])
+    for i, b in enumerate(toy.barcodes[n_screened:n_screened + n_controls]):
+        calls[b] = [TOY_NON_TARGETING[i % 2]]
+    table = pd.DataFrame({"guide": [*targets, *TOY_NON_TARGETING],
+                          "peak": [*targets.values(), "non-targeting", "NTC"]})
+    return calls, table
+
+
+def write_guide_table(path, table: pd.DataFrame) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+    return str(path)
+
+
+def write_protospacer_calls(path, calls: dict[str, list[str]]) -> str:
+    """10x Cell Ranger `protospacer_calls_per_cell.csv`: cell_barcode,num_features,feature_call,num_umis."""
+    rows = [{"cell_barcode": b, "num_features": len(gs), "feature_call": "|".join(gs),
+             "num_umis": "|".join(str(5 + i) for i in range(len(gs)))} for b, gs in calls.items()]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["cell_barcode", "num_features", "feature_call", "num_umis"]).to_csv(path, index=False)
+    return str(path)
+
+
+def guide_column(barcodes, calls: dict[str, list[str]], sep: str = "|") -> list[str]:
+    """The scPerturb-style obs column: each cell's guides joined by `sep`, '' for a cell without one."""
+    return [sep.join(calls.get(b, [])) for b in barcodes]
+
+
+def guide_frame(barcodes, calls: dict[str, list[str]]) -> pd.DataFrame:
+    """Cells × guides 0/1 (an obsm matrix), guide names as columns."""
+    names = sorted({g for gs in calls.values() for g in gs})
+    frame = pd.DataFrame(0, index=pd.Index(list(barcodes)), columns=names, dtype=np.int8)
+    for b, gs in calls.items():
+        frame.loc[b, gs] = 1
+    return frame
+
+
+def add_guides_to_h5ad(path, calls: dict[str, list[str]], *, key: str = "guide", how: str = "obs",
+                       sep: str = "|") -> str:
+    """Store the guides in an existing .h5ad: an obs column ('obs'), an obsm DataFrame ('obsm-frame') or an obsm
+    array with its names in uns[f"{key}_names"] ('obsm-array')."""
+    import anndata as ad
+
+    adata = ad.read_h5ad(path)
+    _put_guides(adata, calls, key, how, sep)
+    adata.write_h5ad(path)
+    return str(path)
+
+
+def add_guides_to_h5mu(path, calls: dict[str, list[str]], *, key: str = "guide", how: str = "obs",
+                       mod: str | None = None, sep: str = "|") -> str:
+    """Like `add_guides_to_h5ad`, in a MuData's global tables or (with `mod`) in one modality's."""
+    import mudata as md
+
+    with md.set_options(pull_on_update=False):  # as datasets/io.py: keep the tables as written
+        mdata = md.read_h5mu(path)
+        _put_guides(mdata if mod is None else mdata.mod[mod], calls, key, how, sep)
+        mdata.write(path)
+    return str(path)
+
+
+def _put_guides(adata, calls, key: str, how: str, sep: str) -> None:
+    if how == "obs":
+        adata.obs[key] = guide_column(adata.obs_names, calls, sep)
+        return
+    frame = guide_frame(adata.obs_names, calls)
+    if how == "obsm-frame":
+        adata.obsm[key] = frame
+    else:
+        adata.obsm[key] = frame.to_numpy()
+        adata.uns[f"{key}_names"] = np.array(frame.columns, dtype=str)

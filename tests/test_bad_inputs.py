@@ -10,12 +10,20 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from bench.cli import main
 from datasets.files import folder_lock
-from tests.multiome_files import toy_multiome, write_h5ad_pair, write_labels_csv
+from tests.multiome_files import (
+    add_guides_to_h5ad,
+    toy_guides,
+    toy_multiome,
+    write_guide_table,
+    write_h5ad_pair,
+    write_labels_csv,
+)
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "bad-inputs.md"
 TINY = ["run", "--scale", "tiny", "--no-progress"]
@@ -24,6 +32,19 @@ LABELS = ["--label-key", "cell_type"]
 
 def _toy_pair(d: Path, **kw) -> str:
     return write_h5ad_pair(d / "toy", **kw)
+
+
+def _screen(d: Path, rows=(), drop=(), calls=None) -> list[str]:
+    """The toy pair with the toy screen's guides in the RNA obs column `guide`, and --guides: the toy's guide table
+    with `rows` ((guide, peak) pairs) replacing or adding guides and the guides in `drop` left out. `calls`:
+    --guide-calls FILE (this text) instead of --guide-key."""
+    guides, table = toy_guides(toy_multiome())
+    spec = _toy_pair(d)
+    add_guides_to_h5ad(spec.split(",")[0], guides, key="guide")
+    table = table[~table["guide"].isin([*drop, *(g for g, _ in rows)])]
+    table = pd.concat([table, pd.DataFrame(list(rows), columns=["guide", "peak"])], ignore_index=True)
+    where = ["--guide-calls", str(_write(d / "calls.csv", calls))] if calls else ["--guide-key", "guide"]
+    return [*TINY, "--data", spec, *LABELS, "--guides", write_guide_table(d / "guides.csv", table), *where]
 
 
 def _locked(d: Path) -> list[str]:
@@ -66,6 +87,17 @@ CASES = {
     "--simulate value of the wrong type": lambda d: [*TINY, "--simulate", "n_cells=5k"],
     "--simulate value out of range": lambda d: [*TINY, "--simulate", "open_fraction=0.9"],
     "--simulate with your own data": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--simulate", "n_cells=900"],
+    "guide without a target": lambda d: _screen(d, rows=[("g7", "")]),
+    "guide target that is no peak": lambda d: _screen(d, rows=[("g7", "chr7:100-600")]),
+    "guide called but not in the table": lambda d: _screen(d, drop=["g6", "g7"]),
+    "guide key missing": lambda d: [*_screen(d)[:-1], "sgRNA"],
+    "guide calls file with wrong columns": lambda d: _screen(d, calls="barcode,guide\nAAAC-1,g1\n"),
+    "guides that match no cell": lambda d: _screen(d, calls="cell_barcode,feature_call\nXX-1,g1|g2\nXX-2,g3\n"),
+    "guide assignments without --guides": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--guide-key", "guide"],
+    "--guides without guide assignments": lambda d: [*TINY, "--data", _toy_pair(d), *LABELS, "--guides",
+                                                     str(_touch(d / "guides.csv"))],
+    "--guides on synthetic data": lambda d: [*TINY, "--guides", str(d / "guides.csv"), "--guide-key", "guide"],
+    "both --guide-key and --guide-calls": lambda d: [*_screen(d), "--guide-calls", str(d / "calls.csv")],
     "fidelity curve: unknown style": lambda d: ["fidelity-curve", "--scale", "tiny", "--styles", "paried",
                                                 "--out", str(d / "out")],
     "fidelity curve: cells via --simulate": lambda d: ["fidelity-curve", "--scale", "tiny", "--simulate",

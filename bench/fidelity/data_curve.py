@@ -55,7 +55,7 @@ log = logging.getLogger("bench")
 # The explainers whose ranking the curve compares between tiers (the issue's fixed set: the gradient family, the
 # subset searches and the two methods the truth tier ranks far above the surrogate tier at quick scale).
 TAU_METHODS = ("grids", "integrated-gradients", "input-x-gradient", "fimap", "sage", "cxplain", "saliency")
-COLUMNS = ("style", "n_cells", "umi_per_cell", "train_cells", "training", "train_seconds", "marker_r2",
+COLUMNS = ("style", "n_cells", "umi_per_cell", "screen_cells", "screen", "train_cells", "training", "train_seconds", "marker_r2",
            "interventional_spearman", "group_member_ratio_surrogate", "group_member_ratio_truth",
            "pooled_ratio_surrogate", "pooled_ratio_truth", "locus_group_member_ratio", "locus_heldout_gain_pct",
            "all_planted_surrogate_pct", "all_planted_truth_pct", "tau_tiers", "tau_low", "tau_high", "n_jobs",
@@ -67,6 +67,8 @@ class CurvePoint:
     style: str
     n_cells: int
     umi_per_cell: float
+    screen_cells: int = 0  # screened cells beside the observational ones (datasets/screens.py)
+    variant: tuple[tuple[str, str], ...] = ()  # the screen's other `--simulate` pairs (library, confounding, world)
 
     def overrides(self, scale) -> tuple[tuple[str, str], ...]:
         """`--simulate` pairs for this point; none where it is the scale's own data (so its caches are shared)."""
@@ -75,7 +77,17 @@ class CurvePoint:
             pairs.append(("n_cells", str(self.n_cells)))
         if self.umi_per_cell != scale.umi_per_cell:
             pairs.append(("umi_per_cell", f"{self.umi_per_cell:g}"))
-        return tuple(pairs)
+        if self.screen_cells:
+            pairs.append(("screen_cells", str(self.screen_cells)))
+        return tuple(pairs) + self.variant
+
+    def screen(self) -> str:
+        """The screen column: its library and what else changed ('' without a screen)."""
+        if not self.screen_cells:
+            return ""
+        variant = dict(self.variant)
+        rest = [f"{k}={v}" for k, v in self.variant if k != "screen_library"]
+        return ", ".join([variant.get("screen_library", "locus")] + rest)
 
     def simulate(self, scale, base=()) -> tuple[tuple[str, str], ...]:
         """`base` (the curve's own `--simulate` pairs, e.g. world=additive, applied at every point) merged with this
@@ -86,7 +98,11 @@ class CurvePoint:
 
 
 # the keys the grid sets at each point (--cells, --depth-cells, --depths); --simulate may not set them
-GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths"}
+GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths", "screen_cells": "--screen-cells"}
+# the screen axis' single points at its largest size (`screen_points`): another library, a confounded population,
+# another world
+SCREEN_EXTRAS = {"genome": (("screen_library", "genome"),), "confounding": (("confounding", "1"),),
+                 "mixed": (("world", "mixed"),)}
 
 
 def check_simulate(simulate) -> tuple[tuple[str, str], ...]:
@@ -107,9 +123,27 @@ def curve_points(cells, depths=(), depth_cells=None, reference_cells=(), umi: fl
     points = [CurvePoint(s, int(n), umi) for n in cells for s in styles]
     points += [CurvePoint(s, int(depth_cells), float(d)) for d in depths if float(d) != umi for s in styles]
     points += [CurvePoint("reference", int(n), umi) for n in reference_cells]
+    return ordered(points)
+
+
+def ordered(points: list[CurvePoint]) -> list[CurvePoint]:
+    """The points once each, by cell count, depth and screen, so a partial curve has its small points."""
     unique = list(dict.fromkeys(points))
-    order = {"paired": 0, "locus": 1, "reference": 2}
-    return sorted(unique, key=lambda p: (p.n_cells, p.umi_per_cell, order.get(p.style, 3)))
+    order = {"paired": 0, "locus": 1, "reference": 2, "screen": 3}
+    return sorted(unique, key=lambda p: (p.n_cells, p.umi_per_cell, p.screen_cells, p.variant,
+                                         order.get(p.style, 4)))
+
+
+def screen_points(screen_cells, n_cells: int, umi: float, extras=tuple(SCREEN_EXTRAS)) -> list[CurvePoint]:
+    """The screen axis: the screen style with a locus library at each of `screen_cells` beside `n_cells`
+    observational cells (0: no screen, so the paired style the screen style builds on), and each of `extras`
+    (`SCREEN_EXTRAS`) as one point at the largest screen."""
+    points = [CurvePoint("screen", n_cells, umi, int(s)) if int(s) else CurvePoint("paired", n_cells, umi)
+              for s in screen_cells]
+    largest = max((int(s) for s in screen_cells), default=0)
+    if largest:
+        points += [CurvePoint("screen", n_cells, umi, largest, SCREEN_EXTRAS[e]) for e in extras]
+    return points
 
 
 # ------------------------------------------------------------------------------------------------ pure metrics
@@ -176,6 +210,7 @@ def measure_point(point: CurvePoint, scale: str, seed: int, methods, genes, L: i
     meta = meta_of(model)
     cis = f" + cis layer {meta['cis_epochs']} epochs" if "cis_epochs" in meta else ""
     row = {"style": point.style, "n_cells": point.n_cells, "umi_per_cell": point.umi_per_cell,
+           "screen_cells": point.screen_cells, "screen": point.screen(),
            "train_cells": int((data.obs["split"] == "train").sum()),
            "training": (f"{meta['epochs']} epochs" if "epochs" in meta
                         else f"{'+'.join(map(str, np.atleast_1d(meta.get('steps'))))} steps") + cis,
@@ -232,7 +267,8 @@ def run_data_curve(scale: str = "quick", *, seed: int = 0, points: list[CurvePoi
     rows = []
     bar = tqdm(points, desc="fidelity curve", unit="point", disable=not progress, position=0)
     for point in bar:
-        bar.set_postfix_str(f"{point.style}, {point.n_cells} cells, {point.umi_per_cell:g} UMI")
+        bar.set_postfix_str(f"{point.style}, {point.n_cells} cells, {point.umi_per_cell:g} UMI"
+                            + (f", {point.screen_cells} screened ({point.screen()})" if point.screen_cells else ""))
         rows.append(measure_point(point, scale, seed, methods, genes, L, n_boot, cache_dir, device, progress,
                                   simulate=simulate))
         table = pd.DataFrame(rows, columns=[c for c in COLUMNS if any(c in r for r in rows)])
@@ -251,9 +287,14 @@ def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
     """fidelity_curve.csv / .md / .png and run.json in `out` (fidelity_curve_methods.csv: `write_method_means`)."""
     out.mkdir(parents=True, exist_ok=True)
     plot_data_curve(table, out / "fidelity_curve.png")
+    screened = screen_rows(table)
+    if (table.loc[screened, "screen_cells"] > 0).any():
+        plot_screen_curve(table[screened], out / "screen_curve.png")
     changed = "".join(f", {k}={v}" for k, v in (facts.get("simulate") or {}).items())
     md = [f"# Surrogate fidelity against data ({facts['scale']} genes and peaks{changed}, seed {facts['seed']})", "",
           curve_header(facts), "", "![](fidelity_curve.png)", "", curve_markdown(table), ""]
+    if "screen_cells" in table and (table["screen_cells"] > 0).any():
+        md[5:5] = ["![](screen_curve.png)", ""]
     return [atomic_write(out / "fidelity_curve.csv", table.to_csv(index=False)),
             atomic_write(out / "fidelity_curve.md", "\n".join(md)),
             atomic_write(out / "run.json", json.dumps(facts, indent=1) + "\n"), out / "fidelity_curve.png"]
@@ -262,7 +303,8 @@ def write_data_curve(table: pd.DataFrame, out: Path, facts: dict) -> list[Path]:
 def write_method_means(rows: list[dict], out: Path) -> Path:
     """fidelity_curve_methods.csv: every point's Avg Rel Δ (%) per method on the surrogate and the truth tier, the
     numbers each τ ranks (long: style, n_cells, umi_per_cell, method, surrogate, truth)."""
-    long = [{"style": r["style"], "n_cells": r["n_cells"], "umi_per_cell": r["umi_per_cell"], "method": m,
+    long = [{"style": r["style"], "n_cells": r["n_cells"], "umi_per_cell": r["umi_per_cell"],
+             "screen_cells": r.get("screen_cells", 0), "screen": r.get("screen", ""), "method": m,
              "surrogate": r["avg_surrogate"].get(m), "truth": r.get("avg_truth", {}).get(m)}
             for r in rows if "avg_surrogate" in r for m in r["avg_surrogate"]]
     out.mkdir(parents=True, exist_ok=True)
@@ -296,12 +338,57 @@ def curve_markdown(table: pd.DataFrame) -> str:
                     disable_numparse=False, floatfmt=".3g")
 
 
+def screen_rows(table: pd.DataFrame) -> pd.Series:
+    """Rows of the screen axis: screen-style points (0 screened cells: the paired point beside them)."""
+    if "screen_cells" not in table:
+        return pd.Series(False, index=table.index)
+    screened = table["screen_cells"].fillna(0) > 0
+    observed_n = table.loc[screened, "n_cells"].unique()
+    return screened | ((table["style"] == "paired") & table["n_cells"].isin(observed_n) & ~screened)
+
+
+def plot_screen_curve(table: pd.DataFrame, path: Path) -> None:
+    """screen_curve.png: each fidelity number and τ against screened cells (locus library; the single points of
+    the other libraries, confounding and worlds as markers at the largest screen)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("interventional_spearman", "interventional Spearman"), ("group_member_ratio_surrogate",
+              "group / Σ members"), ("all_planted_surrogate_pct", "all planted closed: Rel Δ (%)"),
+              ("tau_tiers", "τ (surrogate vs truth tier)")]
+    panels = [p for p in panels if p[0] in table]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    screen = table["screen"].fillna("").replace("", "locus")
+    for ax, (col, label) in zip(axes[0], panels):
+        main = table[screen == "locus"].sort_values("screen_cells")
+        line = ax.plot(main["screen_cells"], main[col], marker="o", label="locus library")[0]
+        if col == "tau_tiers":
+            ax.vlines(main["screen_cells"], main["tau_low"], main["tau_high"], color=line.get_color(), alpha=0.5)
+        for name, part in table[screen != "locus"].groupby(screen[screen != "locus"], sort=False):
+            ax.plot(part["screen_cells"], part[col], marker="s", ls="", label=name)
+        if col == "group_member_ratio_surrogate":
+            ax.axhline(float(table["group_member_ratio_truth"].iloc[0]), color="black", ls="--", lw=1, label="truth")
+        if col == "all_planted_surrogate_pct":
+            ax.axhline(float(table["all_planted_truth_pct"].iloc[0]), color="black", ls="--", lw=1, label="truth")
+        ax.set_xscale("symlog", linthresh=1000)
+        ax.set_xlabel("screened cells")
+        ax.set_title(label, fontsize=10)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_data_curve(table: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if "screen_cells" in table:  # the screen axis has its own figure (`plot_screen_curve`)
+        table = table[table["screen_cells"].fillna(0) == 0]
     panels = [("marker_r2", "marker R²", None), ("interventional_spearman", "interventional Spearman", None),
               ("group_member_ratio_surrogate", "group / Σ members", "group_member_ratio_truth"),
               ("tau_tiers", "τ (surrogate vs truth tier)", None)]

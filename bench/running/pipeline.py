@@ -13,12 +13,14 @@ from bench.errors import UserError
 from bench.running.harness import NoCache, ResultCache, make_jobs, run_grid
 from bench.running.plan import RunPlan
 from datasets.files import cache_root
+from datasets.guides import check_guide_options, load_screen
 from datasets.loaders import InputError, load_multiome
 from datasets.markers import PAPER_MARKERS, read_marker_table
 from datasets.synthetic import scale_with, simulate
 from surrogates.checkpoint import checkpoint_key, fit_or_load
 from surrogates.fidelity import fidelity_report
 from surrogates.locus import NoCisWindowError
+from surrogates.screen import NoScreenError
 from surrogates.model import STYLES as SURROGATE_STYLES  # trained; "truth" and "user" name the other models
 from surrogates.protocol import cache_key_of
 from surrogates.train import DeviceUnavailableError, resolve_device
@@ -40,6 +42,11 @@ class Inputs:
     rna_mod: str = "rna"
     atac_mod: str = "atac"
     cache_dir: str | None = None
+    # a perturbation screen of the user's data (datasets/guides.py): the guide → target table and where the cells'
+    # guides are (an obs column / obsm entry of the input, or a 10x protospacer calls file)
+    guides: str | None = None
+    guide_key: str | None = None
+    guide_calls: str | None = None
     # `--simulate key=value` changes to the synthetic scale, as (key, text) pairs in the order given
     simulate: tuple[tuple[str, str], ...] = ()
 
@@ -71,11 +78,19 @@ def load_inputs(inputs: Inputs):
         raise UserError(str(exc)) from exc
     if inputs.data and inputs.simulate:
         raise UserError("--simulate changes the synthetic simulator; it does not apply to --data (drop one of them)")
+    try:  # flags that cannot work together fail before the data is loaded
+        check_guide_options(inputs.data, inputs.guides, inputs.guide_key, inputs.guide_calls)
+    except InputError as exc:
+        raise UserError(str(exc)) from exc
     if inputs.data:
         try:
             data = load_multiome(inputs.data, label_key=inputs.label_key, labels_csv=inputs.labels, markers=markers,
                                  min_cells_per_type=inputs.min_cells, split_seed=inputs.seed, rna_mod=inputs.rna_mod,
                                  atac_mod=inputs.atac_mod, cache_dir=cache_root(inputs.cache_dir), report=log.info)
+            if inputs.guides:  # after the loader (and its cache), which holds every cell, screened or not
+                data = load_screen(data, inputs.data, inputs.guides, guide_key=inputs.guide_key,
+                                   guide_calls=inputs.guide_calls, rna_mod=inputs.rna_mod, atac_mod=inputs.atac_mod,
+                                   seed=inputs.seed, report=log.info)
         except InputError as exc:
             raise UserError(str(exc)) from exc
         return data, None, markers
@@ -98,7 +113,7 @@ def fit_surrogate(profile: Profile, data, style: str, device: str = "auto", cach
     try:
         return fit_or_load(data, profile.surrogate_config(style), device=device, cache_dir=cache_dir,
                            retrain=retrain, progress=progress)
-    except (DeviceUnavailableError, NoCisWindowError) as exc:
+    except (DeviceUnavailableError, NoCisWindowError, NoScreenError) as exc:
         raise UserError(str(exc)) from exc
 
 
@@ -115,7 +130,8 @@ def run_plan(plan: RunPlan, model, data, truth, style: str, cache_dir=None, sche
     if key is None:
         log.info("the model has no cache_key: its jobs are computed and not cached")
     cache = ResultCache(cache_root(cache_dir) / "jobs") if key is not None else NoCache()
-    context = {"data": data.fingerprint(), **(key or {})}
+    # explainers and the evaluation read the observational cells only: a screen changes a job through its model
+    context = {"data": data.fingerprint(screen=False), **(key or {})}
     threads, _ = side_by_side(plan.profile, model)
     if threads is not None:  # jobs on their own thread count: another count may round to other answers
         context["job_threads"] = threads
