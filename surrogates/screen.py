@@ -8,16 +8,19 @@ extra feature — and fits, for every gene g, a small multiplicative cis compone
 window W_g (±250 kb of its TSS, from coordinates only):
 
     ŷ_g(x) = log1p( expm1(base_g(x)) · exp(c_g(x)) ),
-    c_g(x) = b_g + log A_g(x) − log A_g(1),   A_g(x) = ε_g + Σ_h u_gh OR_gh(x) + Σ_k v_gk AND_gk(x),
+    c_g(x) = b_g + log A_g(x) − log A_g(1),   A_g(x) = G_g(x) · (ε_g + Σ_h u_gh OR_gh(x) + Σ_k v_gk AND_gk(x)),
     OR_gh(x)  = 1 − Π_{j∈W_g} (1 − s_gjh x_j),        AND_gk(x) = Π_{j∈W_g} (1 − s_gjk (1 − x_j)),
+    G_g(x) = 1 − r_g + r_g · OR_g^gate(x)   (a gate: an element that multiplies everything, like a promoter),
 
-with memberships s = 1 − exp(−softplus(a)) ∈ (0, 1) and ε, u, v ≥ 0 (softplus). A unit whose memberships are 1 on
+with memberships s = 1 − exp(−softplus(a)) ∈ (0, 1), ε, u, v ≥ 0 (softplus) and r ∈ (0, 1) (sigmoid). A unit whose memberships are 1 on
 a few peaks and 0 elsewhere is an exact OR (redundant enhancers: any open member keeps it) or AND (cooperative
 elements: every member needed); one member is a single enhancer. The form follows how expression responds to
 regulation in count space — a gene's activity is a sum of its elements' contributions over a floor ε, scaled by
 its cell state — so closing everything can remove most of the expression, which an additive log-space term cannot
-do without also predicting large effects where the gene is off. A sparsity prior, λ · mean over units of Σ_j s_gjh
-(each unit's expected size), pulls units to a few members (the 2–4 of a redundant group).
+do without also predicting large effects where the gene is off. A sparsity prior, λ · mean over units of
+Σ_j [s_gjh + 4 s_gjh (1 − s_gjh)] (each unit's expected size, and a price on memberships that are neither in nor
+out), pulls units to a few definite members (the 2–4 of a redundant group): a member half in a unit makes the
+unit partly additive in it.
 
 The base is the paired surrogate of the *observational* cells (its checkpoint is the one `--surrogate paired` trains
 on the same data without the screen, so a screen curve trains it once). The cis component is then fitted on the
@@ -80,18 +83,27 @@ class ScreenLayer(nn.Module):
         self.u = nn.Parameter(torch.full((n_genes, units), -1.0))  # unit weights softplus(−1) ≈ 0.31
         self.eps = nn.Parameter(torch.zeros(n_genes))  # floor softplus(0) ≈ 0.69
         self.b = nn.Parameter(torch.zeros(n_genes))
+        # the gate: a soft OR over the window that multiplies the whole activity (a promoter), its strength
+        # r = sigmoid(gate_r) (closing it leaves 1 − r); starts weak and spread thin
+        self.gate_a = nn.Parameter(torch.full((len(pair_peak),), -5.0))
+        self.gate_r = nn.Parameter(torch.full((n_genes,), -2.0))
 
     @torch.no_grad()
     def start_units(self, units: dict[int, list[list[int]]], effects: np.ndarray | None = None) -> None:
         """Start OR unit h of gene g as the h-th group of `units[g]` (pair indices): its members at membership
-        ≈ 0.82, every other pair of the gene ≈ 0.007 in that unit. The gene's OR units left over start as single
-        peaks, those whose closure lowered the gene most in the screen (`effects`, per pair; most negative first),
-        peaks already in a group excepted. Units given neither keep their random start."""
+        ≈ 0.82, every other pair of the gene ≈ 0.007 in that unit. With `effects` (per pair: how much closing the
+        peak lowered the gene in the screen), the gate starts on the strongest of them and the gene's OR units left
+        over as single peaks, the next strongest first (peaks in a group or the gate excepted). Units given neither
+        keep their random start."""
         pair_gene = self.pair_gene.cpu().numpy()
         units = {int(g): list(units.get(int(g), [])) for g in np.unique(pair_gene)}
         if effects is not None:
             for g, groups in units.items():
-                taken = {m for grp in groups for m in grp}
+                pairs = np.flatnonzero(pair_gene == g)
+                strongest = int(pairs[np.nanargmin(effects[pairs])]) if np.isfinite(effects[pairs]).any() else -1
+                if strongest >= 0 and effects[strongest] < 0:  # the gate starts on the gene's strongest closure
+                    self.gate_a[strongest] = 1.5
+                taken = {m for grp in groups for m in grp} | {strongest}
                 pairs = [int(i) for i in np.flatnonzero(pair_gene == g) if int(i) not in taken and effects[i] < 0]
                 pairs.sort(key=lambda i: effects[i])
                 groups += [[i] for i in pairs[:max(0, self.or_units - len(groups))]]
@@ -113,17 +125,24 @@ class ScreenLayer(nn.Module):
         h = self.or_units
         weight, eps = F.softplus(self.u)[wanted], F.softplus(self.eps)[wanted]
 
-        def activity(z_):
-            units = torch.cat([-torch.expm1(-z_[..., :h]), torch.exp(z_[..., h:] - full[..., h:])], dim=-1)
-            return eps + (units * weight).sum(-1)
+        gate_w = F.softplus(self.gate_a)[:, None]
+        gz, _, _ = window_sums(x_cols, gate_w, self.pair_gene, self.pair_col, self.n_genes, genes)
+        gfull, _, _ = window_sums(torch.ones(1, x_cols.shape[1], dtype=x_cols.dtype, device=x_cols.device), gate_w,
+                                  self.pair_gene, self.pair_col, self.n_genes, genes)
+        r = torch.sigmoid(self.gate_r)[wanted]
 
-        out = torch.log(activity(z)) - torch.log(activity(full)) + self.b[wanted]
+        def activity(z_, gz_):
+            units = torch.cat([-torch.expm1(-z_[..., :h]), torch.exp(z_[..., h:] - full[..., h:])], dim=-1)
+            gate = 1.0 - r * torch.exp(-gz_[..., 0])  # 1 − r + r · OR_gate
+            return gate * (eps + (units * weight).sum(-1))
+
+        out = torch.log(activity(z, gz)) - torch.log(activity(full, gfull)) + self.b[wanted]
         return out if back is None else out[:, back]
 
     def sparsity(self) -> torch.Tensor:
-        """The prior's term: mean over the units of all genes with pairs of their expected size Σ_j s_gjh."""
+        """The prior's term: mean over the units of all genes with pairs of Σ_j s_gjh + 4 s_gjh (1 − s_gjh)."""
         s = self.membership()
-        return s.sum() / max(1, int(torch.unique(self.pair_gene).numel()) * s.shape[1])
+        return (s.sum() + 4.0 * (s * (1 - s)).sum()) / max(1, int(torch.unique(self.pair_gene).numel()) * s.shape[1])
 
 
 def coaccessible_units(atac, cell_types, pair_gene: np.ndarray, pair_peak: np.ndarray, max_units: int,

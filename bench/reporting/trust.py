@@ -25,7 +25,10 @@ def trust_line(summary: dict) -> str:
     rho, ratio = summary.get("interventional_spearman"), summary.get("group_member_ratio_surrogate")
     truth = summary.get("group_member_ratio_oracle")
     line = (f"Interventional fidelity (synthetic truth): Spearman {rho:.2f}, group / Σ members {ratio:.2f} "
-            f"(truth {truth:.2f}).")
+            f"(truth {truth:.2f})")
+    planted, planted_truth = summary.get("all_planted_surrogate_pct"), summary.get("all_planted_oracle_pct")
+    line += (f", closing all of a marker's planted peaks {planted:+.0f} % (truth {planted_truth:+.0f} %)."
+             if planted is not None and planted_truth is not None else ".")
     if TRUST_SPEARMAN is None:
         return (line + " ⚠ No point of the fidelity curve (results/examples/fidelity-curve) ranked explainers as the "
                 "truth tier does" + (f" ({TRUST_REASON})" if TRUST_REASON else "") + ", so this ranking is about "
