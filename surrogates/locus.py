@@ -167,12 +167,44 @@ class LocusSurrogate(nn.Module):
         return self.base.cell_state(X, cell_types, chunk)
 
 
+def early_stopped(layer: nn.Module, batch_loss, val_loss, n_train: int, lr: float, batch_size: int,
+                  max_epochs: int, patience: int, seed: int, desc: str, progress: bool) -> tuple[float, list]:
+    """Adam on `layer`'s parameters over seeded shuffles of `n_train` cells (`batch_loss(indices)`), stopped when
+    `val_loss()` has not improved for `patience` epochs; the best state is loaded back. Returns (best validation
+    loss, the validation loss of every epoch)."""
+    from tqdm.auto import tqdm
+
+    opt = torch.optim.Adam(layer.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, waited, history = float("inf"), None, 0, []
+    bar = tqdm(range(max_epochs), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        layer.train()
+        for idx in torch.randperm(n_train, generator=gen).split(batch_size):
+            opt.zero_grad()
+            loss = batch_loss(idx)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            val = float(val_loss())
+        history.append(val)
+        bar.set_postfix(val_mse=f"{val:.4f}")
+        if val < best - 1e-6:
+            best, waited = val, 0
+            best_state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    if best_state is not None:
+        layer.load_state_dict(best_state)
+    return best, history
+
+
 def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: float = 1e-2, batch_size: int = 128,
                   max_epochs: int = 200, patience: int = 10, seed: int = 0, progress: bool = True,
                   monotone: bool = True) -> LocusSurrogate:
     """Fit the cis layer on the base's residuals (training cells), early stopped on validation MSE."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     pair_gene, pair_peak = window_pairs(data.peaks, data.genes, window)
     if not len(pair_peak):
@@ -189,30 +221,10 @@ def fit_cis_layer(base, data, units: int = 12, window: int = WINDOW_BP, lr: floa
         return x, r
 
     (x_tr, r_tr), (x_va, r_va) = residuals("train"), residuals("val")
-    opt = torch.optim.Adam(cis.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    best, best_state, waited, history = float("inf"), None, 0, []
-    bar = tqdm(range(max_epochs), desc="fitting cis layer", disable=not progress, leave=False)
-    for epoch in bar:
-        cis.train()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
-            opt.zero_grad()
-            loss = F.mse_loss(cis(x_tr[idx]), r_tr[idx])
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            val = float(F.mse_loss(cis(x_va), r_va))
-        history.append(val)
-        bar.set_postfix(val_mse=f"{val:.4f}")
-        if val < best - 1e-6:
-            best, waited = val, 0
-            best_state = {k: v.detach().clone() for k, v in cis.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    if best_state is not None:
-        cis.load_state_dict(best_state)
+    best, history = early_stopped(cis, lambda idx: F.mse_loss(cis(x_tr[idx]), r_tr[idx]),
+                                  lambda: F.mse_loss(cis(x_va), r_va), len(x_tr), lr=lr, batch_size=batch_size,
+                                  max_epochs=max_epochs, patience=patience, seed=seed, desc="fitting cis layer",
+                                  progress=progress)
     model.eval()
     seconds = time.perf_counter() - t0
     # `seconds` is the whole training cost (base + cis layer), so styles compare at their real cost

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.windows import window_pairs
-from surrogates.locus import LocusSurrogate, pairs_digest, window_sums
+from surrogates.locus import LocusSurrogate, early_stopped, pairs_digest, window_sums
 
 # co-accessibility (within cell types) above which two window peaks start in one OR unit; chosen on seed 1, quick
 COACCESS_THRESHOLD = 0.08
@@ -212,8 +212,6 @@ def fit_screen_layer(base, data, or_units: int = 16, and_units: int = 4, window:
                      sparsity: float = 0.01, lr: float = 1e-2, batch_size: int = 256, max_epochs: int = 200,
                      patience: int = 10, seed: int = 0, progress: bool = True) -> ScreenSurrogate:
     """Fit the screen layer on the base's residuals (see the module docstring)."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     pair_gene, pair_peak = screen_pairs(data, window)
     layer = ScreenLayer(pair_gene, pair_peak, data.n_genes, or_units, and_units, seed).to(base.device)
@@ -244,30 +242,10 @@ def fit_screen_layer(base, data, or_units: int = 16, and_units: int = 4, window:
     def predict(x, b):
         return ScreenSurrogate.combine(b, layer(x, gcols))
 
-    opt = torch.optim.Adam(layer.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    best, best_state, waited, history = float("inf"), None, 0, []
-    bar = tqdm(range(max_epochs), desc="fitting screen layer", disable=not progress, leave=False)
-    for _ in bar:
-        layer.train()
-        for idx in torch.randperm(len(x_tr), generator=gen).split(batch_size):
-            opt.zero_grad()
-            loss = F.mse_loss(predict(x_tr[idx], b_tr[idx]), y_tr[idx]) + sparsity * layer.sparsity()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            val = float(F.mse_loss(predict(x_va, b_va), y_va))
-        history.append(val)
-        bar.set_postfix(val_mse=f"{val:.4f}")
-        if val < best - 1e-6:
-            best, waited = val, 0
-            best_state = {k: v.detach().clone() for k, v in layer.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= patience:
-                break
-    if best_state is not None:
-        layer.load_state_dict(best_state)
+    best, history = early_stopped(
+        layer, lambda idx: F.mse_loss(predict(x_tr[idx], b_tr[idx]), y_tr[idx]) + sparsity * layer.sparsity(),
+        lambda: F.mse_loss(predict(x_va, b_va), y_va), len(x_tr), lr=lr, batch_size=batch_size, max_epochs=max_epochs,
+        patience=patience, seed=seed, desc="fitting screen layer", progress=progress)
     model.eval()
     with torch.no_grad():
         base_val = float(F.mse_loss(b_va, y_va))

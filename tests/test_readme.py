@@ -215,6 +215,38 @@ def curve_table(run: str) -> str:
     return "\n".join(lines)
 
 
+SCREEN_CURVE_COMMAND = ("python -m bench fidelity-curve --cells 2000 --styles paired --depths none --reference-cells "
+                        "none --screen-cells 0,2000,5000,10000,20000")
+
+
+def screen_run(run: str) -> str:
+    """'`python -m bench fidelity-curve … --screen-cells …`: 8 points in 1 h 10 min …' from the curve's run.json (its
+    wall time: the screen curve ran once, from an empty cache) and table."""
+    f = json.loads((EXAMPLES / run / "run.json").read_text())
+    t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
+    return (f"`{SCREEN_CURVE_COMMAND}` (quick genes and peaks, seed {f['seed']}, L = {f['L']}): {len(t)} points in "
+            f"**{duration(f['wall_seconds'])}** on 2 CPU cores from an empty cache (surrogate training and layer fits "
+            f"{duration(t['train_seconds'].sum())}, explainer jobs {duration(t['jobs_seconds'].sum())}; truth-tier "
+            f"jobs are shared by the points with the same observational cells) "
+            f"([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
+
+
+def screen_table(run: str) -> str:
+    """The screen axis: screened cells, library, fidelity, the all-planted closure and τ between the tiers."""
+    t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv").fillna({"screen": ""})
+    lines = ["| style | screened cells | screen | marker R² | interventional Spearman | group / Σ members: surrogate; "
+             "truth | all planted closed: surrogate; truth | τ(surrogate tier, truth tier) [95 % CI] | best method: "
+             "surrogate; truth | training |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        lines.append(f"| {r.style} | {int(r.screen_cells):,} | {r.screen or 'none'} | {r.marker_r2:.3f} | "
+                     f"{r.interventional_spearman:.2f} | {r.group_member_ratio_surrogate:.2f}; "
+                     f"{r.group_member_ratio_truth:.1f} | {r.all_planted_surrogate_pct:.1f} %; "
+                     f"{r.all_planted_truth_pct:.1f} % | {r.tau_tiers:+.2f} [{r.tau_low:+.2f}, {r.tau_high:+.2f}] | "
+                     f"{r.winner_surrogate}; {r.winner_truth} | {duration(r.train_seconds)} |")
+    return "\n".join(lines)
+
+
 def budget_run(run: str) -> str:
     """'`python -m bench budget …`: **25 min 3 s** …' from the curve folder's run.json; `ReusedRun` when any of its
     job records came from the cache."""
@@ -302,6 +334,8 @@ BLOCKS = {
     "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
     "curve-run": lambda: curve_run("fidelity-curve"),
     "curve-table": lambda: curve_table("fidelity-curve"),
+    "screen-run": lambda: screen_run("screen-curve"),
+    "screen-table": lambda: screen_table("screen-curve"),
     "budget-run": lambda: budget_run("budget-quick"),
     "budget-tables": lambda: budget_tables("budget-quick"),
     "truth-locality": lambda: locality("quick-truth"),

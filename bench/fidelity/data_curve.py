@@ -347,6 +347,15 @@ def screen_rows(table: pd.DataFrame) -> pd.Series:
     return screened | ((table["style"] == "paired") & table["n_cells"].isin(observed_n) & ~screened)
 
 
+def _save(fig, axes, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_screen_curve(table: pd.DataFrame, path: Path) -> None:
     """screen_curve.png: each fidelity number and τ against screened cells (locus library; the single points of
     the other libraries, confounding and worlds as markers at the largest screen)."""
@@ -375,10 +384,7 @@ def plot_screen_curve(table: pd.DataFrame, path: Path) -> None:
         ax.set_xscale("symlog", linthresh=1000)
         ax.set_xlabel("screened cells")
         ax.set_title(label, fontsize=10)
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path)
 
 
 def plot_data_curve(table: pd.DataFrame, path: Path) -> None:
@@ -408,7 +414,4 @@ def plot_data_curve(table: pd.DataFrame, path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("cells (all splits)")
         ax.set_title(label, fontsize=10)
-    axes[0][0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path)
