@@ -284,8 +284,8 @@ def _add_fidelity_curve(sub) -> None:
                        help="change the synthetic data at every point, e.g. --simulate world=additive (keys: n_peaks, "
                             f"n_genes, n_chrom, open_fraction, world; {_WORLDS_HELP}); the points' cells and depth "
                             "come from --cells, --depth-cells and --depths")
-    curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000"],
-                       help="cell counts (default: 2000,5000,10000)")
+    curve.add_argument("--cells", type=_csv, default=["2000", "5000", "10000", "20000"],
+                       help="cell counts (default: 2000,5000,10000,20000)")
     curve.add_argument("--styles", type=_csv, default=["paired", "locus"],
                        help="surrogate styles trained at every cell count and extra depth (default: paired,locus)")
     curve.add_argument("--depths", type=_csv, default=["20000"],

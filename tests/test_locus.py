@@ -100,7 +100,7 @@ def test_trust_line_warns_below_the_levels(monkeypatch):
 
     summary = {"interventional_spearman": 0.4, "group_member_ratio_surrogate": 1.0, "group_member_ratio_oracle": 11.6}
     monkeypatch.setattr(trust, "TRUST_SPEARMAN", None)
-    assert "⚠ No point of the fidelity curve" in trust.trust_line(summary)
+    assert "⚠ No point of the fidelity curves" in trust.trust_line(summary)
     monkeypatch.setattr(trust, "TRUST_SPEARMAN", 0.6)
     monkeypatch.setattr(trust, "TRUST_RATIO", None)
     assert "⚠ Below the levels (Spearman ≥ 0.6)" in trust.trust_line(summary)

@@ -151,11 +151,11 @@ def kendall(run: str) -> str:
     return "Kendall τ = " + " and ".join(parts) + f" ({int(k['n_methods'].max())} explainers)"
 
 
-def compare_block(first: str, second: str, names: list[str]) -> str:
-    """`python -m bench compare` of two committed runs, as it prints."""
+def compare_block(first: str, second: str, names: list[str], *more: str) -> str:
+    """`python -m bench compare` of two (or more) committed runs, as it prints."""
     import bench
 
-    table = bench.compare(EXAMPLES / first, EXAMPLES / second, names=names)
+    table = bench.compare(EXAMPLES / first, EXAMPLES / second, *(EXAMPLES / m for m in more), names=names)
     return "```\n" + table.attrs["markdown"] + "\n```"
 
 
@@ -173,7 +173,7 @@ def fit_styles() -> str:
     """The three surrogate styles side by side from `bench fit --quick` (fidelity.json, interventional.csv)."""
     lines = ["| style | training | marker R² | interventional Spearman | group / Σ members (surrogate; truth) "
              "| closing all planted peaks (surrogate; truth) |", "|---|---|---|---|---|---|"]
-    for style in ("paired", "reference", "locus"):
+    for style in ("paired", "reference", "locus", "screen"):
         fid = json.loads((EXAMPLES / f"fit-quick-{style}" / "fidelity.json").read_text())
         panel = pd.read_csv(EXAMPLES / f"fit-quick-{style}" / "interventional.csv")
         planted = panel[panel["kind"] == "all planted"][["surrogate_rel_pct", "oracle_rel_pct"]].mean()
@@ -225,7 +225,8 @@ def screen_run(run: str) -> str:
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     t = pd.read_csv(EXAMPLES / run / "fidelity_curve.csv")
     return (f"`{SCREEN_CURVE_COMMAND}` (quick genes and peaks, seed {f['seed']}, L = {f['L']}): {len(t)} points in "
-            f"**{duration(f['wall_seconds'])}** on 2 CPU cores from an empty cache (surrogate training and layer fits "
+            f"**{duration(f['wall_seconds'])}** on 2 CPU cores from an empty cache, which part of the time also ran "
+            f"tests (an upper bound; surrogate training and layer fits "
             f"{duration(t['train_seconds'].sum())}, explainer jobs {duration(t['jobs_seconds'].sum())}; truth-tier "
             f"jobs are shared by the points with the same observational cells) "
             f"([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
@@ -336,6 +337,7 @@ BLOCKS = {
     "curve-table": lambda: curve_table("fidelity-curve"),
     "screen-run": lambda: screen_run("screen-curve"),
     "screen-table": lambda: screen_table("screen-curve"),
+    "screen-compare": lambda: compare_block("quick-truth", "quick-screen", ["truth", "screen", "paired"], "quick"),
     "budget-run": lambda: budget_run("budget-quick"),
     "budget-tables": lambda: budget_tables("budget-quick"),
     "truth-locality": lambda: locality("quick-truth"),

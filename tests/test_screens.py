@@ -168,3 +168,17 @@ def test_the_screen_style_end_to_end(tmp_path):
     cells = sp.random(5, again.model.n_peaks, density=0.05, format="csr", random_state=0)
     cells.data[:] = 1
     assert torch.equal(first.model.predict(cells), again.model.predict(cells))
+
+
+def test_the_screen_style_on_a_screen_read_from_files(tmp_path):
+    import bench
+    from tests.multiome_files import add_guides_to_h5ad, toy_guides, toy_multiome, write_guide_table, write_h5ad_pair
+
+    toy = toy_multiome()
+    calls, table = toy_guides(toy)
+    spec = write_h5ad_pair(tmp_path / "toy", toy)
+    add_guides_to_h5ad(spec.split(",")[0], calls, key="guide")
+    fitted = bench.fit("tiny", data=spec, label_key="cell_type", guides=write_guide_table(tmp_path / "g.csv", table),
+                       guide_key="guide", surrogate="screen", cache_dir=tmp_path / "cache", progress=False)
+    assert fitted.model.meta["style"] == "screen"
+    assert fitted.model.meta["screen_cells_train"] + fitted.model.meta["screen_cells_val"] == 18
