@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from tabulate import tabulate
 
 from bench.api import compare, fit, report, run, worlds
@@ -485,13 +486,16 @@ def cmd_fidelity_curve(args) -> int:
         raise UserError(f"--styles takes trained surrogate styles ({', '.join(SURROGATE_STYLES)}); got "
                         f"{','.join(args.styles) or 'none'}")
     check_device(args.device)
-    screens = parse_floats(args.screen_cells, "--screen-cells") if args.screen_cells else []
-    if any(v < 0 or v != int(v) for v in screens):
+    screens = [] if [v.lower() for v in args.screen_cells] in ([], ["none"]) else \
+        parse_floats(args.screen_cells, "--screen-cells")
+    if any(not np.isfinite(v) or v < 0 or v != int(v) for v in screens):
         raise UserError(f"--screen-cells takes whole numbers ≥ 0, got {','.join(args.screen_cells)}")
     extras = [] if [e.lower() for e in args.screen_extras] == ["none"] else list(args.screen_extras)
     unknown = [e for e in extras if e not in SCREEN_EXTRAS]
     if unknown:
         raise UserError(f"--screen-extras takes {', '.join(SCREEN_EXTRAS)} or none; got {','.join(unknown)}")
+    if args.screen_extras != list(SCREEN_EXTRAS) and not screens:
+        raise UserError("--screen-extras adds points at the largest --screen-cells; give --screen-cells too")
     sc = SCALES[scale]
     points = curve_points([int(c) for c in cells], depths, args.depth_cells, [int(c) for c in reference],
                           umi=sc.umi_per_cell, styles=args.styles)

@@ -363,6 +363,16 @@ def attach_screen(data: MultiomeData, barcodes, guide_names, assignments, guide_
     obs = data.obs.iloc[keep].copy()
     emptied = sorted(set(data.cell_types) - set(obs["cell_type"].astype(str)))
     obs["cell_type"] = obs["cell_type"].cat.remove_unused_categories()
+    # the observational cells keep the loader's split; a type whose cells were mostly screened may have lost the
+    # train cells explainers read or the test cells a run scores on (validation cells are pooled over types)
+    needed = ("train", "test")
+    per_split = pd.crosstab(obs["cell_type"], obs["split"].astype(str)).reindex(columns=list(needed), fill_value=0)
+    short = {str(t): [s for s in needed if row[s] == 0] for t, row in per_split.iterrows() if (row == 0).any()}
+    if short:
+        raise InputError(f"after the {len(scr)} screened cells move out, cell type(s) {sorted(short)} have no "
+                         f"unperturbed cell in split(s) {sorted({s for v in short.values() for s in v})}; runs need each "
+                         "type's unperturbed cells to explain (train) and to score on (test): add unperturbed cells of "
+                         "those types, or leave them out of the labels")
     non_targeting_only = int((np.asarray(A.sum(1)).ravel()[keep] > 0).sum())
     counts = {"screened_cells": len(scr), "observational_cells": len(keep),
               "non_targeting_only_cells": non_targeting_only,

@@ -58,6 +58,7 @@ class Screen:
         self.rna = np.asarray(self.rna, dtype=np.float32)
         self.guides = sp.csr_matrix(self.guides, dtype=np.uint8)
         self.guides.sum_duplicates()
+        self.guides.eliminate_zeros()  # a stored 0 is no guide
         self.guides.data[:] = 1
         self.guide_table = self.guide_table.copy()
         self.guide_table["peak"] = self.guide_table["peak"].astype(np.int64)
@@ -102,6 +103,7 @@ class Screen:
                                 shape=(self.n_guides, self.atac.shape[1]))
         out = (self.guides @ to_peak).tocsr()
         out.data[:] = 1
+        out.sort_indices()  # a cell's targets in order, whichever guides reached them (`combination_overlap`)
         return out
 
     def intervened_atac(self) -> sp.csr_matrix:
@@ -131,12 +133,15 @@ class Screen:
         hits = self.perturbed()
         targets = self.targeted_peaks()
         rate = np.asarray(hits[:, targets].mean(0)).ravel() if len(targets) and self.n_cells else np.zeros(0)
+        k = np.diff(hits.indptr).astype(np.float64)  # targets hit per cell
+        n_pairs = len(targets) * (len(targets) - 1)
         return {"screened_cells": int(self.n_cells), "guides": int(self.n_guides),
                 "non_targeting_guides": int((peak < 0).sum()), "targeted_peaks": int(len(targets)),
                 "guides_per_cell": float(per_cell.mean()) if self.n_cells else 0.0,
                 "target_hit_rate": float(rate.mean()) if rate.size else 0.0,
-                # the share of cells in which two given targets are both hit (the mean over pairs, by independence)
-                "pair_cohit_rate": float(np.mean(rate) ** 2) if rate.size else 0.0}
+                # the share of cells in which two given targets are both hit, mean over target pairs: each cell
+                # co-hits k (k − 1) ordered pairs of the T (T − 1)
+                "pair_cohit_rate": float(np.mean(k * (k - 1)) / n_pairs) if n_pairs and self.n_cells else 0.0}
 
     def combination_overlap(self) -> float:
         """Share of validation cells whose exact set of targeted peaks also occurs in a training cell (0 = every

@@ -59,6 +59,7 @@ import scipy.sparse as sp
 
 from datasets.data import MultiomeData, assign_split, gene_position
 from datasets.markers import CELL_TYPES, PAPER_MARKERS, marker_genes
+from datasets.screens import Screen, split_screen
 from datasets.windows import WINDOW_BP, window_pairs
 from datasets.worlds import COOP_SIZES, DEFAULT_WORLD, contact, plan_units, world_named
 
@@ -96,7 +97,7 @@ MAX_MEMBERS = max(GROUP_SIZES)
 MAX_SINGLES = max(MARKER_SINGLES, OTHER_MAX_SINGLES)
 # ---- perturbation screens (`--simulate screen_cells=N`) and confounding (`--simulate confounding=κ`)
 # guides per screened cell, Poisson mean: at quick scale the locus library has ~720 guides (the peaks within
-# ±250 kb of the 16 markers' TSSs, plus 5 % non-targeting), so each target is hit in ~1 cell in 6 — the design
+# ±250 kb of the 16 markers' TSSs, plus 5 % non-targeting), so each target is hit in ~1 cell in 5 — the design
 # of a locus-focused CRISPRi screen (tens of elements per gene, each in ~20 % of cells), here for 16 loci at once
 SCREEN_MOI = 150.0
 SCREEN_EFFICIENCY = 0.9  # probability that a guide closes its target (dCas9-KRAB; the rest leave it as it was)
@@ -498,8 +499,6 @@ def _simulate_screen(sc: "SimulationScale", seed: int, truth: "SyntheticTruth", 
     `screen_efficiency`, and the cell's ATAC shows the closure (dCas9-KRAB closes the chromatin it binds), while its
     RNA is drawn from the truth's expression *with* the closure. One stream of its own (seed, 3), so the
     observational cells are those of the data without a screen, bit for bit."""
-    from datasets.screens import Screen, split_screen
-
     rng = np.random.default_rng([seed, 3])
     targets = screen_library(sc, rng, peaks, genes, markers)
     n_ntc = max(10, int(round(SCREEN_NON_TARGETING * len(targets))))

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 from bench.fidelity.interventional import pooled_group_member_ratio
@@ -100,7 +99,7 @@ def test_trust_line_warns_below_the_levels(monkeypatch):
 
     summary = {"interventional_spearman": 0.4, "group_member_ratio_surrogate": 1.0, "group_member_ratio_oracle": 11.6}
     monkeypatch.setattr(trust, "TRUST_SPEARMAN", None)
-    assert "⚠ No point of the fidelity curves" in trust.trust_line(summary)
+    assert "⚠ No level of fidelity on the fidelity curves" in trust.trust_line(summary)
     monkeypatch.setattr(trust, "TRUST_SPEARMAN", 0.6)
     monkeypatch.setattr(trust, "TRUST_RATIO", None)
     assert "⚠ Below the levels (Spearman ≥ 0.6)" in trust.trust_line(summary)

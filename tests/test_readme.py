@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.running.machine import machine_phrase
-from bench.scoring.metrics import cell_type_average
 from bench.reporting.report import _paired, read_records
 from bench.reporting.tables import fmt_bp, fmt_ci, headline_markdown
+from bench.running.machine import machine_phrase
+from bench.scoring.metrics import cell_type_average
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "results" / "examples"

@@ -40,9 +40,40 @@ def test_screen_by_hand():
     assert summary["guides_per_cell"] == pytest.approx(6 / 4)
     assert summary["non_targeting_guides"] == 1 and summary["targeted_peaks"] == 2
     assert summary["target_hit_rate"] == pytest.approx(0.5)  # peak 1: cells 0, 2; peak 3: cells 1, 2
+    assert summary["pair_cohit_rate"] == pytest.approx(0.25)  # peaks 1 and 3 together in cell 2 of 4
     # the one validation cell (no targeted peak) has the same empty combination as no training cell
     assert s.combination_overlap() == 0.0
     assert s.cells("val").n_cells == 1 and s.cells("train").n_cells == 3
+
+
+def test_a_combination_is_its_targets_whichever_guides_reach_them():
+    # two guides per element (as real libraries have): cells 0 and 1 hit peaks {1, 3} through other guides
+    atac = sp.csr_matrix(np.ones((3, 5), dtype=np.uint8))
+    guides = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 0, 0, 0]]))
+    table = pd.DataFrame({"peak": [3, 3, 1, 1]}, index=["a3", "b3", "a1", "b1"])
+    obs = pd.DataFrame({"cell_type": ["A"] * 3, "split": ["train", "val", "val"]}, index=["c0", "c1", "c2"])
+    s = Screen(atac, np.zeros((3, 1)), obs, guides, table)
+    assert s.perturbed()[1].indices.tolist() == [1, 3]
+    assert s.combination_overlap() == 0.5  # c1's {1, 3} is c0's; c2's {3} is new
+
+
+def test_a_stored_zero_is_no_guide():
+    guides = sp.csr_matrix((np.array([1, 0], dtype=np.uint8), (np.array([0, 0]), np.array([0, 1]))), shape=(1, 2))
+    s = Screen(sp.csr_matrix(np.ones((1, 3), dtype=np.uint8)), np.zeros((1, 1)),
+               pd.DataFrame({"cell_type": ["A"], "split": ["train"]}, index=["c0"]), guides,
+               pd.DataFrame({"peak": [0, 2]}, index=["g0", "g2"]))
+    assert s.perturbed().toarray().tolist() == [[1, 0, 0]]
+
+
+def test_a_screen_that_takes_a_types_test_cells_is_refused():
+    from datasets.guides import attach_screen
+    from datasets.loaders import InputError
+
+    data, _ = simulate("tiny", seed=0)
+    endo_test = data.obs.index[(data.obs["cell_type"] == "Endo") & (data.obs["split"] == "test")]
+    guides = sp.csr_matrix(np.ones((len(endo_test), 1), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"\['Endo'\] have no unperturbed cell in split\(s\) \['test'\]"):
+        attach_screen(data, endo_test, ["g0"], guides, pd.DataFrame({"peak": [0]}, index=["g0"]), seed=0)
 
 
 def test_split_screen_is_seeded():
@@ -149,6 +180,14 @@ def test_the_screen_axis():
     assert dict(extras[0].overrides(SCALES["quick"]))["screen_cells"] == "5000"
     with pytest.raises(UserError, match="--screen-cells"):
         check_simulate([("screen_cells", "100")])
+    with pytest.raises(UserError, match="--screen-extras"):
+        check_simulate([("screen_library", "genome")])
+    # with the observational grid: the screen axis' 0 point is the grid's own paired point, once, first
+    from bench.fidelity.data_curve import curve_points, ordered
+
+    grid = ordered(curve_points([2000], styles=("paired",), umi=6000.0) + points)
+    assert grid[0] == CurvePoint("paired", 2000, 6000.0) and len(grid) == len(points)
+    assert [p.screen_cells for p in grid] == [0, 2000, 5000, 5000, 5000, 5000]
 
 
 def test_the_screen_style_end_to_end(tmp_path):

@@ -98,7 +98,8 @@ class CurvePoint:
 
 
 # the keys the grid sets at each point (--cells, --depth-cells, --depths); --simulate may not set them
-GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths", "screen_cells": "--screen-cells"}
+GRID_KEYS = {"n_cells": "--cells/--depth-cells", "umi_per_cell": "--depths", "screen_cells": "--screen-cells",
+             "screen_library": "--screen-extras", "confounding": "--screen-extras"}
 # the screen axis' single points at its largest size (`screen_points`): another library, a confounded population,
 # another world
 SCREEN_EXTRAS = {"genome": (("screen_library", "genome"),), "confounding": (("confounding", "1"),),

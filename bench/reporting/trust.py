@@ -10,7 +10,7 @@ from __future__ import annotations
 # Observational data (quick genes and peaks, 2,000–20,000 cells and 3.3× the depth, paired / locus / reference
 # styles): τ between the tiers' rankings of seven explainers at L = 10 stayed at 0.24–0.62, interventional Spearman
 # ≤ 0.58, group / member ≤ 1.11 (truth ~12). With a simulated locus-focused CRISPRi screen beside 2,000 observed
-# cells the screen style's closure effects agree with the truth (Spearman 0.87–0.89, group / member 3.4–4.7, all
+# cells the screen style's closure effects agree with the truth (Spearman 0.87–0.90, group / member 3.4–4.7, all
 # planted −89 % against −92 %), and τ rises to 0.62 / 0.71 / 0.71 / 0.52 at 2,000 / 5,000 / 10,000 / 20,000
 # screened cells — not monotone, every 95 % CI reaching down to 0.24–0.43, and the same two methods misranked at
 # every size (SAGE ahead, Input × Gradient behind). No level of fidelity is followed by agreement at every point, so
@@ -19,7 +19,7 @@ TRUST_SPEARMAN = None
 TRUST_RATIO = None
 TRUST_REASON = ("observational surrogates: τ between the tiers ≤ 0.62; screen-trained with 2,000–20,000 screened "
                 "cells of a locus library: 0.52–0.71, every 95 % CI reaching down to ≤ 0.43, though their closure "
-                "effects match the truth's (Spearman 0.87–0.89)")
+                "effects match the truth's (Spearman 0.87–0.90)")
 
 
 def trust_line(summary: dict) -> str:
@@ -34,8 +34,8 @@ def trust_line(summary: dict) -> str:
     line += (f", closing all of a marker's planted peaks {planted:+.0f} % (truth {planted_truth:+.0f} %)."
              if planted is not None and planted_truth is not None else ".")
     if TRUST_SPEARMAN is None:
-        return (line + " ⚠ No point of the fidelity curves (results/examples/fidelity-curve, screen-curve) ranked "
-                "explainers as the truth tier does at every size" + (f" ({TRUST_REASON})" if TRUST_REASON else "") + ", so this ranking is about "
+        return (line + " ⚠ No level of fidelity on the fidelity curves (results/examples/fidelity-curve, "
+                "screen-curve) is followed by the tiers ranking explainers alike at every larger size" + (f" ({TRUST_REASON})" if TRUST_REASON else "") + ", so this ranking is about "
                 "the surrogate, not about regulation: read it beside the truth tier (`--surrogate truth`).")
     low = rho < TRUST_SPEARMAN or (TRUST_RATIO is not None and ratio < TRUST_RATIO)
     if not low:
