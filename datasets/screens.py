@@ -38,7 +38,7 @@ def split_screen(n_cells: int, seed: int, val_fraction: float = SCREEN_VAL_FRACT
     """Seeded train/val labels for `n_cells` screened cells (whole cells, so whole guide combinations, held out)."""
     rng = np.random.default_rng([seed, 2])
     labels = np.full(n_cells, "train", dtype=object)
-    labels[rng.permutation(n_cells)[:int(round(val_fraction * n_cells))]] = "val"
+    labels[rng.permutation(n_cells)[:round(val_fraction * n_cells)]] = "val"
     return pd.Categorical(labels, categories=list(SCREEN_SPLITS))
 
 
@@ -114,7 +114,7 @@ class Screen:
         out.eliminate_zeros()
         return out
 
-    def cells(self, split: str | None = None) -> "Screen":
+    def cells(self, split: str | None = None) -> Screen:
         """The screened cells of one split ('train' or 'val')."""
         if split is not None and split not in SCREEN_SPLITS:
             raise KeyError(f"screen split {split!r} is not one of {list(SCREEN_SPLITS)}")
@@ -136,7 +136,7 @@ class Screen:
         k = np.diff(hits.indptr).astype(np.float64)  # targets hit per cell
         n_pairs = len(targets) * (len(targets) - 1)
         return {"screened_cells": int(self.n_cells), "guides": int(self.n_guides),
-                "non_targeting_guides": int((peak < 0).sum()), "targeted_peaks": int(len(targets)),
+                "non_targeting_guides": int((peak < 0).sum()), "targeted_peaks": len(targets),
                 "guides_per_cell": float(per_cell.mean()) if self.n_cells else 0.0,
                 "target_hit_rate": float(rate.mean()) if rate.size else 0.0,
                 # the share of cells in which two given targets are both hit, mean over target pairs: each cell

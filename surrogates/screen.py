@@ -132,7 +132,10 @@ class ScreenLayer(nn.Module):
         r = torch.sigmoid(self.gate_r)[wanted]
 
         def activity(z_, gz_):
-            units = torch.cat([-torch.expm1(-z_[..., :h]), torch.exp(z_[..., h:] - full[..., h:])], dim=-1)
+            # relaxed inputs (SmoothGrad's noise) can make z < 0, where an OR would turn negative and log(A) undefined:
+            # an OR reads no less than "nothing open"; binary and [0, 1] inputs never reach the clamp
+            or_z, gz_ = z_[..., :h].clamp_min(0.0), gz_.clamp_min(0.0)
+            units = torch.cat([-torch.expm1(-or_z), torch.exp(z_[..., h:] - full[..., h:])], dim=-1)
             gate = 1.0 - r * torch.exp(-gz_[..., 0])  # 1 − r + r · OR_gate
             return gate * (eps + (units * weight).sum(-1))
 

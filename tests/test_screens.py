@@ -152,6 +152,15 @@ def test_screen_layer_units_are_exact_or_and_and():
     assert layer(x).detach().numpy()[:, 0] == pytest.approx(gated, abs=1e-4)
 
 
+def test_the_screen_layer_stays_finite_off_the_cube():
+    # SmoothGrad adds Gaussian noise to the input: negative accessibility must not make log(activity) undefined
+    layer = ScreenLayer(np.zeros(3, dtype=int), np.array([10, 11, 12]), n_genes=1, or_units=2, and_units=1)
+    x = torch.tensor([[-0.8, -0.5, 1.7], [0.3, -2.0, 0.1]], requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
 def test_coaccessible_units_group_peaks_that_open_together():
     rng = np.random.default_rng(0)
     module = rng.random(2000) < 0.5
