@@ -120,7 +120,8 @@ def _add_surrogate_arg(p: argparse.ArgumentParser) -> None:
                         "autoencoders first, then unpaired cell-type-level alignment of gated affine cross-maps, no "
                         "paired loss), 'locus' (paired plus a saturating cis layer per gene), 'screen' (paired plus "
                         "OR/AND units per gene learned from a perturbation screen read as interventions: needs "
-                        "--simulate screen_cells=N or --guides), or 'truth': the simulator's exact model (synthetic data only; the truth tier, "
+                        "--simulate screen_cells=N or --guides), or 'truth': the simulator's exact model (synthetic "
+                        "data only; the truth tier, "
                         "where every job is also scored against the known best closure; nothing is trained) "
                         "(default: %(default)s)")
     p.add_argument("--threads", type=int, metavar="N",

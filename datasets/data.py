@@ -167,7 +167,8 @@ class MultiomeData:
                 "peaks must be grouped by chromosome (each chromosome's peaks contiguous); sort the peak table "
                 "and the ATAC columns by (chrom, start)"
             )
-        if self.screen is not None and (self.screen.atac.shape[1] != n_peaks or self.screen.rna.shape[1] != self.n_genes):
+        screen = self.screen
+        if screen is not None and (screen.atac.shape[1] != n_peaks or screen.rna.shape[1] != self.n_genes):
             raise DataValidationError(
                 f"the screen's cells have {self.screen.atac.shape[1]} peaks and {self.screen.rna.shape[1]} genes; "
                 f"the data {n_peaks} and {self.n_genes}: screened and observational cells share one feature space"

@@ -370,7 +370,8 @@ def attach_screen(data: MultiomeData, barcodes, guide_names, assignments, guide_
     short = {str(t): [s for s in needed if row[s] == 0] for t, row in per_split.iterrows() if (row == 0).any()}
     if short:
         raise InputError(f"after the {len(scr)} screened cells move out, cell type(s) {sorted(short)} have no "
-                         f"unperturbed cell in split(s) {sorted({s for v in short.values() for s in v})}; runs need each "
+                         f"unperturbed cell in split(s) {sorted({s for v in short.values() for s in v})}; runs need "
+                         "each "
                          "type's unperturbed cells to explain (train) and to score on (test): add unperturbed cells of "
                          "those types, or leave them out of the labels")
     non_targeting_only = int((np.asarray(A.sum(1)).ravel()[keep] > 0).sum())

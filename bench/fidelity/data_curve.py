@@ -55,7 +55,8 @@ log = logging.getLogger("bench")
 # The explainers whose ranking the curve compares between tiers (the fixed set: the gradient family, the
 # subset searches and the two methods the truth tier ranks far above the surrogate tier at quick scale).
 TAU_METHODS = ("grids", "integrated-gradients", "input-x-gradient", "fimap", "sage", "cxplain", "saliency")
-COLUMNS = ("style", "n_cells", "umi_per_cell", "screen_cells", "screen", "train_cells", "training", "train_seconds", "marker_r2",
+COLUMNS = ("style", "n_cells", "umi_per_cell", "screen_cells", "screen", "train_cells", "training", "train_seconds",
+           "marker_r2",
            "interventional_spearman", "group_member_ratio_surrogate", "group_member_ratio_truth",
            "pooled_ratio_surrogate", "pooled_ratio_truth", "locus_group_member_ratio", "locus_heldout_gain_pct",
            "all_planted_surrogate_pct", "all_planted_truth_pct", "tau_tiers", "tau_low", "tau_high", "n_jobs",

@@ -35,7 +35,8 @@ def trust_line(summary: dict) -> str:
              if planted is not None and planted_truth is not None else ".")
     if TRUST_SPEARMAN is None:
         return (line + " ⚠ No level of fidelity on the fidelity curves (results/examples/fidelity-curve, "
-                "screen-curve) is followed by the tiers ranking explainers alike at every larger size" + (f" ({TRUST_REASON})" if TRUST_REASON else "") + ", so this ranking is about "
+                "screen-curve) is followed by the tiers ranking explainers alike at every larger size"
+                + (f" ({TRUST_REASON})" if TRUST_REASON else "") + ", so this ranking is about "
                 "the surrogate, not about regulation: read it beside the truth tier (`--surrogate truth`).")
     low = rho < TRUST_SPEARMAN or (TRUST_RATIO is not None and ratio < TRUST_RATIO)
     if not low:
@@ -46,6 +47,7 @@ def trust_line(summary: dict) -> str:
                        "a ranking that matters still wants the truth tier beside it (`--surrogate truth`).")
     return (line + f" ⚠ Below the levels (Spearman ≥ {TRUST_SPEARMAN:g}"
             + (f", group / Σ members ≥ {TRUST_RATIO:g}" if TRUST_RATIO is not None else "")
-            + ") at which the fidelity curves (results/examples/fidelity-curve, screen-curve) show the surrogate tier ranking "
+            + ") at which the fidelity curves (results/examples/fidelity-curve, screen-curve) show the surrogate tier "
+            "ranking "
             "explainers as the truth tier does" + (f" ({TRUST_REASON})" if TRUST_REASON else "")
             + ": this ranking is about the surrogate, not about regulation.")
