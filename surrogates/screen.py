@@ -97,20 +97,19 @@ class ScreenLayer(nn.Module):
         keep their random start."""
         pair_gene = self.pair_gene.cpu().numpy()
         units = {int(g): list(units.get(int(g), [])) for g in np.unique(pair_gene)}
-        if effects is not None:
-            for g, groups in units.items():
-                pairs = np.flatnonzero(pair_gene == g)
+        for g, groups in units.items():
+            pairs = np.flatnonzero(pair_gene == g)
+            if effects is not None:
                 strongest = int(pairs[np.nanargmin(effects[pairs])]) if np.isfinite(effects[pairs]).any() else -1
                 if strongest >= 0 and effects[strongest] < 0:  # the gate starts on the gene's strongest closure
                     self.gate_a[strongest] = 1.5
                 taken = {m for grp in groups for m in grp} | {strongest}
-                pairs = [int(i) for i in np.flatnonzero(pair_gene == g) if int(i) not in taken and effects[i] < 0]
-                pairs.sort(key=lambda i: effects[i])
-                groups += [[i] for i in pairs[:max(0, self.or_units - len(groups))]]
-        for g, groups in units.items():
-            pairs = torch.as_tensor(np.flatnonzero(self.pair_gene.cpu().numpy() == g), device=self.a.device)
+                singles = sorted((int(i) for i in pairs if int(i) not in taken and effects[i] < 0),
+                                 key=lambda i: effects[i])
+                groups += [[i] for i in singles[:max(0, self.or_units - len(groups))]]
+            rows = torch.as_tensor(pairs, device=self.a.device)
             for h, members in enumerate(groups[:self.or_units]):
-                self.a[pairs, h] = -5.0
+                self.a[rows, h] = -5.0
                 self.a[torch.as_tensor(members, device=self.a.device), h] = 1.5
 
     def membership(self) -> torch.Tensor:
