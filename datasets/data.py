@@ -58,7 +58,9 @@ def gene_position(names, gene: str, owner: str) -> int:
         raise KeyError(f"gene {gene!r} is not in {owner} ({len(index)} genes).{hint}") from None
 
 
-def _as_binary_csr(atac) -> sp.csr_matrix:
+def as_binary_csr(atac) -> sp.csr_matrix:
+    """ATAC as the data model keeps it: CSR, uint8 ones, int32 sorted indices; DataValidationError for values other
+    than 0/1."""
     if not sp.issparse(atac):
         atac = sp.csr_matrix(np.asarray(atac))
     atac = sp.csr_matrix(atac)
@@ -104,7 +106,7 @@ class MultiomeData:
     screen: Any = None  # datasets.screens.Screen
 
     def __post_init__(self) -> None:
-        self.atac = _as_binary_csr(self.atac)
+        self.atac = as_binary_csr(self.atac)
         self.rna = np.asarray(self.rna, dtype=np.float32)
         self._validate()
 

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 from datasets.data import DataValidationError, MultiomeData
 from datasets.files import read_table
 from datasets.loaders import PEAK_INTERVAL, InputError, parse_spec
-from datasets.screens import Screen, ScreenValidationError, split_screen
+from datasets.screens import Screen, ScreenValidationError, nonzero_pattern, split_screen
 
 _SEPARATORS = r"[|;,+]"  # how an obs column joins a cell's guides (scPerturb and common pipelines)
 _NON_TARGETING = {"non-targeting", "nontargeting", "ntc", "control", "non-targeting-control", "negative-control"}
@@ -175,18 +175,14 @@ def guides_from_strings(barcodes, values) -> tuple[pd.Index, list[str], sp.csr_m
     cols = pd.Index(names).get_indexer(tokens.to_numpy())
     m = sp.csr_matrix((np.ones(len(cols), dtype=np.uint8), (tokens.index.to_numpy(), cols)),
                       shape=(len(barcodes), len(names)))
-    m.sum_duplicates()
-    m.data[:] = 1
-    return barcodes, names, m
+    return barcodes, names, nonzero_pattern(m)
 
 
 def guides_from_matrix(barcodes, matrix, names) -> tuple[pd.Index, list[str], sp.csr_matrix]:
     """A cells × guides matrix (nonzero = received; NaN = not) with its guide names, as the readers return it."""
     m = sp.csr_matrix(matrix) if sp.issparse(matrix) else sp.csr_matrix(np.nan_to_num(np.asarray(matrix, float)))
     m.data = np.nan_to_num(m.data.astype(float))
-    m.eliminate_zeros()
-    m = sp.csr_matrix((np.ones(m.nnz, dtype=np.uint8), m.indices, m.indptr), shape=m.shape)
-    return pd.Index(np.asarray(barcodes).astype(str)), [str(n) for n in names], m
+    return pd.Index(np.asarray(barcodes).astype(str)), [str(n) for n in names], nonzero_pattern(m)
 
 
 def read_guide_calls(path) -> tuple[pd.Index, list[str], sp.csr_matrix]:
@@ -211,9 +207,7 @@ def _merge_duplicates(barcodes: pd.Index, names, m: sp.csr_matrix):
         return barcodes, names, m
     codes, unique = pd.factorize(barcodes)
     pool = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(unique), len(codes)))
-    merged = sp.csr_matrix(pool @ m)
-    merged.data[:] = 1
-    return pd.Index(unique), names, sp.csr_matrix(merged, dtype=np.uint8)
+    return pd.Index(unique), names, nonzero_pattern(pool @ m)
 
 
 def read_guide_key(spec: str, key: str, rna_mod: str = "rna", atac_mod: str = "atac"):

@@ -26,8 +26,20 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from datasets.data import as_binary_csr
+
 SCREEN_SPLITS = ("train", "val")
 SCREEN_VAL_FRACTION = 0.1  # screened cells held out (with their guide combinations) to validate the screen style
+
+
+def nonzero_pattern(m) -> sp.csr_matrix:
+    """Which entries of a sparse matrix are nonzero, as CSR uint8 ones (counts, e.g. guide UMIs, become 1 before the
+    cast, so none wraps around to 0), indices sorted."""
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    m.data = (m.data != 0).astype(np.uint8)
+    m.eliminate_zeros()
+    return m
 
 
 class ScreenValidationError(ValueError):
@@ -53,13 +65,9 @@ class Screen:
     guide_table: pd.DataFrame
 
     def __post_init__(self) -> None:
-        self.atac = sp.csr_matrix(self.atac)
-        self.atac.sort_indices()
+        self.atac = as_binary_csr(self.atac)  # the observational cells' contract
         self.rna = np.asarray(self.rna, dtype=np.float32)
-        self.guides = sp.csr_matrix(self.guides, dtype=np.uint8)
-        self.guides.sum_duplicates()
-        self.guides.eliminate_zeros()  # a stored 0 is no guide
-        self.guides.data[:] = 1
+        self.guides = nonzero_pattern(self.guides)  # a stored 0 is no guide
         self.guide_table = self.guide_table.copy()
         self.guide_table["peak"] = self.guide_table["peak"].astype(np.int64)
         n = self.atac.shape[0]
@@ -101,10 +109,8 @@ class Screen:
         targeting = np.flatnonzero(peak >= 0)
         to_peak = sp.csr_matrix((np.ones(len(targeting), dtype=np.uint8), (targeting, peak[targeting])),
                                 shape=(self.n_guides, self.atac.shape[1]))
-        out = (self.guides @ to_peak).tocsr()
-        out.data[:] = 1
-        out.sort_indices()  # a cell's targets in order, whichever guides reached them (`combination_overlap`)
-        return out
+        # sorted: a cell's targets in order, whichever guides reached them (`combination_overlap`)
+        return nonzero_pattern(self.guides @ to_peak)
 
     def intervened_atac(self) -> sp.csr_matrix:
         """The screened cells' accessibility with every targeted peak set to 0: do(x_j = 0) for each guide a cell

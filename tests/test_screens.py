@@ -63,6 +63,12 @@ def test_a_stored_zero_is_no_guide():
                pd.DataFrame({"cell_type": ["A"], "split": ["train"]}, index=["c0"]), guides,
                pd.DataFrame({"peak": [0, 2]}, index=["g0", "g2"]))
     assert s.perturbed().toarray().tolist() == [[1, 0, 0]]
+    # guide UMI counts: 256 is a guide received, not a uint8 wrap-around to 0
+    counts = sp.csr_matrix(np.array([[256, 3]]))
+    s = Screen(sp.csr_matrix(np.ones((1, 3), dtype=np.uint8)), np.zeros((1, 1)),
+               pd.DataFrame({"cell_type": ["A"], "split": ["train"]}, index=["c0"]), counts,
+               pd.DataFrame({"peak": [0, 2]}, index=["g0", "g2"]))
+    assert s.perturbed().toarray().tolist() == [[1, 0, 1]]
 
 
 def test_a_screen_that_takes_a_types_test_cells_is_refused():
