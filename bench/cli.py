@@ -42,6 +42,7 @@ from bench.running.plan import check_methods, parse_ints
 from bench.running.versions import COMPONENTS
 from bench.running.versions import describe as describe_versions
 from bench.studies.budget import run_budget_curve
+from bench.studies import own_model
 from bench.studies.perf import run_perf
 from bench.studies.sweep import run_sweep
 from datasets.describe import describe, render_markdown
@@ -328,6 +329,11 @@ def _add_sweep_and_perf(sub) -> None:
     perf.add_argument("--scale", choices=("tiny", "quick", "default", "paper"), default="paper",
                       help="data scale (default: paper)")
     perf.add_argument("--epochs", type=int, default=1, help="training epochs to time (default: 1)")
+    perf.add_argument("--own-model", action="store_true",
+                      help="instead: every method on the quick surrogate and on the same network as a plain torch "
+                           "module (a user's model, generic paths), seconds per job side by side (own_model.md; "
+                           "use with --scale quick)")
+    perf.add_argument("--methods", type=_csv, help="with --own-model: the methods (default: every quick method)")
     perf.add_argument("--out", type=Path, default=Path("results") / "perf", help="output folder")
     _add_common_args(perf)
 
@@ -528,6 +534,15 @@ def parse_floats(values, flag: str = "--budgets") -> list[float]:
 
 
 def cmd_perf(args) -> int:
+    if args.own_model:
+        if args.methods:
+            check_methods(args.methods)
+        methods = args.methods or own_model.DEFAULT_METHODS
+        summary = own_model.own_model_paths(args.scale, methods=methods, out=args.out,
+                                            progress=not args.no_progress)
+        print(summary.to_string(index=False))
+        print(f"wrote {args.out / 'own_model.md'}, {args.out / 'own_model.csv'}, {args.out / 'own_model.json'}")
+        return 0
     table = run_perf(args.scale, args.out, epochs=args.epochs, progress=not args.no_progress)
     print(table.to_string(index=False))
     print(f"wrote {args.out / 'perf.md'}, {args.out / 'perf.csv'}, {args.out / 'perf.json'}, {args.out / 'perf.png'}")

@@ -58,9 +58,13 @@ class Profile:
 
     def for_truth_tier(self) -> "Profile":
         """The profile on the simulator's truth model: the `oracle` control chooses the optimum of the tier's metric
-        (Rel Δ on the training cells, methods/oracle.py) instead of the lowest mean expression."""
-        return replace(self, method_params={**self.method_params,
-                                            "oracle": {**self.method_params.get("oracle", {}), "objective": "rel_delta"}})
+        (Rel Δ on the training cells, methods/oracle.py) instead of the lowest mean expression, and jobs run side by
+        side on one thread each (`job_threads`): on the exact model a job is mostly Python, NumPy and small float64
+        kernels that a second thread does not speed up (quick scale, 2 cores: the tier went from one job at a time
+        to two, see docs/truth-tier.md)."""
+        return replace(self, job_threads=1,
+                       method_params={**self.method_params,
+                                      "oracle": {**self.method_params.get("oracle", {}), "objective": "rel_delta"}})
 
     def budget_for(self, method: str) -> Budget:
         return self.method_budgets.get(method, self.budget)

@@ -21,32 +21,42 @@ from torch import nn
 
 from methods._shared import top_l
 from methods.base import BudgetClock, Explainer, Explanation
-from surrogates.protocol import cell_types_of
+from surrogates.protocol import cell_types_of, local_output, read_peaks
 
 Attribution = Callable[[torch.Tensor], torch.Tensor]
 
 
 class TargetGene(nn.Module):
     """Dense (cells × peaks) → the explained model's log-expression of one gene in one cell type (the protocol's
-    differentiable `dense` path, surrogates/protocol.py); the module captum attributes."""
+    differentiable `dense` path, surrogates/protocol.py); the module captum attributes. With `peaks` (the peaks
+    the gene's output can read, `read_peaks`), x holds those columns only (`local_output`): every other peak's
+    attribution is 0 for any gradient method, so captum differentiates a few dozen columns instead of every peak."""
 
-    def __init__(self, model, gene: str, cell_type: str | None = None):
+    def __init__(self, model, gene: str, cell_type: str | None = None, peaks: np.ndarray | None = None):
         super().__init__()
-        self.model, self.gene, self.cell_type = model, gene, cell_type
+        self.model, self.gene, self.cell_type, self.peaks = model, gene, cell_type, peaks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.peaks is not None:
+            return local_output(self.model, x, self.peaks, self.gene, self.cell_type)
         return self.model.dense(x, genes=[self.gene], cell_types=self.cell_type)[:, 0]
+
+    def columns(self, atac):
+        """The columns of CSR rows `atac` that `forward` takes (all, or `peaks`)."""
+        return atac if self.peaks is None else atac[:, self.peaks]
 
 
 def mean_attribution(attribution: Callable[[str], Attribution], data, clock: BudgetClock, batch_size: int, *,
-                     times_input: bool = False, samples_per_cell: int = 1, device=None) -> tuple[np.ndarray, int, bool]:
+                     times_input: bool = False, samples_per_cell: int = 1, device=None,
+                     peaks: np.ndarray | None = None) -> tuple[np.ndarray, int, bool]:
     """Mean over cells of attribute(x) (or of attribute(x) ⊙ x with `times_input`), for dense batches of cells
     (O(batch × peaks) memory) of one cell type at a time (`attribution(cell_type)` builds the attribution of that
     type's model function; the harness explains one type, so there is one). Each batch costs `samples_per_cell`
     model evaluations per cell on `clock`.
 
+    With `peaks`, the attribution takes and returns those columns only (the others score 0).
     Returns (per-peak scores, cells used, whether the budget ran out first: then the mean over the cells used)."""
-    total = torch.zeros(data.n_peaks, dtype=torch.float64)
+    total = torch.zeros(data.n_peaks if peaks is None else len(peaks), dtype=torch.float64)
     used = 0
     types = cell_types_of(data)
     for cell_type in dict.fromkeys(types):
@@ -54,16 +64,26 @@ def mean_attribution(attribution: Callable[[str], Attribution], data, clock: Bud
         attribute = attribution(cell_type)
         for start in range(0, rows.size, batch_size):
             if clock.exhausted():
-                return (total / max(1, used)).numpy(), used, True
+                return _scatter(total / max(1, used), peaks, data.n_peaks), used, True
             part = rows[start:start + batch_size]
-            x = torch.as_tensor(data.atac[part].toarray(), dtype=torch.float32, device=device)
+            atac = data.atac[part] if peaks is None else data.atac[part][:, peaks]
+            x = torch.as_tensor(atac.toarray(), dtype=torch.float32, device=device)
             attr = attribute(x.requires_grad_(True)).detach()
             if times_input:
                 attr = attr * x.detach()
             total += attr.sum(0).double().cpu()
             used += x.shape[0]
             clock.spend(x.shape[0] * samples_per_cell)
-    return (total / max(1, used)).numpy(), used, False
+    return _scatter(total / max(1, used), peaks, data.n_peaks), used, False
+
+
+def _scatter(scores: torch.Tensor, peaks: np.ndarray | None, n_peaks: int) -> np.ndarray:
+    """Per-peak scores over all `n_peaks` from scores over `peaks` (None: already over all), 0 elsewhere."""
+    if peaks is None:
+        return scores.numpy()
+    out = np.zeros(n_peaks, dtype=np.float64)
+    out[peaks] = scores.numpy()
+    return out
 
 
 class MeanAttribution(Explainer):
@@ -73,6 +93,10 @@ class MeanAttribution(Explainer):
     `samples_per_cell` is what one cell costs, and `randomness` wraps the run (for seeded noise)."""
 
     times_input: ClassVar[bool] = False
+    # Whether a model's declared readable peaks (`read_peaks`) narrow the dense batches to those columns: every
+    # other peak's attribution is 0, so the scores are the same. A method that draws noise per peak (SmoothGrad)
+    # keeps every column: its noise on the read peaks would otherwise come from another random stream.
+    narrows: ClassVar[bool] = True
 
     def __init__(self, batch_size: int = 64, n_cells: int | None = None, **common):
         """batch_size: cells per dense gradient batch (memory O(batch × peaks)). Default: 64.
@@ -105,11 +129,12 @@ class MeanAttribution(Explainer):
 
     def explain(self, model, data, gene, L) -> Explanation:
         clock = BudgetClock(self.budget)
+        peaks = read_peaks(model, gene) if self.narrows else None
         with self.randomness(model.device):
             scores, used, out_of_budget = mean_attribution(
-                lambda cell_type: self.attribution(TargetGene(model, gene, cell_type)), self.cells_to_explain(data),
-                clock, self.batch_size, times_input=self.times_input, samples_per_cell=self.samples_per_cell,
-                device=model.device)
+                lambda cell_type: self.attribution(TargetGene(model, gene, cell_type, peaks)),
+                self.cells_to_explain(data), clock, self.batch_size, times_input=self.times_input,
+                samples_per_cell=self.samples_per_cell, device=model.device, peaks=peaks)
         info = {"cells": used, "seconds": clock.seconds, "samples": clock.samples}
         if used == 0:  # all-zero scores would return peaks 0..L-1 as if they were a ranking
             return Explanation.no_estimate({**info, "no_estimate_reason": "no cell attributed within the budget"})

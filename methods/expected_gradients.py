@@ -73,8 +73,8 @@ class ExpectedGradients(MeanAttribution):
         if bg.shape[0] > self.max_background:
             bg = bg[np.sort(rng.choice(bg.shape[0], size=self.max_background, replace=False))]
         device = model.model.device  # the explained model's (a TargetGene, methods/_aggregate.py)
-        explainer = shap.GradientExplainer(_Column(model), torch.as_tensor(bg.toarray(), dtype=torch.float32,
-                                                                           device=device))
+        explainer = shap.GradientExplainer(_Column(model), torch.as_tensor(model.columns(bg).toarray(),
+                                                                           dtype=torch.float32, device=device))
         seeds = iter(rng.integers(0, 2**31 - 1, size=1 << 20))
 
         def attribute(x: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ class SmoothGrad(MeanAttribution):
     """SmoothGrad: noise-averaged absolute gradients over training cells, all peaks → top L."""
 
     abs = True  # captum Saliency's `abs`: |gradient| per noisy copy
+    narrows = False  # noise on every peak, whatever the model reads: the same random stream on every model
 
     def __init__(self, n_samples: int = 50, stdev: float = 0.15, batch_size: int = 16, **common):
         """n_samples: noisy copies per cell. Default: 50.

@@ -233,8 +233,8 @@ class _RequiredOnly:
 
 def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
     """Every method but the oracle gives the same peaks on the truth model and on a view of it that has only the
-    protocol's required members: none reads the truth it wraps, its optimum or its labels, and its declared input
-    support (which GRIDS's generic path uses to skip background entries) changes no answer."""
+    protocol's required members: none reads the truth it wraps, its optimum or its labels, and its fast paths (input
+    support, closed form) change no answer."""
     from surrogates.protocol import CAPABILITIES, FAST_PATHS, offers
 
     data, truth, _, _ = tiny

@@ -28,6 +28,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from bench.running.memory import PeakRSS, release_freed_memory
 from bench.scoring.evaluate import evaluate_selection
@@ -90,8 +91,11 @@ def run_task(jobs: list[Job], params: dict, budget: Budget, model, data, truth=N
     runs on `threads` torch threads, by default the model's fixed count (`SurrogateConfig.threads`)."""
     L_max = max(job.L for job in jobs)
     threads = threads or job_threads(model)
-    # the same answer in-process, on dask workers, on any machine (a model without a thread count keeps torch's)
-    with torch_threads(threads) if threads else contextlib.nullcontext():
+    # the same answer in-process, on dask workers, on any machine (a model without a thread count keeps torch's);
+    # NumPy's BLAS (LIME's ridge fits, SAGE) on as many threads: two jobs side by side each starting a BLAS thread
+    # per core ran LIME 4× slower than alone
+    with torch_threads(threads) if threads else contextlib.nullcontext(), \
+            threadpool_limits(threads) if threads else contextlib.nullcontext():
         results = _run_task(jobs, L_max, params, budget, model, data, truth, settle_memory)
     return results
 
