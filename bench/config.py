@@ -129,8 +129,8 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper", scale="paper",
         # Sized so the Table 1 grid (GRIDS, Random, four gradient baselines, FIMAP; 16 genes; L 10 / 128) runs
-        # within an hour on 2 CPU cores, training included (seed 0, from an empty cache: 39 min;
-        # results/examples/paper/).
+        # within an hour on 2 CPU cores, training included (seed 0, from an empty cache: 32 min, 39 min before
+        # issue 34's GRIDS step; results/examples/paper/).
         # Training chosen on development data (seed 1, `bench fit --curve`, results/examples/fit-paper-paired/):
         # with the original settings marker R² peaked at 0.82 (45 epochs) and fell after; the ATAC decoder's last
         # layer (32.6M of 41M parameters) got a dense Adam step every batch although a batch reads 4,096 of its

@@ -127,9 +127,10 @@ class BagBatch(Protocol):
 
     atac: object  # the model's sparse batch of these cells (what `embed` and `first_hidden` read; `atac.idx`)
 
-    def peak_sums(self, d_s: torch.Tensor) -> torch.Tensor:
-        """For every peak j, Σ over its open entries e in these cells of ∂ℒ/∂s at e's bag, from the gradient of
-        `embed`'s output (cells × bags·emb) → (peaks × emb)."""
+    def peak_sums(self, d_s: torch.Tensor, peaks: slice | None = None) -> torch.Tensor:
+        """For every peak j (or the peaks of the contiguous range `peaks`), Σ over its open entries e in these
+        cells of ∂ℒ/∂s at e's bag, from the gradient of `embed`'s output (cells × bags·emb) → (peaks × emb).
+        GRIDS passes ranges on one CPU thread, so each range's sums are reduced while they are in cache."""
 
     def columns(self, peaks: torch.Tensor) -> torch.Tensor:
         """x[:, peaks] of these cells as float 0/1 (cells × len(peaks))."""

@@ -96,7 +96,7 @@ def summarise(long: pd.DataFrame) -> pd.DataFrame:
                     "own_over_fast": t_own / t_fast if t_fast > 0 else np.nan,
                     "same_peaks": f"{same}/{len(fast)}",
                     "rel_delta_fast": fast.rel_delta_pct.mean(), "rel_delta_own": own.rel_delta_pct.mean(),
-                    "statuses_own": ",".join(sorted(set(own.status)))})
+                    "statuses_own": ",".join(sorted(set(own.status))), "path_fast": fast.path.iloc[0] or ""})
     return pd.DataFrame(out)
 
 
