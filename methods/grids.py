@@ -64,6 +64,9 @@ from surrogates.protocol import (AdditiveHidden, BagBatch, ClosedForm, Embedding
 # saves only 0.75, so the search refused every peak that nudged any silent gene and gave up 5 points of target Rel Δ
 # on the quick benchmark. With 1, that nudge adds 0.01 and expressed genes (log1p ≈ 2–7) keep near-plain ratios.
 RATIO_PSEUDOCOUNT = 1.0
+# Candidate objectives within this of the best count as tied (`_best_candidate`): far below any real difference of
+# eq. 2 (its terms are O(1)), above the rounding that separates two equivalent peaks on different code paths.
+TIE = 1e-12
 
 
 def default_steps(L: int) -> int:
@@ -207,8 +210,6 @@ def _best_candidate(cand: torch.Tensor, cand_loss: torch.Tensor) -> int:
     near = cand_loss <= cand_loss.min() + TIE
     return int(torch.nonzero(near).ravel()[torch.argmin(cand[near.to(cand.device)])])
 
-
-TIE = 1e-12
 
 
 class _BagSearch:
