@@ -58,11 +58,14 @@ def test_grid_order_and_overrides():
 
 
 def test_tiny_curve_writes_its_table_and_resumes_from_the_caches(tmp_path, monkeypatch):
-    """The rerun trains no surrogate and computes no job: both are counted where the curve calls them (the tiny
-    profile runs its jobs in this process, one at a time, so a patched `run_task` sees every one)."""
+    """The rerun trains no surrogate and computes no job: both are counted where the curve calls them (on one core
+    the tiny profile runs every job in this process, the truth tier's side-by-side jobs too, so a patched
+    `run_task` sees every one)."""
     from bench.cli import main
-    from bench.running import harness
+    from bench.running import harness, pipeline
     from surrogates import checkpoint
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 1)  # one job at a time: no worker process to count in
 
     calls = {"train": 0, "jobs": 0}
 
