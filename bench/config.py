@@ -83,11 +83,12 @@ PROFILES: dict[str, Profile] = {
         reference_steps=(20, 10, 40),
         budget=Budget(seconds=120.0, samples=200_000),
         # every method finishes a first estimate in a second or two, so a run of the whole registry is a unit test
-        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "smoothgrad": {"n_samples": 4},
+        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "grids-groups": {"steps": 30}, "smoothgrad": {"n_samples": 4},
                        "smoothgrad-x-input": {"n_samples": 4}, "fimap": {"steps": 40},
                        "lime": {"n_cells": 6, "n_samples": 256}, "cxplain": {"max_cells": 16, "epochs": 10},
                        "sage": {"batch_size": 8, "max_groups": 32, "n_permutations": 64},
-                       "integrated-gradients": {"n_steps": 8}, "expected-gradients": {"nsamples": 16, "n_cells": 8}},
+                       "integrated-gradients": {"n_steps": 8}, "expected-gradients": {"nsamples": 16, "n_cells": 8},
+                       "shapiq-fsii": {"n_cells": 32, "max_players": 24, "n_coalitions": 512}},
     ),
     "quick": Profile(
         name="quick", scale="quick",
@@ -106,7 +107,7 @@ PROFILES: dict[str, Profile] = {
         # −6.8 %); CXPlain 24 cells and 6 epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 %
         # against −1.50 % on 24); Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time).
         # Reduced cells are marked ᶜ in the tables.
-        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "fimap": {"steps": 100, **FIMAP_TUNED},
+        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "grids-groups": {"sweeps": 2}, "fimap": {"steps": 100, **FIMAP_TUNED},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
                        "lime": {"n_cells": 10}, "sage": {"batch_size": 8, "max_groups": 128},
                        "cxplain": {"max_cells": 24, "epochs": 6},
@@ -118,7 +119,7 @@ PROFILES: dict[str, Profile] = {
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
         reference_steps=(800, 200, 6000),
         budget=Budget(seconds=600.0, samples=100_000_000),
-        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
+        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "grids-groups": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
                        "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
                        "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48, "epochs": 12},
                        "expected-gradients": {"n_cells": 64, "nsamples": 100}},
@@ -159,6 +160,7 @@ PROFILES: dict[str, Profile] = {
         # between kernels, which a second thread does not speed up (measured in the issue-23 note).
         job_threads=1,
         method_params={"grids": {"off_target_genes": 256, "sampled_gains": True},
+                       "grids-groups": {"off_target_genes": 256, "sampled_gains": True},
                        "smoothgrad": {"n_samples": 10, "n_cells": 128},
                        "smoothgrad-x-input": {"n_samples": 10, "n_cells": 128},
                        "integrated-gradients": {"n_cells": 32},

@@ -64,7 +64,7 @@ from surrogates.protocol import (AdditiveHidden, BagBatch, ClosedForm, Embedding
 # saves only 0.75, so the search refused every peak that nudged any silent gene and gave up 5 points of target Rel Δ
 # on the quick benchmark. With 1, that nudge adds 0.01 and expressed genes (log1p ≈ 2–7) keep near-plain ratios.
 RATIO_PSEUDOCOUNT = 1.0
-# Candidate objectives within this of the best count as tied (`_best_candidate`): far below any real difference of
+# Candidate objectives within this of the best count as tied (`best_candidate`): far below any real difference of
 # eq. 2 (its terms are O(1)), above the rounding that separates two equivalent peaks on different code paths.
 TIE = 1e-12
 
@@ -137,7 +137,7 @@ class Grids(Explainer):
         in_r = torch.zeros(n_peaks, dtype=torch.bool, device=dev)
         in_r[torch.as_tensor(r, device=dev)] = True
         steps = self.n_steps(L)
-        history, swaps, status = [], 0, "ok"
+        history, swaps, group_moves, status = [], 0, 0, "ok"
         bar = tqdm(range(steps), desc=f"GRIDS {gene} L={L}", disable=not self.progress, leave=False)
         for step in bar:
             if clock.exhausted():
@@ -157,9 +157,19 @@ class Grids(Explainer):
                 genes = self._gene_sample(model.n_genes, gi, rng)  # None: every gene
             loss, cand_loss = search.swap_losses(batch, state, r, old, cand, per_cell, y0, genes)
             clock.spend(len(cells) * (k + 1))
-            best = _best_candidate(cand, cand_loss)
+            best = best_candidate(cand, cand_loss)
             last_gain = gain
-            if float(cand_loss[best]) < loss - 1e-12:
+            # a subclass's moves that close several peaks at once (`grids-groups`); GRIDS itself has none
+            group = self.group_move(search, batch, in_r, r, y0, genes, gain, cand, clock)
+            if group is not None and group[1] < min(loss, float(cand_loss[best])) - 1e-12:
+                closure, group_loss = group
+                in_r[torch.as_tensor(r, device=dev)] = False
+                in_r[torch.as_tensor(closure, device=dev)] = True
+                r[:] = closure
+                swaps += 1
+                group_moves += 1
+                history.append(group_loss)
+            elif float(cand_loss[best]) < loss - 1e-12:
                 new = int(cand[best])
                 in_r[old], in_r[new] = False, True
                 r[slot] = new
@@ -188,9 +198,14 @@ class Grids(Explainer):
                   "samples": clock.samples, "objective": self.objective,
                   "path": "embedding bags" if bags else "closed form" if local else "generic",
                   "slots_visited": visited,
-                  "filled_from_gradient": L - visited},
+                  "filled_from_gradient": L - visited, **({"group_moves": group_moves} if group_moves else {})},
         )
         return expl.flag("partial_pass", "filled") if visited < L else expl
+
+    def group_move(self, search, batch, in_r, r, y0, genes, gain, cand, clock) -> tuple[np.ndarray, float] | None:
+        """A move that closes several peaks at once, scored on the step's batch: (the new subset, slot by slot, its
+        objective) or None. GRIDS, as the paper defines it, swaps one peak a step and has none."""
+        return None
 
     def _gene_sample(self, n_genes: int, gi: int, rng) -> torch.Tensor | None:
         """This step's genes to score on: the target (first) and `off_target_genes` others drawn uniformly without
@@ -203,7 +218,7 @@ class Grids(Explainer):
         return torch.as_tensor(np.concatenate([[gi], np.sort(other)]))
 
 
-def _best_candidate(cand: torch.Tensor, cand_loss: torch.Tensor) -> int:
+def best_candidate(cand: torch.Tensor, cand_loss: torch.Tensor) -> int:
     """The position of the candidate with the lowest objective; candidates within TIE of it (equivalent peaks, e.g.
     two members of one AND unit) go to the lowest peak index, so the choice does not hang on the order top-k
     returned them in, which rounding in the gains can flip."""

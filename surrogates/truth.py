@@ -173,6 +173,7 @@ class TruthModel:
             left=torch.as_tensor(t.promoter_left, **f64), eps=torch.as_tensor(t.floor, **f64))
         self._scale = torch.as_tensor(t.trans * t.magnitude, **f64)
         self._types = pd.Index(t.cell_types)
+        self._type_code = {name: i for i, name in enumerate(t.cell_types)}  # one lookup without pandas overhead
         # which planted columns each gene reads (genes × planted columns + pad), for `reads` and `readers`
         u = self._units
         gene_col = [(u.group_out.repeat_interleave(u.group.shape[1]), u.group.reshape(-1)),
@@ -206,7 +207,11 @@ class TruthModel:
         names = np.full(n_rows, cell_types, dtype=object) if isinstance(cell_types, str) else np.asarray(cell_types)
         if len(names) != n_rows:
             raise ValueError(f"cell_types has {len(names)} entries for {n_rows} rows")
-        codes = self._types.get_indexer(names.astype(str))
+        names = names.astype(str)
+        if len(names) and (names == names[0]).all():  # one cell type (an explainer's job): one lookup, not per row
+            codes = np.full(len(names), self._type_code.get(names[0], -1))
+        else:
+            codes = self._types.get_indexer(names)
         if (codes < 0).any():
             raise ValueError(f"unknown cell type(s) {sorted(set(names[codes < 0]))}; the simulator has "
                              f"{list(self._types)}")

@@ -146,3 +146,29 @@ def check_seeded(cls):
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other, rtol=1e-4, atol=0)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+E, F = 2, 11  # the third member of `triple_truth`'s group (chromosome 0) and a third single enhancer (chromosome 1)
+
+
+def triple_truth() -> SyntheticTruth:
+    """target = 10 · (0.2 + 0.8 · (OR(x_A, x_B, x_E) + 0.3 (x_C + x_D + x_F)) / 1.9), no promoter: closing the
+    three-member group removes more (1.0) than closing the three single enhancers (0.9), but one member or two
+    remove the group's share only in the cells where the others are already closed (see `triple_cells`)."""
+    return SyntheticTruth(
+        genes=["target", "other"], cell_types=["T"],
+        promoter=np.array([-1, -1]), promoter_left=np.array([1.0, 1.0]),
+        group=np.array([[[A, B, E]], [[-1, -1, -1]]]), group_weight=np.array([[1.0], [0.0]]),
+        single=np.array([[C, D, F], [-1, -1, -1]]), single_weight=np.array([[0.3, 0.3, 0.3], [0.0, 0.0, 0.0]]),
+        floor=np.array([0.2, 1.0]), trans=np.ones((1, 2)), magnitude=np.array([10.0, 5.0]))
+
+
+def triple_cells(n=200, seed=0) -> MultiomeData:
+    """Cells where each group member of `triple_truth` is open with probability 0.8 and the single enhancers always:
+    a pair of members is worth the group's effect in the ~20 % of cells where the third is closed (0.2 < 0.3, a
+    single's), one member in ~4 %: from the three singles, every one-peak swap loses."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, len(CHROM))) < 0.3).astype(np.uint8)
+    x[:, [A, B, E]] = rng.random((n, 3)) < 0.8
+    x[:, [C, D, F]] = 1
+    return cells(x)
