@@ -109,6 +109,29 @@ def paired_vs(run: str, base: str, others: list[str], Ls=None) -> str:
     return "\n".join(lines)
 
 
+def interactions(run: str, base: str, methods: list[str], Ls=None) -> str:
+    """Per method and L: % of the exact optimum (mean over the jobs), its paired difference to `base` in points of
+    % of optimum (95 % t-interval) and the model evaluations per job (mean, and as a multiple of `base`'s), from the
+    run's job records."""
+    rec = pd.DataFrame(read_records(EXAMPLES / run / "jobs.jsonl.gz"))
+    rec["evaluations"] = [info.get("samples", np.nan) for info in rec["info"]]
+    Ls = sorted(rec["L"].unique()) if Ls is None else Ls
+    lines = ["| Method | L | % of optimum | − " + base + " [95 % CI] | lowest job | evaluations / job | × " + base
+             + " | s / job |", "|---|---|---|---|---|---|---|---|"]
+    for m in methods:
+        for L in Ls:
+            part = rec[(rec["L"] == L)].set_index(["cell_type", "gene", "seed", "method"])
+            mine, ref = part.xs(m, level="method"), part.xs(base, level="method")
+            p = _paired((mine["pct_of_optimum"] - ref["pct_of_optimum"]).dropna().to_numpy(float), 1)
+            gap = "—" if m == base else (f"{fmt_ci(p['mean_diff'], np.nan, 1)} [{fmt_ci(p['ci_low'], np.nan, 1)}, "
+                                         f"{fmt_ci(p['ci_high'], np.nan, 1)}]")
+            ratio = mine["evaluations"].mean() / ref["evaluations"].mean()
+            lines.append(f"| {m} | {L} | {mine['pct_of_optimum'].mean():.1f} | {gap} | "
+                         f"{mine['pct_of_optimum'].min():.1f} | {mine['evaluations'].mean():,.0f} | {ratio:.2f} | "
+                         f"{mine['explain_seconds'].mean():.2f} |")
+    return "\n".join(lines)
+
+
 def spread(run: str) -> str:
     """Avg Rel Δ (%) of each method on each retrained surrogate (`--surrogate-seeds`), and its standard deviation
     across them, per L."""
@@ -248,7 +271,7 @@ def screen_table(run: str) -> str:
     return "\n".join(lines)
 
 
-def budget_run(run: str) -> str:
+def budget_run(run: str, methods: list[str] | None = None) -> str:
     """'`python -m bench budget …`: **25 min 3 s** …' from the curve folder's run.json; `ReusedRun` when any of its
     job records came from the cache."""
     f = json.loads((EXAMPLES / run / "run.json").read_text())
@@ -259,7 +282,8 @@ def budget_run(run: str) -> str:
                         f"{bool(f.get('surrogate_reused'))}) were reused from the cache")
     budgets = ",".join(f"1e{int(np.log10(b))}" for b in f["budgets"])
     pairs = {(r["cell_type"], r["gene"]) for r in records}
-    return (f"`python -m bench budget --quick --budgets {budgets} --budget-seconds {f['seconds_stop']:g}`: "
+    chosen = f" --methods {','.join(methods)}" if methods else ""
+    return (f"`python -m bench budget --quick --budgets {budgets} --budget-seconds {f['seconds_stop']:g}{chosen}`: "
             f"**{duration(f['wall_seconds'])}** on 2 CPU cores, no job reused, L = {f['L']}, {len(pairs)} (cell type, "
             f"gene) jobs per method and budget ({len(f['genes'])} genes: the first marker of each cell type), both "
             f"tiers ([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
@@ -271,14 +295,16 @@ def budget_tables(run: str) -> str:
     return text[text.index("### Surrogate tier"):].strip()
 
 
-def worlds_run(run: str) -> str:
+def worlds_run(run: str, methods: list[str] | None = None) -> str:
     """'`python -m bench worlds --quick`: **… min** …' from the study folder's run.json; `ReusedRun` when any job
     or surrogate came from the cache."""
     f = json.loads((EXAMPLES / run / "run.json").read_text())
     if f.get("reused") or f.get("surrogates_reused"):
         raise ReusedRun(f"results/examples/{run}: {f.get('reused')} of {f['n_jobs']} jobs and "
                         f"{f.get('surrogates_reused')} surrogate(s) were reused from the cache")
-    return (f"`python -m bench worlds --quick`: **{duration(f['wall_seconds'])}** on 2 CPU cores, no job reused, "
+    chosen = f" --methods {','.join(methods)}" if methods else ""
+    return (f"`python -m bench worlds --quick{chosen}`: **{duration(f['wall_seconds'])}** on 2 CPU cores, no job "
+            f"reused, "
             f"{len(f['worlds'])} worlds × {', '.join(f['tiers'])} tiers × L = {', '.join(map(str, f['Ls']))}, "
             f"{f['n_methods']} methods, {f['n_jobs']:,} jobs, {len(f['worlds']) if 'surrogate' in f['tiers'] else 0} "
             f"surrogates trained ([`results/examples/{run}/`]({FROM_DOCS}{run}/))")
@@ -288,6 +314,14 @@ def worlds_tables(run: str) -> str:
     """The sections of the study folder's worlds.md (its header and figure left out), one heading level down."""
     text = (EXAMPLES / run / "worlds.md").read_text()
     return text[text.index("## Regime"):].strip().replace("\n## ", "\n### ").replace("## Regime", "### Regime", 1)
+
+
+def worlds_sections(run: str, starts: list[str]) -> str:
+    """The sections of the study folder's worlds.md whose titles start with one of `starts`, one heading level down."""
+    text = (EXAMPLES / run / "worlds.md").read_text()
+    sections = ["## " + part for part in text.split("\n## ")[1:]]
+    keep = [sec.strip() for sec in sections if any(sec[3:].startswith(t) for t in starts)]
+    return "\n\n".join(keep).replace("## ", "### ")
 
 
 def locality(run: str, Ls=(10, 20)) -> str:
@@ -310,6 +344,10 @@ def locality(run: str, Ls=(10, 20)) -> str:
     return "\n".join(lines)
 
 
+INTERACTION_METHODS = ["grids", "grids-groups", "shapiq-fsii"]  # issue 35's comparison (its own curve folder)
+WORLD_INTERACTION_METHODS = ["grids", "grids-groups", "shapiq-fsii", "saliency", "smoothgrad",
+                             "input-x-gradient", "integrated-gradients", "nearest-tss", "random", "oracle"]
+
 BLOCKS = {
     "fit-styles": fit_styles,
     "quick-run": lambda: run_line("quick", "python -m bench run --quick"),
@@ -329,9 +367,12 @@ BLOCKS = {
     "reference-headline": lambda: headline_table("quick-reference"),
     "truth-run": lambda: run_line("quick-truth", "python -m bench run --quick --surrogate truth", FROM_DOCS),
     "truth-headline": lambda: headline_table("quick-truth"),
-    "truth-grids-vs": lambda: paired_vs("quick-truth", "grids", ["integrated-gradients", "input-x-gradient",
-                                                                 "smoothgrad", "saliency"], Ls=[3, 5, 10, 20]),
+    "truth-grids-vs": lambda: paired_vs("quick-truth", "grids", ["grids-groups", "shapiq-fsii", "integrated-gradients",
+                                                                 "input-x-gradient", "smoothgrad", "saliency"],
+                                        Ls=[3, 5, 10, 20]),
     "truth-breakdown": lambda: truth_breakdown("quick-truth", 10),
+    "truth-interactions": lambda: interactions("quick-truth", "grids", ["grids", "grids-groups", "shapiq-fsii"],
+                                               Ls=[3, 5, 10, 20]),
     "truth-compare": lambda: compare_block("quick", "quick-truth", ["surrogate", "truth"]),
     "curve-run": lambda: curve_run("fidelity-curve"),
     "curve-table": lambda: curve_table("fidelity-curve"),
@@ -340,9 +381,16 @@ BLOCKS = {
     "screen-compare": lambda: compare_block("quick-truth", "quick-screen", ["truth", "screen", "paired"], "quick"),
     "budget-run": lambda: budget_run("budget-quick"),
     "budget-tables": lambda: budget_tables("budget-quick"),
+    "budget-interactions-run": lambda: budget_run("budget-interactions", INTERACTION_METHODS),
+    "budget-interactions-tables": lambda: budget_tables("budget-interactions"),
     "truth-locality": lambda: locality("quick-truth"),
     "worlds-run": lambda: worlds_run("worlds-quick"),
     "worlds-tables": lambda: worlds_tables("worlds-quick"),
+    "worlds-interactions-run": lambda: worlds_run("worlds-interactions", WORLD_INTERACTION_METHODS),
+    "worlds-interactions": lambda: worlds_sections("worlds-interactions", [
+        "Truth tier: % of the exact optimum", "Best explainer per world", "Does the surrogate's verdict",
+        "Surrogate tier: Avg Rel Δ (%) at L = 10", "Closure composition in the redundant world",
+        "Closure composition in the synergy world"]),
     "paper-headline": lambda: headline_table("paper"),
     "paper-grids-vs": lambda: paired_vs("paper", "grids", ["integrated-gradients", "input-x-gradient", "fimap"]),
     "paper-run": lambda: run_line("paper", "python -m bench run --scale paper --methods grids,random,saliency,"

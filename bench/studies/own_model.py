@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 FAST, OWN = "fast", "own module"
 # the quick profile's methods that explain a model (the oracle reads the truth, not the model)
-DEFAULT_METHODS = ("grids", "saliency", "input-x-gradient", "integrated-gradients", "smoothgrad",
-                   "smoothgrad-x-input", "expected-gradients", "fimap", "lime", "cxplain", "sage", "random")
+DEFAULT_METHODS = ("grids", "grids-groups", "shapiq-fsii", "saliency", "input-x-gradient", "integrated-gradients",
+                   "smoothgrad", "smoothgrad-x-input", "expected-gradients", "fimap", "lime", "cxplain", "sage", "random")
 
 
 class _Network(nn.Module):
