@@ -83,7 +83,8 @@ PROFILES: dict[str, Profile] = {
         reference_steps=(20, 10, 40),
         budget=Budget(seconds=120.0, samples=200_000),
         # every method finishes a first estimate in a second or two, so a run of the whole registry is a unit test
-        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "grids-groups": {"steps": 30}, "smoothgrad": {"n_samples": 4},
+        method_params={"grids": {"steps": 30}, "grids-mean": {"steps": 30}, "grids-groups": {"steps": 30},
+                       "smoothgrad": {"n_samples": 4},
                        "smoothgrad-x-input": {"n_samples": 4}, "fimap": {"steps": 40},
                        "lime": {"n_cells": 6, "n_samples": 256}, "cxplain": {"max_cells": 16, "epochs": 10},
                        "sage": {"batch_size": 8, "max_groups": 32, "n_permutations": 64},
@@ -99,15 +100,19 @@ PROFILES: dict[str, Profile] = {
         budget=Budget(seconds=300.0, samples=20_000_000),
         # Chosen from the anytime curves on seed 1 (`python -m bench budget --quick --seed 1 --tiers surrogate
         # --budget-seconds 30`, L = 10, 7 marker genes; docs/budgets.md): on this surrogate every curve is flat from
-        # ~10⁴ model evaluations per job on, so each method runs at or past its knee and the whole quick run fits its
-        # 12 min on 2 cores (9 min 40 s from an empty cache, training included: README). SAGE 10,000 evaluations
-        # (the knee: −5.1 % at 1.1·10⁴ against −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴ evaluations
-        # (−1.29 % against −0.48 % at 10³ and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps, ~2·10⁵
-        # evaluations at L = 10; its curve is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat −6.2 to
-        # −6.8 %); CXPlain 24 cells and 6 epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for −1.43 %
-        # against −1.50 % on 24); Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the time).
+        # ~10⁴ model evaluations per job on, so each method runs at or past its knee and the quick run of the 14
+        # methods before issue 35 fitted its 12 min on 2 cores (9 min 40 s from an empty cache, training included);
+        # with grids-groups and shapiq-fsii it took 17 min 36 s (README), grids-groups alone ~6.5 min of it: its
+        # chains' gradient passes on the surrogate cost 4.6x GRIDS's time for 1.2x its evaluations. SAGE 10,000
+        # evaluations (the knee: −5.1 % at 1.1·10⁴ against −2.8 % at 10³ and −5.2 % at 4.4·10⁴); LIME 10 cells ≈ 10⁴
+        # evaluations (−1.29 % against −0.48 % at 10³ and −1.13 % at 10⁵, every cell); GRIDS 2 sweeps (≥ 100 steps,
+        # ~2·10⁵ evaluations at L = 10; its curve is flat from 2·10³: −7.4 to −7.5 %); FIMAP 100 steps (~10⁴; flat
+        # −6.2 to −6.8 %); CXPlain 24 cells and 6 epochs (its Granger stage is ~1.8·10⁵ evaluations on every cell for
+        # −1.43 % against −1.50 % on 24); Expected Gradients 32 cells (−5.3 % against −6.0 % on every cell, 3× the
+        # time).
         # Reduced cells are marked ᶜ in the tables.
-        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "grids-groups": {"sweeps": 2}, "fimap": {"steps": 100, **FIMAP_TUNED},
+        method_params={"grids": {"sweeps": 2}, "grids-mean": {"sweeps": 2}, "grids-groups": {"sweeps": 2},
+                       "fimap": {"steps": 100, **FIMAP_TUNED},
                        "smoothgrad": {"n_samples": 10}, "smoothgrad-x-input": {"n_samples": 10},
                        "lime": {"n_cells": 10}, "sage": {"batch_size": 8, "max_groups": 128},
                        "cxplain": {"max_cells": 24, "epochs": 6},
@@ -119,7 +124,8 @@ PROFILES: dict[str, Profile] = {
         surrogate=SurrogateConfig(max_epochs=80, patience=8),
         reference_steps=(800, 200, 6000),
         budget=Budget(seconds=600.0, samples=100_000_000),
-        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "grids-groups": {"sweeps": 4}, "smoothgrad": {"n_samples": 10},
+        method_params={"grids": {"sweeps": 4}, "grids-mean": {"sweeps": 4}, "grids-groups": {"sweeps": 4},
+                       "smoothgrad": {"n_samples": 10},
                        "smoothgrad-x-input": {"n_samples": 10}, "lime": {"n_cells": 12},
                        "sage": {"batch_size": 8, "max_groups": 256}, "cxplain": {"max_cells": 48, "epochs": 12},
                        "expected-gradients": {"n_cells": 64, "nsamples": 100}},

@@ -309,13 +309,15 @@ def without_fast_paths(model) -> _GenericView:
 
 class CountingModel:
     """`model` with every call that produces outputs counted: `evaluations` is the number of cells (rows) that went
-    through `predict`, `dense`, `head` (the fast path's output layers) or an own `cell_state`, forward. It is the
-    one unit of effort every method shares, whatever path it takes (bench/studies/budget.py's anytime curves read it): a
-    GRIDS step scoring 32 candidate closures on 64 cells is 64 · 33 evaluations; a SmoothGrad cell with 10 noisy
-    copies is 10. A backward pass is not counted apart (it costs about two forwards, on the cells already counted).
-    Everything else — fast paths included — passes through unchanged, so the explainer's answer is the same."""
+    through `predict`, `dense`, `head` (the fast path's output layers), `local_dense` (the closed form's) or an own
+    `cell_state`, forward. It is the one unit of effort every method shares, whatever path it takes
+    (bench/studies/budget.py's anytime curves read it; the closed form's `local_dense` is an output too: uncounted,
+    the truth tier's curves showed ~10² evaluations for a GRIDS job of ~10⁵ rows through it): a GRIDS step scoring
+    32 candidate closures on 64 cells is 64 · 33 evaluations; a SmoothGrad cell with 10 noisy copies is 10. A
+    backward pass is not counted apart (it costs about two forwards, on the cells already counted). Everything else
+    — fast paths included — passes through unchanged, so the explainer's answer is the same."""
 
-    _COUNTED = ("predict", "dense", "head", "cell_state")
+    _COUNTED = ("predict", "dense", "head", "cell_state", "local_dense")
 
     def __init__(self, model):
         self._model = model

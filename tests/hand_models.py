@@ -172,3 +172,13 @@ def triple_cells(n=200, seed=0) -> MultiomeData:
     x[:, [A, B, E]] = rng.random((n, 3)) < 0.8
     x[:, [C, D, F]] = 1
     return cells(x)
+
+
+class RequiredOnly:
+    """`model` seen through the protocol's required members alone: no capability, no fast path, no read peaks."""
+
+    def __init__(self, model):
+        self.gene_names, self.n_peaks, self.n_genes, self.device = (model.gene_names, model.n_peaks, model.n_genes,
+                                                                    model.device)
+        self.gene_index, self.predict, self.dense, self.evaluating = (model.gene_index, model.predict, model.dense,
+                                                                      model.evaluating)

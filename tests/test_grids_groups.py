@@ -100,3 +100,13 @@ def test_the_chains_draws_do_not_depend_on_earlier_jobs_of_the_same_explainer():
     explainer.explain(model, d, "target", 4)
     again = explainer.explain(model, d, "target", 3)
     assert first.peaks.tolist() == again.peaks.tolist() and first.info["loss_trace"] == again.info["loss_trace"]
+
+
+def test_the_protocol_counts_the_rows_through_the_closed_form():
+    """A search on the closed form sends its rows through `local_dense`, which the harness's count must see (the
+    truth tier's anytime curves read it): at least one batch per step for the gains."""
+    from surrogates.protocol import CountingModel
+
+    counted = CountingModel(_models()["closed form"])
+    GridsGroups(steps=10, batch_size=16, seed=0).explain(counted, triple_cells(), "target", 3)
+    assert counted.evaluations >= 10 * 16

@@ -26,6 +26,7 @@ from methods import registry
 from surrogates.protocol import (ExplainedModel, ModelOutputError, TorchModel, as_model, state_hash,
                                  without_fast_paths)
 from surrogates.truth import TruthModel
+from tests.hand_models import RequiredOnly
 from tests.test_golden_leaderboard import DATA, _pinned_methods, assert_same_leaderboard, assert_same_selections, \
     selections
 
@@ -221,16 +222,6 @@ def test_the_surrogate_offers_its_fast_paths():
     assert not offers(without_fast_paths(s), AdditiveHidden) and offers(without_fast_paths(s), ExplainedModel)
 
 
-class _RequiredOnly:
-    """`model` seen through the protocol's required members alone: no capability, no fast path."""
-
-    def __init__(self, model):
-        self.gene_names, self.n_peaks, self.n_genes, self.device = (model.gene_names, model.n_peaks, model.n_genes,
-                                                                    model.device)
-        self.gene_index, self.predict, self.dense, self.evaluating = (model.gene_index, model.predict, model.dense,
-                                                                      model.evaluating)
-
-
 def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
     """Every method but the oracle gives the same peaks on the truth model and on a view of it that has only the
     protocol's required members: none reads the truth it wraps, its optimum or its labels, and its fast paths (input
@@ -239,7 +230,7 @@ def test_on_the_truth_tier_explainers_need_nothing_but_the_protocol(tiny):
 
     data, truth, _, _ = tiny
     model = TruthModel(truth, data.n_peaks)
-    view = _RequiredOnly(model)
+    view = RequiredOnly(model)
     assert offers(view, ExplainedModel) and not any(offers(view, c) for c in (*FAST_PATHS, *CAPABILITIES))
     generic = without_fast_paths(model)  # hides the input support, keeps the optimum (not an explainer's to read)
     assert not hasattr(generic, "truth") and hasattr(generic, "best_closure") and not hasattr(generic, "input_support")

@@ -26,7 +26,7 @@ from methods.base import Budget, BudgetClock
 from methods.shapiq_fsii import ShapiqFsii
 from surrogates.protocol import cell_types_of, without_fast_paths
 from surrogates.truth import TruthModel
-from tests.hand_models import CHROM, cells, cells_with_all_open, hand_model, redundant_pair_model
+from tests.hand_models import CHROM, RequiredOnly, cells, cells_with_all_open, hand_model, redundant_pair_model
 
 CELL_TYPE, GENE = "Oligo", "MOG"
 TINY = PROFILES["tiny"].method_params["shapiq-fsii"]
@@ -94,16 +94,6 @@ def _tiny():
     return data, TruthModel(truth, data.n_peaks)
 
 
-class _RequiredOnly:
-    """The model through the protocol's required members alone (no read peaks, no fast path)."""
-
-    def __init__(self, model):
-        self.gene_names, self.n_peaks, self.n_genes, self.device = (model.gene_names, model.n_peaks, model.n_genes,
-                                                                    model.device)
-        self.gene_index, self.predict, self.dense, self.evaluating = (model.gene_index, model.predict, model.dense,
-                                                                      model.evaluating)
-
-
 def test_end_to_end_on_the_tiny_truth_model():
     data, model = _tiny()
     train = data.cells(CELL_TYPE, "train")
@@ -119,7 +109,7 @@ def test_end_to_end_on_the_tiny_truth_model():
     best = model.best_closure(explained, GENE, L)
     opt = rel_delta_pct(y0, model.predict(explained.atac, closed=best, genes=[GENE], cell_types=types)[:, 0])
     assert got <= 0.8 * opt  # Rel Δ is negative: at least 80 % of the optimum on the explained cells
-    bare = ShapiqFsii(**TINY).explain(_RequiredOnly(model), train, GENE, L)
+    bare = ShapiqFsii(**TINY).explain(RequiredOnly(model), train, GENE, L)
     assert bare.info["path"] == "generic" and bare.info["player_source"] == "window + screen"
     assert list(bare.peaks) == list(e.peaks)
 
