@@ -6,12 +6,14 @@ import json
 import pandas as pd
 import pytest
 
-from bench.studies.budget import STEP_CAP, anytime_params, curve_table
+from bench.studies.budget import COALITION_CAP, STEP_CAP, anytime_params, curve_table
 from bench.cli import main
 
 
 def test_anytime_params_lift_each_methods_own_stop():
     assert anytime_params("grids", 10_000, {"sweeps": 2}) == {"steps": STEP_CAP}
+    assert anytime_params("grids-groups", 10_000, {"sweeps": 2}) == {"steps": STEP_CAP}
+    assert anytime_params("shapiq-fsii", 10_000, {}) == {"n_coalitions": COALITION_CAP}
     assert anytime_params("fimap", 64_000, {"steps": 100}) == {"steps": 1_000}  # warm-up spans the budget
     assert anytime_params("lime", 10, {"n_cells": 6})["n_cells"] >= 10 ** 6
     assert anytime_params("cxplain", 10, {"max_cells": 24, "epochs": 6}) == {"max_cells": None, "epochs": 6}

@@ -3,10 +3,10 @@
 The paper calls LIME, CXPlain and SAGE "failed" (too slow); a benchmark should say where each method stands at a
 given effort instead. `run_budget_curve` runs every method at budgets B (default 10³…10⁶ model evaluations per job)
 with its own stopping rules lifted (`anytime_params`), so that the evaluation budget is what stops it and more
-budget buys more of the method's own work: more GRIDS steps, SAGE permutations, LIME / CXPlain / Expected-Gradients
-cells, FIMAP steps (its warm-up spans the budget). Methods whose whole answer costs less than B (Saliency: one pass
-per cell) simply finish; their point on the curve is their natural cost. Controls use no evaluations and are drawn
-as lines.
+budget buys more of the method's own work: more GRIDS (and GRIDS-groups) steps, shapiq-fsii coalitions, SAGE
+permutations, LIME / CXPlain / Expected-Gradients cells, FIMAP steps (its warm-up spans the budget). Methods whose
+whole answer costs less than B (Saliency: one pass per cell) simply finish; their point on the curve is their
+natural cost. Controls use no evaluations and are drawn as lines.
 
 The unit is the protocol's (`surrogates.protocol.CountingModel`): cells through the model's output, forward — the
 same for every method whatever path it takes. Each point's x is the *measured* median evaluations of its jobs (a
@@ -48,14 +48,17 @@ log = logging.getLogger("bench")
 
 DEFAULT_BUDGETS = (1_000, 10_000, 100_000, 1_000_000)
 STEP_CAP = 10 ** 7  # "no step limit of its own": the evaluation budget ends GRIDS long before this
+COALITION_CAP = 2 ** 20  # likewise for shapiq-fsii's coalitions (it also stops at all 2^n of its n players)
 
 
 def anytime_params(method: str, budget: int, params: dict) -> dict:
     """`params` (the profile's) with the method's own stopping rule lifted so that `budget` evaluations stop it."""
     params = dict(params)
-    if method in ("grids", "grids-mean"):
+    if method in ("grids", "grids-mean", "grids-groups"):
         params.pop("sweeps", None)
         params["steps"] = STEP_CAP
+    elif method == "shapiq-fsii":  # more coalitions for its regression, until the budget ends
+        params["n_coalitions"] = COALITION_CAP
     elif method == "fimap":  # its λ warm-up is a share of its steps: size the steps to the budget (64 cells a step)
         params["steps"] = max(1, int(budget) // int(params.get("batch_size", 64)))
     elif method == "lime":
