@@ -49,11 +49,10 @@ from dataclasses import dataclass, field
 from math import comb
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from datasets.windows import WINDOW_BP
+from datasets.windows import WINDOW_BP, window_pairs
 from methods._shared import open_frequency, rank_peaks
 from methods.base import BudgetClock
 from surrogates.protocol import (
@@ -201,19 +200,12 @@ def _closure_game_class():
 
 # ---------------------------------------------------------------------------------------------- the players
 def window_peaks(data, gene: str, window: int = WINDOW_BP) -> np.ndarray:
-    """The peaks whose midpoint lies within `window` bp of the gene's TSS on its chromosome (sorted); none when the
-    data's gene table has no chromosome and TSS for it."""
+    """The peaks whose midpoint lies within `window` bp of the gene's TSS on its chromosome (sorted; datasets/windows.py
+    `window_pairs`); none when the data's gene table has no chromosome and TSS for it."""
     genes = data.genes
     if gene not in genes.index or not {"chrom", "tss"} <= set(genes.columns):
         return np.zeros(0, dtype=np.int64)
-    chrom = genes.at[gene, "chrom"]
-    tss = pd.to_numeric(pd.Series([genes.at[gene, "tss"]]), errors="coerce").iloc[0]
-    if pd.isna(chrom) or not np.isfinite(tss):
-        return np.zeros(0, dtype=np.int64)
-    peaks = data.peaks
-    mid = (peaks["start"].to_numpy(np.int64) + peaks["end"].to_numpy(np.int64)) // 2
-    near = (peaks["chrom"].astype(str).to_numpy() == str(chrom)) & (np.abs(mid - int(tss)) <= window)
-    return np.flatnonzero(near).astype(np.int64)
+    return window_pairs(data.peaks, genes.loc[[gene]], window)[1]
 
 
 def first_order_screen(model, cells, gene: str, clock: BudgetClock) -> np.ndarray:
